@@ -1,0 +1,504 @@
+//! SPEC §1: the orders table, from physical input columns to cleaned lines and orders.
+//!
+//! [`normalise`] maps physical columns to typed logical ones (ids as strings,
+//! dates as calendar days, line values in integer micro-units) and rejects wrong
+//! types from the schema alone. [`clean`] applies cleaning steps 1–4 in SPEC
+//! order and [`orders`] rolls lines up (step 5). Each step's counts are small
+//! aggregate frames collected together with the outputs, so counting never
+//! costs a second pass over the data.
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+use crate::config::{CleaningConfig, ExcludeRule, InputConfig, Matcher, Returns};
+use crate::error::{InputError, Result};
+use crate::schema::internal::{CATEGORY, CHANNEL, CUSTOMER_ID, ORDER_DATE, ORDER_ID, VALUE};
+
+const MICROS_PER_UNIT: i64 = 1_000_000;
+
+/// The input with typed internal columns added beside the raw ones.
+pub struct Normalised {
+    pub lf: LazyFrame,
+    /// The physical columns of the input: exact duplicates are judged on these.
+    pub raw_columns: Vec<PlSmallStr>,
+    pub has_category: bool,
+    pub has_channel: bool,
+    /// Columns that are parsed from text, whose failures must be reported, not dropped.
+    parse_checks: Vec<ParseCheck>,
+}
+
+struct ParseCheck {
+    logical: &'static str,
+    physical: String,
+    what: String,
+    fix: String,
+    /// Rows where the raw value is present but did not parse.
+    failed: Expr,
+    raw: Expr,
+}
+
+/// Days since 1970-01-01, the physical value of a Polars `Date`.
+pub fn epoch_days(date: NaiveDate) -> i32 {
+    (date - NaiveDate::default()).num_days() as i32
+}
+
+/// A date literal (Polars' `lit(NaiveDate)` would give a datetime).
+pub fn date_lit(date: NaiveDate) -> Expr {
+    lit(epoch_days(date)).cast(DataType::Date)
+}
+
+/// Typed logical columns from the physical ones; wrong types fail here, from the schema.
+pub fn normalise(raw: LazyFrame, schema: &Schema, input: &InputConfig, file: &str) -> Result<Normalised> {
+    let columns = &input.columns;
+    let available = || {
+        schema
+            .iter_names()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut dtypes: BTreeMap<&str, DataType> = BTreeMap::new();
+    for (logical, physical) in columns.mapped() {
+        match schema.get(physical) {
+            Some(dtype) => {
+                dtypes.insert(logical, dtype.clone());
+            }
+            None => {
+                let names: Vec<&str> = schema.iter_names().map(|n| n.as_str()).collect();
+                let suggestion = names
+                    .iter()
+                    .map(|n| {
+                        (
+                            strsim::jaro_winkler(&n.to_lowercase(), &physical.to_lowercase()),
+                            *n,
+                        )
+                    })
+                    .filter(|(score, _)| *score > 0.75)
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, n)| format!("; did you mean `{n}`? Set input.columns.{logical}: {n}"))
+                    .unwrap_or_else(|| format!("; set input.columns.{logical} to one of them"));
+                return Err(InputError::MissingColumn {
+                    logical: logical.into(),
+                    physical: physical.into(),
+                    file: file.into(),
+                    available: available(),
+                    suggestion,
+                }
+                .into());
+            }
+        }
+    }
+    let wrong_type =
+        |logical: &str, physical: &str, dtype: &DataType, expected: &str| InputError::WrongType {
+            logical: logical.into(),
+            physical: physical.into(),
+            file: file.into(),
+            found: dtype.to_string(),
+            expected: expected.into(),
+        };
+
+    let mut parse_checks = Vec::new();
+    let id = |logical: &'static str, physical: &str| -> Result<Expr> {
+        let dtype = &dtypes[logical];
+        let as_text = match dtype {
+            DataType::String => col(physical),
+            d if d.is_integer() => col(physical).cast(DataType::String),
+            DataType::Categorical(..) => col(physical).cast(DataType::String),
+            d => return Err(wrong_type(logical, physical, d, "a string or integer id").into()),
+        };
+        let trimmed = as_text.str().strip_chars(lit(NULL));
+        Ok(when(trimmed.clone().eq(lit("")))
+            .then(lit(NULL).cast(DataType::String))
+            .otherwise(trimmed))
+    };
+    let customer_id = id("customer_id", &columns.customer_id)?;
+    let order_id = id("order_id", &columns.order_id)?;
+
+    let date_col = col(columns.order_date.as_str());
+    let order_date = match &dtypes["order_date"] {
+        DataType::Date => date_col,
+        DataType::Datetime(_, None) => date_col.cast(DataType::Date),
+        DataType::Datetime(_, Some(_)) => date_col
+            .dt()
+            .convert_time_zone(TimeZone::opt_try_new(Some(input.timezone.as_str()))?.unwrap_or(TimeZone::UTC))
+            .dt()
+            .date(),
+        DataType::String => {
+            let parsed = date_col.clone().str().to_date(StrptimeOptions {
+                format: input.date_format.as_deref().map(Into::into),
+                strict: false,
+                exact: true,
+                cache: true,
+            });
+            parse_checks.push(ParseCheck {
+                logical: "order_date",
+                physical: columns.order_date.clone(),
+                what: match &input.date_format {
+                    Some(f) => format!("dates with input.date_format `{f}`"),
+                    None => "dates (format inferred from the first value)".into(),
+                },
+                fix: "set input.date_format to the format the column uses, e.g. `%d/%m/%Y`".into(),
+                failed: date_col.clone().is_not_null().and(parsed.clone().is_null()),
+                raw: date_col,
+            });
+            parsed
+        }
+        d => {
+            return Err(wrong_type(
+                "order_date",
+                &columns.order_date,
+                d,
+                "a date, a datetime, or a string with input.date_format",
+            )
+            .into());
+        }
+    };
+
+    let numeric =
+        |logical: &'static str, physical: &str, checks: &mut Vec<ParseCheck>| -> Result<(Expr, bool)> {
+            let c = col(physical);
+            match &dtypes[logical] {
+                d if d.is_integer() => Ok((c.cast(DataType::Int64), true)),
+                d if d.is_float() || d.is_decimal() => Ok((c.cast(DataType::Float64), false)),
+                DataType::String => {
+                    let parsed = c.clone().str().strip_chars(lit(NULL)).cast(DataType::Float64);
+                    checks.push(ParseCheck {
+                        logical,
+                        physical: physical.to_string(),
+                        what: "numbers".into(),
+                        fix: format!("clean the column, or map input.columns.{logical} to a numeric column"),
+                        failed: c.clone().is_not_null().and(parsed.clone().is_null()),
+                        raw: c,
+                    });
+                    Ok((parsed, false))
+                }
+                d => Err(wrong_type(logical, physical, d, "a number (integer, float or decimal)").into()),
+            }
+        };
+    let (amount, amount_is_int) = numeric("amount", &columns.amount, &mut parse_checks)?;
+    let quantity = match (&columns.quantity, input.amount_is_unit_price) {
+        (Some(q), true) => Some(numeric("quantity", q, &mut parse_checks)?),
+        _ => None,
+    };
+    // Money is rounded once, to integer micro-units (SPEC preamble).
+    let value_micros = match quantity {
+        None if amount_is_int => amount * lit(MICROS_PER_UNIT),
+        Some((q, true)) if amount_is_int => amount * q * lit(MICROS_PER_UNIT),
+        other => {
+            let value = match other {
+                Some((q, _)) => amount.cast(DataType::Float64) * q.cast(DataType::Float64),
+                None => amount.cast(DataType::Float64),
+            };
+            let micros = (value.clone() * lit(MICROS_PER_UNIT as f64) + lit(0.5)).floor();
+            // Non-finite values and values past the Int64 range become null: step 1 drops them.
+            when(
+                value.is_finite().and(
+                    micros
+                        .clone()
+                        .gt(lit(-9.0e18))
+                        .and(micros.clone().lt(lit(9.0e18))),
+                ),
+            )
+            .then(micros.cast(DataType::Int64))
+            .otherwise(lit(NULL).cast(DataType::Int64))
+        }
+    };
+
+    let mut typed = vec![
+        customer_id.alias(CUSTOMER_ID),
+        order_id.alias(ORDER_ID),
+        order_date.alias(ORDER_DATE),
+        value_micros.alias(VALUE),
+    ];
+    for (physical, name) in [(&columns.category, CATEGORY), (&columns.channel, CHANNEL)] {
+        if let Some(physical) = physical {
+            typed.push(col(physical.as_str()).cast(DataType::String).alias(name));
+        }
+    }
+    Ok(Normalised {
+        lf: raw.with_columns(typed),
+        raw_columns: schema.iter_names().cloned().collect(),
+        has_category: columns.category.is_some(),
+        has_channel: columns.channel.is_some(),
+        parse_checks,
+    })
+}
+
+/// Step 1's condition: all required values present.
+fn required_present() -> Expr {
+    col(CUSTOMER_ID)
+        .is_not_null()
+        .and(col(ORDER_ID).is_not_null())
+        .and(col(ORDER_DATE).is_not_null())
+        .and(col(VALUE).is_not_null())
+}
+
+/// The default `as_of`: a small plan (latest valid order date), collected before the main one.
+pub fn latest_date_plan(normalised: &Normalised) -> LazyFrame {
+    normalised
+        .lf
+        .clone()
+        .filter(required_present())
+        .select([col(ORDER_DATE).max()])
+}
+
+/// Cleaned lines plus the frames that count each step.
+pub struct Cleaned {
+    /// Internal columns only: customer, order, date, value (+ category, channel).
+    pub lines: LazyFrame,
+    pub counts: CountFrames,
+}
+
+/// One-row aggregate frames, collected with the outputs.
+pub struct CountFrames {
+    pub required_and_as_of: LazyFrame,
+    pub after_dedupe: LazyFrame,
+    pub excluded: LazyFrame,
+}
+
+impl CountFrames {
+    pub fn into_vec(self) -> Vec<LazyFrame> {
+        vec![self.required_and_as_of, self.after_dedupe, self.excluded]
+    }
+}
+
+/// Steps 1–4 of SPEC §1, in order.
+pub fn clean(normalised: &Normalised, cleaning: &CleaningConfig, as_of: NaiveDate) -> Cleaned {
+    let before_as_of = col(ORDER_DATE).lt(date_lit(as_of));
+
+    // Step 1 reasons are exclusive: a row is counted under the first that applies.
+    let mut aggregates = vec![
+        len().cast(DataType::Int64).alias("rows"),
+        col(CUSTOMER_ID).is_null().sum().alias("null customer_id"),
+        (col(CUSTOMER_ID).is_not_null().and(col(ORDER_ID).is_null()))
+            .sum()
+            .alias("null order_id"),
+        (col(CUSTOMER_ID)
+            .is_not_null()
+            .and(col(ORDER_ID).is_not_null())
+            .and(col(ORDER_DATE).is_null()))
+        .sum()
+        .alias("null order_date"),
+        (col(CUSTOMER_ID)
+            .is_not_null()
+            .and(col(ORDER_ID).is_not_null())
+            .and(col(ORDER_DATE).is_not_null())
+            .and(col(VALUE).is_null()))
+        .sum()
+        .alias("null or non-finite line value"),
+        (required_present().and(before_as_of.clone().not()))
+            .sum()
+            .alias("dated on or after as_of"),
+    ];
+    for (i, check) in normalised.parse_checks.iter().enumerate() {
+        aggregates.push(check.failed.clone().sum().alias(format!("parse_failed_{i}")));
+        aggregates.push(
+            check
+                .raw
+                .clone()
+                .cast(DataType::String)
+                .filter(check.failed.clone())
+                .first()
+                .alias(format!("parse_example_{i}")),
+        );
+    }
+    let required_and_as_of = normalised.lf.clone().select(aggregates);
+
+    let in_window = normalised.lf.clone().filter(required_present().and(before_as_of));
+    let deduped = if cleaning.dedupe {
+        in_window.unique(
+            Some(cols(normalised.raw_columns.clone())),
+            UniqueKeepStrategy::Any,
+        )
+    } else {
+        in_window
+    };
+    let after_dedupe = deduped
+        .clone()
+        .select([len().cast(DataType::Int64).alias("rows")]);
+
+    // Step 4: exclude rules, then negative lines under `returns: drop`.
+    let mut dropped = lit(false);
+    let mut excluded_counts = vec![len().cast(DataType::Int64).alias("rows")];
+    for (i, rule) in cleaning.exclude.iter().enumerate() {
+        let matches = exclude_matches(rule).fill_null(lit(false));
+        excluded_counts.push(
+            (matches.clone().and(dropped.clone().not()))
+                .sum()
+                .alias(format!("exclude[{i}]: {}", describe(rule))),
+        );
+        dropped = dropped.or(matches);
+    }
+    if cleaning.returns == Returns::Drop {
+        let negative = col(VALUE).lt(lit(0i64));
+        excluded_counts.push(
+            (negative.clone().and(dropped.clone().not()))
+                .sum()
+                .alias("negative line (returns: drop)"),
+        );
+        dropped = dropped.or(negative);
+    }
+    let excluded = deduped.clone().select(excluded_counts);
+
+    let mut keep = vec![col(CUSTOMER_ID), col(ORDER_ID), col(ORDER_DATE), col(VALUE)];
+    if normalised.has_category {
+        keep.push(col(CATEGORY));
+    }
+    if normalised.has_channel {
+        keep.push(col(CHANNEL));
+    }
+    Cleaned {
+        lines: deduped.filter(dropped.not()).select(keep),
+        counts: CountFrames {
+            required_and_as_of,
+            after_dedupe,
+            excluded,
+        },
+    }
+}
+
+fn exclude_matches(rule: &ExcludeRule) -> Expr {
+    let text = col(rule.column.as_str()).cast(DataType::String);
+    match &rule.matcher {
+        Matcher::Equals(v) => text.eq(lit(v.as_str())),
+        Matcher::In(values) => {
+            let values = Series::new("values".into(), values.clone());
+            text.is_in(lit(values).implode(true), false)
+        }
+        Matcher::StartsWith(prefix) => text.str().starts_with(lit(prefix.as_str())),
+        Matcher::Regex(pattern) => text.str().contains(lit(pattern.as_str()), true),
+    }
+}
+
+fn describe(rule: &ExcludeRule) -> String {
+    match &rule.matcher {
+        Matcher::Equals(v) => format!("{} equals {v:?}", rule.column),
+        Matcher::In(values) => format!("{} in {values:?}", rule.column),
+        Matcher::StartsWith(p) => format!("{} starts with {p:?}", rule.column),
+        Matcher::Regex(r) => format!("{} matches /{r}/", rule.column),
+    }
+}
+
+/// Step 5: lines -> orders keyed by (customer, order): earliest date, summed value.
+/// An order's channel is the smallest non-null channel among its lines.
+pub fn orders(lines: LazyFrame, has_channel: bool) -> LazyFrame {
+    let mut aggs = vec![col(ORDER_DATE).min(), col(VALUE).sum()];
+    if has_channel {
+        aggs.push(col(CHANNEL).drop_nulls().min());
+    }
+    lines.group_by([col(CUSTOMER_ID), col(ORDER_ID)]).agg(aggs)
+}
+
+/// What the manifest records for one cleaning step.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CleaningStep {
+    pub step: u8,
+    pub name: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub dropped: u64,
+    pub reasons: BTreeMap<String, u64>,
+}
+
+fn scalar_u64(df: &DataFrame, name: &str) -> u64 {
+    df.column(name)
+        .ok()
+        .and_then(|c| c.get(0).ok())
+        .and_then(|v| v.extract::<i64>())
+        .unwrap_or(0)
+        .max(0) as u64
+}
+
+/// Turns the collected count frames into manifest steps; text that failed to parse is an error.
+pub fn cleaning_steps(
+    normalised: &Normalised,
+    counts: &[DataFrame],
+    orders: u64,
+    purchases: u64,
+) -> Result<Vec<CleaningStep>> {
+    let [first, deduped, excluded] = counts else {
+        unreachable!("three count frames are built by `clean`")
+    };
+    for (i, check) in normalised.parse_checks.iter().enumerate() {
+        let failed = scalar_u64(first, &format!("parse_failed_{i}"));
+        if failed > 0 {
+            let example = first
+                .column(&format!("parse_example_{i}"))
+                .ok()
+                .and_then(|c| c.get(0).ok().map(|v| v.str_value().to_string()))
+                .unwrap_or_default();
+            return Err(InputError::Unparseable {
+                logical: check.logical.into(),
+                physical: check.physical.clone(),
+                count: failed,
+                example,
+                what: check.what.clone(),
+                fix: check.fix.clone(),
+            }
+            .into());
+        }
+    }
+    let rows_in = scalar_u64(first, "rows");
+    let reasons1: BTreeMap<String, u64> = [
+        "null customer_id",
+        "null order_id",
+        "null order_date",
+        "null or non-finite line value",
+    ]
+    .iter()
+    .map(|r| (r.to_string(), scalar_u64(first, r)))
+    .collect();
+    let dropped1: u64 = reasons1.values().sum();
+    let after1 = rows_in - dropped1;
+    let dropped2 = scalar_u64(first, "dated on or after as_of");
+    let after2 = after1 - dropped2;
+    let after3 = scalar_u64(deduped, "rows");
+    let reasons4: BTreeMap<String, u64> = excluded
+        .get_column_names()
+        .into_iter()
+        .filter(|n| n.as_str() != "rows")
+        .map(|n| (n.to_string(), scalar_u64(excluded, n)))
+        .collect();
+    let dropped4: u64 = reasons4.values().sum();
+    let after4 = after3 - dropped4;
+    let step =
+        |step: u8, name: &str, rows_in: u64, rows_out: u64, reasons: BTreeMap<String, u64>| CleaningStep {
+            step,
+            name: name.into(),
+            rows_in,
+            rows_out,
+            dropped: rows_in - rows_out,
+            reasons,
+        };
+    Ok(vec![
+        step(1, "required values present", rows_in, after1, reasons1),
+        step(
+            2,
+            "dated before as_of",
+            after1,
+            after2,
+            BTreeMap::from([("dated on or after as_of".into(), dropped2)]),
+        ),
+        step(
+            3,
+            "exact duplicate rows",
+            after2,
+            after3,
+            BTreeMap::from([("exact duplicate".into(), after2 - after3)]),
+        ),
+        step(4, "exclude filters and returns", after3, after4, reasons4),
+        CleaningStep {
+            step: 5,
+            name: "lines rolled up to orders".into(),
+            rows_in: after4,
+            rows_out: orders,
+            dropped: 0,
+            reasons: BTreeMap::from([
+                ("orders".into(), orders),
+                ("purchases (value > 0)".into(), purchases),
+            ]),
+        },
+    ])
+}

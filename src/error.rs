@@ -1,0 +1,126 @@
+//! Typed errors that users and tests act on, and the exit-code policy.
+//!
+//! Exit codes (documented in the README and `--help`): 0 success, 1 internal
+//! error, 2 usage or config error, 3 input data error, 4 model fit failure.
+//! Every message names the file, key or column at fault and, where we know it,
+//! the fix.
+
+use std::path::PathBuf;
+
+use crate::config::ConfigIssue;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// One or more problems in the config file or `--set` overrides, all reported at once.
+    #[error("{}", format_config_issues(.0))]
+    Config(Vec<ConfigIssue>),
+
+    #[error(transparent)]
+    Input(#[from] InputError),
+
+    #[error("{0}")]
+    Output(String),
+
+    #[error("model fit failed: {0}")]
+    Model(String),
+
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("internal error in the query engine: {0}")]
+    Polars(#[from] polars::prelude::PolarsError),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Output(_) => 2,
+            Error::Input(_) => 3,
+            Error::Model(_) => 4,
+            Error::Io { .. } | Error::Polars(_) => 1,
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+fn format_config_issues(issues: &[ConfigIssue]) -> String {
+    let mut text = format!(
+        "invalid configuration ({} problem{}):",
+        issues.len(),
+        if issues.len() == 1 { "" } else { "s" }
+    );
+    for issue in issues {
+        text.push_str("\n  ");
+        text.push_str(&issue.to_string());
+    }
+    text
+}
+
+/// Problems with the order history itself: found from the schema before heavy work
+/// where possible, otherwise from the cleaning counts.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(
+        "input file {path} does not exist (input.orders); check the path, which is relative to the working directory"
+    )]
+    MissingFile { path: String },
+
+    #[error("no Parquet files match {pattern} (input.orders){hint}")]
+    NoFiles { pattern: String, hint: String },
+
+    #[error("cannot read {path} as Parquet: {reason}")]
+    NotParquet { path: String, reason: String },
+
+    #[error(
+        "column `{physical}` (mapped to `{logical}` by input.columns.{logical}) is not in {file}; \
+         the columns there are: {available}{suggestion}"
+    )]
+    MissingColumn {
+        logical: String,
+        physical: String,
+        file: String,
+        available: String,
+        suggestion: String,
+    },
+
+    #[error("column `{physical}` (input.columns.{logical}) in {file} has type {found}; expected {expected}")]
+    WrongType {
+        logical: String,
+        physical: String,
+        file: String,
+        found: String,
+        expected: String,
+    },
+
+    #[error(
+        "column `{physical}` (input.columns.{logical}): {count} value(s) do not parse as {what}, e.g. `{example}`; {fix}"
+    )]
+    Unparseable {
+        logical: String,
+        physical: String,
+        count: u64,
+        example: String,
+        what: String,
+        fix: String,
+    },
+
+    #[error("the input files do not share one schema: {0}")]
+    SchemaMismatch(String),
+
+    #[error(
+        "no purchases left after cleaning ({0}); see the cleaning counts above, or check as_of, input.columns and cleaning.exclude"
+    )]
+    NothingLeft(String),
+}

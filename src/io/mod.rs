@@ -1,0 +1,5 @@
+//! The only place that touches paths: resolving and scanning inputs, writing
+//! outputs atomically, and the manifest file.
+
+pub mod input;
+pub mod output;

@@ -1,0 +1,228 @@
+//! Writing outputs atomically (SPEC §8).
+//!
+//! Every file goes into a hidden temporary sibling directory; the manifest is
+//! written last; then the directory is swapped into place in one `renameat2`
+//! exchange (or a rename when there is nothing to replace). A run that fails or
+//! is killed at any point leaves the previous outputs untouched; its temporary
+//! directory is removed by the next run.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+
+use crate::checksum::sha256_hex;
+use crate::config::Format;
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, OutputFile};
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Test hook: pause this many milliseconds after writing, before publishing,
+/// so fault tests can kill a run that has half-finished files on disk.
+const HOLD_ENV: &str = "LOYALTY_TEST_HOLD_BEFORE_PUBLISH_MS";
+
+/// `output.dir` with `{as_of}` and `{run_date}` filled in.
+pub fn resolve_dir(template: &str, as_of: NaiveDate, run_date: NaiveDate) -> PathBuf {
+    PathBuf::from(
+        template
+            .replace("{as_of}", &as_of.to_string())
+            .replace("{run_date}", &run_date.to_string()),
+    )
+}
+
+/// Checks that `dir` can be created or replaced, before any work is done.
+pub fn check_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Output(format!(
+            "output.dir {} exists and is not a directory; choose another output.dir or remove the file",
+            dir.display()
+        )));
+    }
+    let parent = parent_of(dir);
+    if parent.exists() && !parent.is_dir() {
+        return Err(Error::Output(format!(
+            "output.dir {}: its parent {} is not a directory",
+            dir.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
+fn parent_of(dir: &Path) -> PathBuf {
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into())
+}
+
+/// Writes every table in every format plus the manifest, then publishes the directory.
+pub fn publish(
+    dir: &Path,
+    tables: &mut [(&'static str, DataFrame)],
+    formats: &[Format],
+    manifest: &mut Manifest,
+) -> Result<()> {
+    check_dir(dir)?;
+    let parent = parent_of(dir);
+    fs::create_dir_all(&parent)
+        .map_err(|e| Error::Output(format!("cannot create {}: {e}", parent.display())))?;
+    let name = dir_name(dir);
+    remove_stale_temporaries(&parent, &name);
+
+    let tmp = parent.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
+    fs::create_dir(&tmp).map_err(|e| {
+        Error::Output(format!(
+            "cannot write in {} (for output.dir {}): {e}",
+            parent.display(),
+            dir.display()
+        ))
+    })?;
+    let result = write_all(&tmp, tables, formats, manifest).and_then(|()| {
+        if let Some(ms) = std::env::var(HOLD_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        swap_into_place(&tmp, dir)
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn write_all(
+    tmp: &Path,
+    tables: &mut [(&'static str, DataFrame)],
+    formats: &[Format],
+    manifest: &mut Manifest,
+) -> Result<()> {
+    manifest.outputs.clear();
+    for (table, frame) in tables.iter_mut() {
+        for format in formats {
+            let (ext, format_name) = match format {
+                Format::Parquet => ("parquet", "parquet"),
+                Format::Csv => ("csv", "csv"),
+            };
+            let file_name = format!("{table}.{ext}");
+            let path = tmp.join(&file_name);
+            write_table(&path, frame, *format)?;
+            let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            manifest.outputs.push(OutputFile {
+                table: table.to_string(),
+                format: format_name.into(),
+                file: file_name,
+                rows: frame.height() as u64,
+                bytes: bytes.len() as u64,
+                sha256: sha256_hex(&bytes),
+            });
+        }
+    }
+    let path = tmp.join(MANIFEST_FILE);
+    let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Output(e.to_string()))?;
+    write_synced(&path, |f| f.write_all(&json).map_err(|e| Error::io(&path, e)))
+}
+
+/// Writes one table to a file and flushes it to disk.
+pub fn write_table(path: &Path, frame: &mut DataFrame, format: Format) -> Result<()> {
+    write_synced(path, |file| {
+        match format {
+            Format::Parquet => {
+                ParquetWriter::new(file).finish(frame)?;
+            }
+            Format::Csv => {
+                CsvWriter::new(file).include_header(true).finish(frame)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn write_synced(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
+    write(&mut file)?;
+    file.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// Replaces `dir` by `tmp` in one step where the OS allows it.
+fn swap_into_place(tmp: &Path, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        if exchange(tmp, dir).is_ok() {
+            // `tmp` now holds the previous outputs.
+            let _ = fs::remove_dir_all(tmp);
+        } else {
+            // No atomic exchange here: move the old directory aside first.
+            let old = tmp.with_extension("old");
+            fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+            fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))?;
+            let _ = fs::remove_dir_all(&old);
+        }
+    } else {
+        fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))?;
+    }
+    if let Ok(parent) = File::open(parent_of(dir)) {
+        let _ = parent.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let a = CString::new(a.as_os_str().as_bytes())?;
+    let b = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::other("no atomic exchange on this platform"))
+}
+
+/// Removes `.NAME.tmp-PID-*` directories left by runs that are no longer alive.
+fn remove_stale_temporaries(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        let alive =
+            pid.is_some_and(|pid| pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            tracing::info!(path = %entry.path().display(), "removing a temporary directory left by an interrupted run");
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}

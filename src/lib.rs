@@ -1,0 +1,15 @@
+//! `loyalty`: customer-loyalty analytics from order history (see `SPEC.md` in the
+//! shared folder for the metric contract every number here implements).
+
+pub mod app;
+pub mod checksum;
+pub mod clean;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod io;
+pub mod manifest;
+pub mod metrics;
+pub mod pipeline;
+pub mod schema;

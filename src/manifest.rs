@@ -1,0 +1,45 @@
+//! `manifest.json` (SPEC §8): what ran, on what, and what it wrote.
+
+use chrono::NaiveDate;
+use serde::Serialize;
+
+use crate::clean::CleaningStep;
+use crate::config::JobConfig;
+use crate::io::input::InputFile;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub tool: &'static str,
+    pub version: &'static str,
+    /// UTC timestamp of the start of the run.
+    pub started_at: String,
+    pub run_date: NaiveDate,
+    pub as_of: NaiveDate,
+    /// `config`, `--as-of`, or `data` (latest order date + 1 day).
+    pub as_of_source: String,
+    pub config_hash: String,
+    pub config: JobConfig,
+    pub inputs: Vec<InputFile>,
+    pub input_rows: u64,
+    pub cleaning: Vec<CleaningStep>,
+    pub outputs: Vec<OutputFile>,
+    pub stages: Vec<Stage>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputFile {
+    pub table: String,
+    pub format: String,
+    /// File name inside the output directory.
+    pub file: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    pub name: String,
+    pub seconds: f64,
+}

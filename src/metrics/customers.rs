@@ -1,0 +1,119 @@
+//! SPEC §2: the `customers` table, one row per customer with at least one purchase.
+//!
+//! A purchase is an order whose value is > 0. Dates and counts come from
+//! purchases; revenue from *all* of the customer's orders (refunds net in).
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+
+use super::{ratio, to_currency};
+use crate::clean::epoch_days;
+use crate::config::Grain;
+use crate::schema::customers::*;
+use crate::schema::internal::{
+    CHANNEL as CHANNEL_IN, CUSTOMER_ID as CID, ORDER_DATE, ORDER_ID, REVENUE_MICROS, VALUE,
+};
+use crate::schema::{CUSTOMER_ID, ORDERS, REVENUE};
+
+pub struct CustomerParams {
+    pub as_of: NaiveDate,
+    pub min_tenure_days: u32,
+    pub grain: Grain,
+    pub has_channel: bool,
+}
+
+/// Orders whose value is > 0.
+pub fn purchases(orders: LazyFrame) -> LazyFrame {
+    orders.filter(col(VALUE).gt(lit(0i64)))
+}
+
+/// First day of the cohort period (ISO week from Monday, month, or calendar quarter).
+pub fn period_start(date: Expr, grain: Grain) -> Expr {
+    let every = match grain {
+        Grain::Week => "1w",
+        Grain::Month => "1mo",
+        Grain::Quarter => "1q",
+    };
+    date.dt().truncate(lit(every))
+}
+
+/// Whole days from `date` to `as_of`.
+fn days_until(as_of: NaiveDate, date: Expr) -> Expr {
+    lit(epoch_days(as_of) as i64) - date.cast(DataType::Int32).cast(DataType::Int64)
+}
+
+/// The customer table, sorted by customer_id, with `__revenue_micros` kept for
+/// downstream metrics (dropped before writing).
+pub fn customers(orders: LazyFrame, params: &CustomerParams) -> LazyFrame {
+    let mut purchase_aggs = vec![
+        col(ORDER_DATE).min().alias(FIRST_ORDER_DATE),
+        col(ORDER_DATE).max().alias(LAST_ORDER_DATE),
+        len().cast(DataType::Int64).alias(ORDERS),
+    ];
+    if params.has_channel {
+        // Acquisition channel: the first purchase's, ties broken by the smallest order_id.
+        purchase_aggs.push(
+            col(CHANNEL_IN)
+                .sort_by([col(ORDER_DATE), col(ORDER_ID)], SortMultipleOptions::default())
+                .first()
+                .alias(CHANNEL),
+        );
+    }
+    let by_purchases = purchases(orders.clone()).group_by([col(CID)]).agg(purchase_aggs);
+    let revenue = orders
+        .group_by([col(CID)])
+        .agg([col(VALUE).sum().alias(REVENUE_MICROS)]);
+
+    let tenure = days_until(params.as_of, col(FIRST_ORDER_DATE));
+    let annualised_days = when(tenure.clone().lt(lit(params.min_tenure_days as i64)))
+        .then(lit(params.min_tenure_days as i64))
+        .otherwise(tenure.clone());
+
+    let mut columns = vec![
+        col(CID).alias(CUSTOMER_ID),
+        col(FIRST_ORDER_DATE),
+        col(LAST_ORDER_DATE),
+        col(ORDERS),
+        to_currency(col(REVENUE_MICROS)).alias(REVENUE),
+        (to_currency(col(REVENUE_MICROS)) / col(ORDERS).cast(DataType::Float64)).alias(AOV),
+        days_until(params.as_of, col(LAST_ORDER_DATE)).alias(RECENCY_DAYS),
+        tenure.alias(TENURE_DAYS),
+        (ratio(to_currency(col(REVENUE_MICROS)), annualised_days) * lit(365.25)).alias(ANNUAL_VALUE),
+        period_start(col(FIRST_ORDER_DATE), params.grain).alias(COHORT),
+    ];
+    if params.has_channel {
+        columns.push(col(CHANNEL));
+    }
+    columns.push(col(REVENUE_MICROS));
+    by_purchases
+        .join(revenue, [col(CID)], [col(CID)], JoinArgs::new(JoinType::Left))
+        .select(columns)
+        .sort([CUSTOMER_ID], SortMultipleOptions::default())
+}
+
+/// Customers with at least 2 distinct non-null categories among the positive lines
+/// of their purchases (SPEC §7 upsell_ratio numerator), as a one-row frame.
+pub fn upsell_customers(lines: LazyFrame, orders: LazyFrame) -> LazyFrame {
+    let purchase_keys = purchases(orders).select([col(CID), col(ORDER_ID)]);
+    lines
+        .filter(
+            col(VALUE)
+                .gt(lit(0i64))
+                .and(col(crate::schema::internal::CATEGORY).is_not_null()),
+        )
+        .join(
+            purchase_keys,
+            [col(CID), col(ORDER_ID)],
+            [col(CID), col(ORDER_ID)],
+            JoinArgs::new(JoinType::Semi),
+        )
+        .group_by([col(CID)])
+        .agg([col(crate::schema::internal::CATEGORY)
+            .n_unique()
+            .alias("categories")])
+        .select([col("categories")
+            .gt_eq(lit(2))
+            .sum()
+            .cast(DataType::Int64)
+            .alias("upsell_customers")])
+}

@@ -1,0 +1,73 @@
+//! SPEC §7: the one-row `kpis` table.
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+
+use super::{ratio, to_currency};
+use crate::clean::date_lit;
+use crate::schema::customers::RECENCY_DAYS;
+use crate::schema::internal::REVENUE_MICROS;
+use crate::schema::kpis::*;
+use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
+
+pub struct KpiInputs {
+    /// The customers table (with `__revenue_micros`).
+    pub customers: LazyFrame,
+    /// One row from [`super::pareto::pareto`].
+    pub pareto_summary: LazyFrame,
+    /// One row `upsell_customers`, when a category column is mapped.
+    pub upsell: Option<LazyFrame>,
+}
+
+pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> LazyFrame {
+    let customers = || len().cast(DataType::Int64);
+    let orders = || col(ORDERS).sum();
+    let churned = |window: u32| ratio(col(RECENCY_DAYS).gt(lit(window as i64)).sum(), customers());
+    let base = inputs.customers.select([
+        date_lit(as_of).alias(AS_OF),
+        customers().alias(CUSTOMERS),
+        orders().alias(ORDERS),
+        to_currency(col(REVENUE_MICROS).sum()).alias(REVENUE),
+        ratio(to_currency(col(REVENUE_MICROS).sum()), orders()).alias(AOV),
+        ratio(orders(), customers()).alias(PURCHASE_FREQUENCY),
+        ratio(col(ORDERS).gt_eq(lit(2i64)).sum(), customers()).alias(REPEAT_PURCHASE_RATE),
+        lit(churn_window_days as i64).alias(CHURN_WINDOW_DAYS),
+        churned(churn_window_days).alias(CHURN_RATE),
+        churned(365).alias(ANNUAL_CHURN_RATE),
+    ]);
+    let with_upsell = match inputs.upsell {
+        Some(upsell) => {
+            base.cross_join(upsell, None)
+                .with_columns([ratio(col("upsell_customers"), col(CUSTOMERS)).alias(UPSELL_RATIO)])
+        }
+        None => base.with_columns([lit(NULL).cast(DataType::Float64).alias(UPSELL_RATIO)]),
+    };
+    let mut columns: Vec<Expr> = [
+        AS_OF,
+        CUSTOMERS,
+        ORDERS,
+        REVENUE,
+        AOV,
+        PURCHASE_FREQUENCY,
+        REPEAT_PURCHASE_RATE,
+        CHURN_WINDOW_DAYS,
+        CHURN_RATE,
+        ANNUAL_CHURN_RATE,
+        UPSELL_RATIO,
+        GINI,
+        TOP_20PCT_REVENUE_SHARE,
+        CUSTOMERS_FOR_80PCT,
+        CUSTOMERS_FOR_80PCT_SHARE,
+    ]
+    .into_iter()
+    .map(col)
+    .collect();
+    // Predictive-model columns stay null until a model is fitted (SPEC §6.3).
+    columns.push(lit(NULL).cast(DataType::String).alias(MODEL));
+    for name in MODEL_PARAMETERS.into_iter().chain([MODEL_LOG_LIKELIHOOD]) {
+        columns.push(lit(NULL).cast(DataType::Float64).alias(name));
+    }
+    with_upsell
+        .cross_join(inputs.pareto_summary, None)
+        .select(columns)
+}

@@ -1,0 +1,166 @@
+//! SPEC §5: Pareto shares, the Lorenz curve, Gini and ABC classes.
+//!
+//! Over the N⁺ customers with revenue > 0, ranked by revenue descending, ties by
+//! customer_id ascending (rank 1 = best). Counts are exact integers and every
+//! threshold compares integer products in Int128 (`cum × den ≥ num × total`),
+//! so results do not depend on float rounding or summation order.
+
+use polars::prelude::*;
+
+use super::ratio;
+use crate::config::{Fraction, ParetoConfig};
+use crate::schema::customers::ABC_CLASS;
+use crate::schema::internal::REVENUE_MICROS as REV;
+use crate::schema::kpis::{CUSTOMERS_FOR_80PCT, CUSTOMERS_FOR_80PCT_SHARE, GINI, TOP_20PCT_REVENUE_SHARE};
+use crate::schema::pareto::{CUSTOMER_SHARE, TOP_SHARE};
+use crate::schema::{CUSTOMER_ID, CUSTOMERS, REVENUE_SHARE};
+
+const RANK: &str = "__rank";
+const CUM: &str = "__cum_revenue";
+
+pub struct ParetoFrames {
+    /// `top_share, customers, revenue_share`, one row per configured share.
+    pub pareto: LazyFrame,
+    /// `customer_share, customers, revenue_share`, `lorenz_points + 1` rows.
+    pub lorenz: LazyFrame,
+    /// One row: gini, top_20pct_revenue_share, customers_for_80pct and its share.
+    pub summary: LazyFrame,
+    /// `customer_id, abc_class` for customers with revenue > 0 (the rest are C).
+    pub abc: LazyFrame,
+}
+
+/// Expects `customer_id` and `__revenue_micros` columns.
+pub fn pareto(customers: LazyFrame, config: &ParetoConfig) -> ParetoFrames {
+    let ranked = ranked(customers);
+    let shares = config
+        .top_shares
+        .iter()
+        .map(|share| top_share_row(ranked.clone(), *share))
+        .collect::<Vec<_>>();
+    let pareto = concat(shares, UnionArgs::default())
+        .unwrap_or_else(|_| ranked.clone().select([lit(NULL).alias(TOP_SHARE)]))
+        .sort([TOP_SHARE], SortMultipleOptions::default());
+
+    let total = || col(REV).sum();
+    let n = || len().cast(DataType::Int64);
+    let int128 = |e: Expr| e.cast(DataType::Int128);
+    let eighty = Fraction { num: 8, den: 10 };
+    let customers_for_80pct = col(RANK)
+        .filter(
+            (int128(col(CUM)) * int128(lit(eighty.den as i64)))
+                .gt_eq(int128(total()) * int128(lit(eighty.num as i64))),
+        )
+        .min();
+    // Gini with x ascending and i 1-based: ascending position = N − rank + 1.
+    let weighted = (int128(n() - col(RANK) + lit(1i64)) * int128(col(REV))).sum();
+    let n_f = || n().cast(DataType::Float64);
+    let gini = when(n().gt(lit(0i64)))
+        .then(
+            lit(2.0) * weighted.cast(DataType::Float64) / (n_f() * total().cast(DataType::Float64))
+                - (n_f() + lit(1.0)) / n_f(),
+        )
+        .otherwise(lit(NULL).cast(DataType::Float64));
+    let summary = ranked.clone().select([
+        gini.alias(GINI),
+        share_of_top(Fraction { num: 2, den: 10 }).alias(TOP_20PCT_REVENUE_SHARE),
+        customers_for_80pct
+            .clone()
+            .cast(DataType::Int64)
+            .alias(CUSTOMERS_FOR_80PCT),
+        ratio(customers_for_80pct, n()).alias(CUSTOMERS_FOR_80PCT_SHARE),
+    ]);
+
+    ParetoFrames {
+        pareto,
+        lorenz: lorenz(ranked.clone(), config.lorenz_points),
+        summary,
+        abc: abc(ranked, config),
+    }
+}
+
+/// Customers with revenue > 0 with their rank and cumulative revenue, best first.
+fn ranked(customers: LazyFrame) -> LazyFrame {
+    customers
+        .select([col(CUSTOMER_ID), col(REV)])
+        .filter(col(REV).gt(lit(0i64)))
+        .sort(
+            [REV, CUSTOMER_ID],
+            SortMultipleOptions::default().with_order_descending_multi([true, false]),
+        )
+        .with_row_index(RANK, Some(1))
+        .with_columns([
+            col(RANK).cast(DataType::Int64),
+            col(REV).cum_sum(false).alias(CUM),
+        ])
+}
+
+/// ceil(num × N / den), exactly.
+fn top_count(share: Fraction) -> Expr {
+    (lit(share.num as i64) * len().cast(DataType::Int64) + lit(share.den as i64 - 1))
+        .floor_div(lit(share.den as i64))
+}
+
+/// Revenue share of the top ceil(p × N⁺) customers; null without revenue.
+fn share_of_top(share: Fraction) -> Expr {
+    let top_revenue = col(CUM).filter(col(RANK).eq(top_count(share))).sum();
+    ratio(top_revenue, col(REV).sum())
+}
+
+fn top_share_row(ranked: LazyFrame, share: Fraction) -> LazyFrame {
+    ranked.select([
+        lit(share.value()).alias(TOP_SHARE),
+        top_count(share).alias(CUSTOMERS),
+        share_of_top(share).alias(REVENUE_SHARE),
+    ])
+}
+
+/// Point i: customer_share = i / points; the bottom m = floor(i × N⁺ / points)
+/// customers (ascending, ties by customer_id descending — exactly the reverse of
+/// the ranking) hold total − cum(N⁺ − m) of the revenue.
+fn lorenz(ranked: LazyFrame, points: u32) -> LazyFrame {
+    let points = points as i64;
+    let index = DataFrame::new_infer_height(vec![Column::new(
+        "__i".into(),
+        (0..=points).collect::<Vec<i64>>(),
+    )])
+    .map(|df| df.lazy())
+    .unwrap_or_else(|_| ranked.clone().select([lit(0i64).alias("__i")]));
+    let stats = ranked.clone().select([
+        len().cast(DataType::Int64).alias("__n"),
+        col(REV).sum().alias("__total"),
+    ]);
+    index
+        .cross_join(stats, None)
+        .with_columns([(col("__i") * col("__n")).floor_div(lit(points)).alias(CUSTOMERS)])
+        .with_columns([(col("__n") - col(CUSTOMERS)).alias("__top")])
+        .join(
+            ranked.select([col(RANK), col(CUM)]),
+            [col("__top")],
+            [col(RANK)],
+            JoinArgs::new(JoinType::Left),
+        )
+        .select([
+            (col("__i").cast(DataType::Float64) / lit(points as f64)).alias(CUSTOMER_SHARE),
+            col(CUSTOMERS),
+            ratio(col("__total") - col(CUM).fill_null(lit(0i64)), col("__total")).alias(REVENUE_SHARE),
+        ])
+        .sort([CUSTOMER_SHARE], SortMultipleOptions::default())
+}
+
+/// cum_before = revenue of all customers ranked above; A if its share < a, B if < b, else C.
+fn abc(ranked: LazyFrame, config: &ParetoConfig) -> LazyFrame {
+    let int128 = |e: Expr| e.cast(DataType::Int128);
+    let before = || int128(col(CUM) - col(REV));
+    let below = |f: Fraction| {
+        (before() * int128(lit(f.den as i64))).lt(int128(col(REV).sum()) * int128(lit(f.num as i64)))
+    };
+    ranked.select([
+        col(CUSTOMER_ID),
+        when(below(config.abc.a))
+            .then(lit("A"))
+            .when(below(config.abc.b))
+            .then(lit("B"))
+            .otherwise(lit("C"))
+            .alias(ABC_CLASS),
+    ])
+}
