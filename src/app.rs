@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -205,11 +204,12 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let frame = generate::generate(&params).map_err(Error::from);
     bar.finish_and_clear();
     let mut frame = frame?;
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
     let tmp = args.out.with_extension("parquet.tmp");
     output::write_table(&tmp, &mut frame, Format::Parquet)?;
-    std::fs::rename(&tmp, &args.out)
-        .map_err(|e| Error::io(&args.out, e))
-        .with_context(|| format!("moving the generated file into place at {}", args.out.display()))?;
+    std::fs::rename(&tmp, &args.out).map_err(|e| Error::io(&args.out, e))?;
     println!(
         "wrote {} ({} lines, {} customers)",
         args.out.display(),

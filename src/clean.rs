@@ -235,13 +235,54 @@ fn required_present() -> Expr {
         .and(col(VALUE).is_not_null())
 }
 
-/// The default `as_of`: a small plan (latest valid order date), collected before the main one.
+/// The default `as_of`: a small plan (latest valid order date, and the parse
+/// checks, which must fail before an empty result is blamed on the data).
 pub fn latest_date_plan(normalised: &Normalised) -> LazyFrame {
-    normalised
-        .lf
-        .clone()
-        .filter(required_present())
-        .select([col(ORDER_DATE).max()])
+    let mut aggregates = vec![col(ORDER_DATE).filter(required_present()).max()];
+    aggregates.extend(parse_check_aggregates(normalised));
+    normalised.lf.clone().select(aggregates)
+}
+
+/// Per parse check: how many values failed, and the first one.
+fn parse_check_aggregates(normalised: &Normalised) -> Vec<Expr> {
+    let mut aggregates = Vec::new();
+    for (i, check) in normalised.parse_checks.iter().enumerate() {
+        aggregates.push(check.failed.clone().sum().alias(format!("parse_failed_{i}")));
+        aggregates.push(
+            check
+                .raw
+                .clone()
+                .cast(DataType::String)
+                .filter(check.failed.clone())
+                .first()
+                .alias(format!("parse_example_{i}")),
+        );
+    }
+    aggregates
+}
+
+/// Text that does not parse is an error naming the column and an example, never silently dropped.
+pub fn check_parse_failures(normalised: &Normalised, counts: &DataFrame) -> Result<()> {
+    for (i, check) in normalised.parse_checks.iter().enumerate() {
+        let failed = scalar_u64(counts, &format!("parse_failed_{i}"));
+        if failed > 0 {
+            let example = counts
+                .column(&format!("parse_example_{i}"))
+                .ok()
+                .and_then(|c| c.get(0).ok().map(|v| v.str_value().to_string()))
+                .unwrap_or_default();
+            return Err(InputError::Unparseable {
+                logical: check.logical.into(),
+                physical: check.physical.clone(),
+                count: failed,
+                example,
+                what: check.what.clone(),
+                fix: check.fix.clone(),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Cleaned lines plus the frames that count each step.
@@ -292,18 +333,7 @@ pub fn clean(normalised: &Normalised, cleaning: &CleaningConfig, as_of: NaiveDat
             .sum()
             .alias("dated on or after as_of"),
     ];
-    for (i, check) in normalised.parse_checks.iter().enumerate() {
-        aggregates.push(check.failed.clone().sum().alias(format!("parse_failed_{i}")));
-        aggregates.push(
-            check
-                .raw
-                .clone()
-                .cast(DataType::String)
-                .filter(check.failed.clone())
-                .first()
-                .alias(format!("parse_example_{i}")),
-        );
-    }
+    aggregates.extend(parse_check_aggregates(normalised));
     let required_and_as_of = normalised.lf.clone().select(aggregates);
 
     let in_window = normalised.lf.clone().filter(required_present().and(before_as_of));
@@ -421,25 +451,7 @@ pub fn cleaning_steps(
     let [first, deduped, excluded] = counts else {
         unreachable!("three count frames are built by `clean`")
     };
-    for (i, check) in normalised.parse_checks.iter().enumerate() {
-        let failed = scalar_u64(first, &format!("parse_failed_{i}"));
-        if failed > 0 {
-            let example = first
-                .column(&format!("parse_example_{i}"))
-                .ok()
-                .and_then(|c| c.get(0).ok().map(|v| v.str_value().to_string()))
-                .unwrap_or_default();
-            return Err(InputError::Unparseable {
-                logical: check.logical.into(),
-                physical: check.physical.clone(),
-                count: failed,
-                example,
-                what: check.what.clone(),
-                fix: check.fix.clone(),
-            }
-            .into());
-        }
-    }
+    check_parse_failures(normalised, first)?;
     let rows_in = scalar_u64(first, "rows");
     let reasons1: BTreeMap<String, u64> = [
         "null customer_id",

@@ -26,7 +26,7 @@ pub enum Error {
     #[error("model fit failed: {0}")]
     Model(String),
 
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -60,6 +60,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             let latest = clean::latest_date_plan(&normalised)
                 .collect_with_engine(engine)?
                 .unwrap_single();
+            clean::check_parse_failures(&normalised, &latest)?;
             let days = latest
                 .column(schema::internal::ORDER_DATE)?
                 .cast(&DataType::Int32)?

@@ -242,7 +242,9 @@ pub fn from_str(text: &str, file: &str, overrides: &[String]) -> Result<JobConfi
             &root.origin,
             format!("the config must be a mapping of sections (input, cleaning, output, ...), got {got}"),
         );
-        return Err(Error::Config(reader.issues));
+        return Err(Error::Config(
+            reader.issues.into_iter().map(|(_, issue)| issue).collect(),
+        ));
     }
     for arg in overrides {
         if let Err(message) = apply_override(&mut root, arg) {
@@ -253,7 +255,11 @@ pub fn from_str(text: &str, file: &str, overrides: &[String]) -> Result<JobConfi
     if reader.issues.is_empty() {
         Ok(config)
     } else {
-        Err(Error::Config(reader.issues))
+        // Top to bottom through the file, then the `--set` arguments in order.
+        reader.issues.sort_by_key(|(order, _)| *order);
+        Err(Error::Config(
+            reader.issues.into_iter().map(|(_, issue)| issue).collect(),
+        ))
     }
 }
 
@@ -323,7 +329,8 @@ fn set_origin(node: &mut Node, origin: &Origin) {
 /// Walks the tree, collecting issues instead of stopping at the first.
 struct Reader {
     file: String,
-    issues: Vec<ConfigIssue>,
+    /// Each issue with a sort key: (0, line, col) in the file, (1, n, 0) for the n-th `--set`.
+    issues: Vec<((u8, usize, usize), ConfigIssue)>,
 }
 
 /// A mapping being read; records which keys were asked for so the rest are unknown.
@@ -359,11 +366,11 @@ impl<'n> Section<'n> {
 
 impl Reader {
     fn issue(&mut self, origin: &Origin, message: String) {
-        let location = match origin {
-            Origin::File { line, col } => format!("{}:{line}:{col}", self.file),
-            Origin::Set(arg) => format!("--set {arg}"),
+        let (order, location) = match origin {
+            Origin::File { line, col } => ((0, *line, *col), format!("{}:{line}:{col}", self.file)),
+            Origin::Set(arg) => ((1, self.issues.len(), 0), format!("--set {arg}")),
         };
-        self.issues.push(ConfigIssue { location, message });
+        self.issues.push((order, ConfigIssue { location, message }));
     }
 
     fn invalid(&mut self, section: &Section, key: &str, message: impl fmt::Display) {
@@ -420,9 +427,9 @@ impl Reader {
         }
         match T::from_node(node) {
             Ok(value) => Some(value),
-            Err(message) => {
+            Err(Bad { origin, message }) => {
                 let path = section.key_path(key);
-                self.issue(&node.origin, format!("`{path}` {message}"));
+                self.issue(&origin, format!("`{path}` {message}"));
                 None
             }
         }
@@ -508,12 +515,12 @@ impl Reader {
         let mut section = self.section(top, "input");
         let orders = match section.get("orders") {
             Some(node) if !node.is_null() => match &node.value {
-                Value::Seq(_) => Vec::<String>::from_node(node).unwrap_or_else(|m| {
-                    self.issue(&node.origin, format!("`input.orders` {m}"));
+                Value::Seq(_) => Vec::<String>::from_node(node).unwrap_or_else(|b| {
+                    self.issue(&b.origin, format!("`input.orders` {}", b.message));
                     Vec::new()
                 }),
-                _ => String::from_node(node).map(|s| vec![s]).unwrap_or_else(|m| {
-                    self.issue(&node.origin, format!("`input.orders` {m}"));
+                _ => String::from_node(node).map(|s| vec![s]).unwrap_or_else(|b| {
+                    self.issue(&b.origin, format!("`input.orders` {}", b.message));
                     Vec::new()
                 }),
             },
@@ -792,69 +799,93 @@ fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
 
 /// Conversion of one YAML node to a typed value; `Err` is the message after the key.
 trait FromNode: Sized {
-    fn from_node(node: &Node) -> std::result::Result<Self, String>;
+    fn from_node(node: &Node) -> std::result::Result<Self, Bad>;
 }
 
-fn scalar(node: &Node) -> std::result::Result<(&str, bool), String> {
+/// A value that does not convert: where (the offending node, e.g. a list item) and why.
+struct Bad {
+    origin: Origin,
+    message: String,
+}
+
+fn bad(node: &Node, message: String) -> Bad {
+    Bad {
+        origin: node.origin.clone(),
+        message,
+    }
+}
+
+fn scalar(node: &Node) -> std::result::Result<(&str, bool), Bad> {
     match &node.value {
         Value::Scalar { text, quoted } => Ok((text.as_str(), *quoted)),
-        _ => Err(format!("must be a single value, got {}", node.kind_name())),
+        _ => Err(bad(
+            node,
+            format!("must be a single value, got {}", node.kind_name()),
+        )),
     }
 }
 
 impl FromNode for String {
-    fn from_node(node: &Node) -> std::result::Result<Self, String> {
+    fn from_node(node: &Node) -> std::result::Result<Self, Bad> {
         scalar(node).map(|(text, _)| text.to_string())
     }
 }
 
 impl FromNode for bool {
-    fn from_node(node: &Node) -> std::result::Result<Self, String> {
+    fn from_node(node: &Node) -> std::result::Result<Self, Bad> {
         match scalar(node)? {
             ("true" | "True" | "TRUE", false) => Ok(true),
             ("false" | "False" | "FALSE", false) => Ok(false),
-            (text, _) => Err(format!("must be true or false, got `{text}`")),
+            (text, _) => Err(bad(node, format!("must be true or false, got `{text}`"))),
         }
     }
 }
 
 impl FromNode for u32 {
-    fn from_node(node: &Node) -> std::result::Result<Self, String> {
+    fn from_node(node: &Node) -> std::result::Result<Self, Bad> {
         let (text, quoted) = scalar(node)?;
         match text.replace('_', "").parse::<u32>() {
             Ok(v) if !quoted => Ok(v),
-            _ => Err(format!("must be a whole number, got `{text}`")),
+            _ => Err(bad(node, format!("must be a whole number, got `{text}`"))),
         }
     }
 }
 
 impl FromNode for Fraction {
-    fn from_node(node: &Node) -> std::result::Result<Self, String> {
+    fn from_node(node: &Node) -> std::result::Result<Self, Bad> {
         let (text, quoted) = scalar(node)?;
         match Fraction::parse(text) {
             Some(f) if !quoted => Ok(f),
-            _ => Err(format!("must be a decimal share like 0.8, got `{text}`")),
+            _ => Err(bad(
+                node,
+                format!("must be a decimal share like 0.8, got `{text}`"),
+            )),
         }
     }
 }
 
 impl FromNode for NaiveDate {
-    fn from_node(node: &Node) -> std::result::Result<Self, String> {
+    fn from_node(node: &Node) -> std::result::Result<Self, Bad> {
         let (text, _) = scalar(node)?;
         NaiveDate::parse_from_str(text, "%Y-%m-%d")
-            .map_err(|_| format!("must be a date YYYY-MM-DD, got `{text}`"))
+            .map_err(|_| bad(node, format!("must be a date YYYY-MM-DD, got `{text}`")))
     }
 }
 
 impl<T: FromNode> FromNode for Vec<T> {
-    fn from_node(node: &Node) -> std::result::Result<Self, String> {
+    fn from_node(node: &Node) -> std::result::Result<Self, Bad> {
         match &node.value {
             Value::Seq(items) => items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| T::from_node(item).map_err(|m| format!("item {i}: {m}")))
+                .map(|(i, item)| {
+                    T::from_node(item).map_err(|b| Bad {
+                        message: format!("item {i}: {}", b.message),
+                        ..b
+                    })
+                })
                 .collect(),
-            _ => Err(format!("must be a list, got {}", node.kind_name())),
+            _ => Err(bad(node, format!("must be a list, got {}", node.kind_name()))),
         }
     }
 }
@@ -863,14 +894,14 @@ impl<T: FromNode> FromNode for Vec<T> {
 macro_rules! choice {
     ($ty:ty { $($text:literal => $variant:expr),+ $(,)? }) => {
         impl FromNode for $ty {
-            fn from_node(node: &Node) -> std::result::Result<Self, String> {
+            fn from_node(node: &Node) -> std::result::Result<Self, Bad> {
                 let (text, _) = scalar(node)?;
                 match text {
                     $($text => Ok($variant),)+
                     other => {
                         let choices = [$($text),+];
                         let hint = closest(other, &choices).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
-                        Err(format!("must be one of {}, got `{other}`{hint}", choices.join(", ")))
+                        Err(bad(node, format!("must be one of {}, got `{other}`{hint}", choices.join(", "))))
                     }
                 }
             }
@@ -989,7 +1020,7 @@ mod tests {
         let text = format!("{MINIMAL}pareto:\n  abc:\n    a: 0.9\n    b: 0.8\n");
         assert_eq!(
             issues(&text, &[]),
-            vec!["c.yaml:7:8: `pareto.abc.b` must be greater than `pareto.abc.a` (0.9), got 0.8"]
+            vec!["c.yaml:6:8: `pareto.abc.b` must be greater than `pareto.abc.a` (0.9), got 0.8"]
         );
     }
 
@@ -1001,7 +1032,7 @@ mod tests {
         assert_eq!(
             issues(&text, &[]),
             vec![
-                "c.yaml:6:7: `cleaning.exclude[0]` needs exactly one of equals, in, starts_with, regex; found 2"
+                "c.yaml:5:7: `cleaning.exclude[0]` needs exactly one of equals, in, starts_with, regex; found 2"
             ]
         );
     }

@@ -1,1 +1,7 @@
+//! One integration binary: hand-computed fixtures, CLI behaviour, real data, faults.
 
+mod cdnow;
+mod cli;
+mod common;
+mod faults;
+mod fixtures;

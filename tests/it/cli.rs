@@ -1,0 +1,409 @@
+//! The command line as a user runs it: every subcommand, exit codes, exact error texts.
+
+use std::fs;
+use std::path::Path;
+
+use polars::prelude::*;
+use predicates::prelude::*;
+use tempfile::TempDir;
+
+use crate::common::*;
+
+fn manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
+    let path = dir.join("job.yaml");
+    fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    loyalty()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Exit codes:"))
+        .stdout(predicate::str::contains("3  input data error"));
+    loyalty()
+        .args(["run", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--as-of <YYYY-MM-DD>"));
+}
+
+#[test]
+fn run_on_the_sample_writes_every_table_and_a_manifest() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out");
+    loyalty()
+        .current_dir(repo())
+        .args(["run", "--config", "config/example.yaml", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("customers: "));
+    for table in ["customers", "kpis", "pareto", "lorenz"] {
+        for ext in ["parquet", "csv"] {
+            assert!(out.join(format!("{table}.{ext}")).is_file(), "{table}.{ext}");
+        }
+    }
+    let m = manifest(&out);
+    assert_eq!(m["tool"], "loyalty");
+    assert_eq!(m["as_of_source"], "data");
+    assert_eq!(m["inputs"][0]["path"], "data/orders.parquet");
+    assert_eq!(m["cleaning"].as_array().unwrap().len(), 5);
+    assert_eq!(m["outputs"].as_array().unwrap().len(), 8);
+    assert_eq!(m["config_hash"].as_str().unwrap().len(), 64);
+    assert!(
+        m["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "compute")
+    );
+    // Every checksum in the manifest is the file's.
+    for output in m["outputs"].as_array().unwrap() {
+        let bytes = fs::read(out.join(output["file"].as_str().unwrap())).unwrap();
+        assert_eq!(output["sha256"], loyalty::checksum::sha256_hex(&bytes));
+    }
+    // No temporary directory is left beside the output.
+    let leftovers: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != "out")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn reruns_are_idempotent() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out");
+    let checksums = || {
+        loyalty()
+            .current_dir(repo())
+            .args(["run", "--config", "config/example.yaml", "--out"])
+            .arg(&out)
+            .assert()
+            .success();
+        let m = manifest(&out);
+        (m["outputs"].clone(), m["config_hash"].clone())
+    };
+    assert_eq!(checksums(), checksums());
+}
+
+#[test]
+fn as_of_flag_and_placeholders() {
+    let tmp = TempDir::new().unwrap();
+    let template = tmp.path().join("snap-{as_of}").display().to_string();
+    loyalty()
+        .current_dir(repo())
+        .args([
+            "run",
+            "--config",
+            "config/example.yaml",
+            "--as-of",
+            "2024-06-01",
+            "--set",
+        ])
+        .arg(format!("output.dir={template}"))
+        .assert()
+        .success();
+    let out = tmp.path().join("snap-2024-06-01");
+    let m = manifest(&out);
+    assert_eq!(m["as_of"], "2024-06-01");
+    assert_eq!(m["as_of_source"], "--as-of");
+    let kpis = CsvReadOptions::default()
+        .try_into_reader_with_file_path(Some(out.join("kpis.csv")))
+        .unwrap()
+        .finish()
+        .unwrap();
+    assert_eq!(str_at(&kpis, "as_of", 0).as_deref(), Some("2024-06-01"));
+}
+
+#[test]
+fn validate_prints_the_plan_without_running() {
+    loyalty()
+        .current_dir(repo())
+        .args(["validate", "--config", "config/example.yaml"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("config config/example.yaml is valid"))
+        .stdout(predicate::str::contains("data/orders.parquet ("))
+        .stdout(predicate::str::contains("amount       <- `amount` (f64)"));
+}
+
+#[test]
+fn config_errors_exit_2_with_every_problem_named() {
+    let tmp = TempDir::new().unwrap();
+    let config = write_config(
+        tmp.path(),
+        "input:\n  orders: data/orders.parquet\ncohorts:\n  grian: week\noutput:\n  formats: [parquet, xlsx]\n",
+    );
+    loyalty()
+        .args(["validate", "--config"])
+        .arg(&config)
+        .args(["--set", "kpis.churn_window_days=soon"])
+        .assert()
+        .code(2)
+        .stderr(format!(
+            "error: invalid configuration (3 problems):\n  \
+             {path}:4:10: unknown key `cohorts.grian`, did you mean `cohorts.grain`?\n  \
+             {path}:6:22: `output.formats` item 1: must be one of parquet, csv, got `xlsx`\n  \
+             --set kpis.churn_window_days=soon: `kpis.churn_window_days` must be a whole number, got `soon`\n",
+            path = config.display()
+        ));
+}
+
+#[test]
+fn yaml_syntax_error_names_line_and_column() {
+    let tmp = TempDir::new().unwrap();
+    let config = write_config(tmp.path(), "input:\n  orders: [a, b\n");
+    loyalty()
+        .args(["validate", "--config"])
+        .arg(&config)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(format!(
+            "{}:3:1: not valid YAML",
+            config.display()
+        )));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    loyalty()
+        .args(["run"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--config"));
+    loyalty()
+        .args(["run", "--config", "x.yaml", "--as-of", "1998-13-01"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "invalid value '1998-13-01' for '--as-of <YYYY-MM-DD>'",
+        ));
+    loyalty()
+        .args(["run", "--config", "does/not/exist.yaml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "does/not/exist.yaml: cannot read the config file",
+        ));
+}
+
+#[test]
+fn missing_input_file_exits_3() {
+    let tmp = TempDir::new().unwrap();
+    let config = write_config(tmp.path(), "input:\n  orders: nowhere/orders.parquet\n");
+    loyalty()
+        .args(["run", "--config"])
+        .arg(&config)
+        .assert()
+        .code(3)
+        .stderr("error: input file nowhere/orders.parquet does not exist (input.orders); check the path, which is relative to the working directory\n");
+}
+
+#[test]
+fn missing_column_names_what_is_there_and_the_closest() {
+    let tmp = TempDir::new().unwrap();
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "input:\n  orders: {}\n  columns:\n    amount: amout\n",
+            repo().join("data/orders.parquet").display()
+        ),
+    );
+    loyalty()
+        .args(["validate", "--config"])
+        .arg(&config)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "column `amout` (mapped to `amount` by input.columns.amount) is not in",
+        ))
+        .stderr(predicate::str::contains(
+            "the columns there are: `customer_id`, `order_id`, `order_date`, `amount`",
+        ))
+        .stderr(predicate::str::contains(
+            "did you mean `amount`? Set input.columns.amount: amount",
+        ));
+}
+
+#[test]
+fn wrong_column_type_exits_3() {
+    let tmp = TempDir::new().unwrap();
+    let mut df = df!(
+        "customer_id" => ["a"],
+        "order_id" => ["1"],
+        "order_date" => [20240101i64],
+        "amount" => [1.0],
+    )
+    .unwrap();
+    let file = tmp.path().join("orders.parquet");
+    write_parquet(&file, &mut df);
+    let config = write_config(tmp.path(), &format!("input:\n  orders: {}\n", file.display()));
+    loyalty()
+        .args(["run", "--config"])
+        .arg(&config)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "column `order_date` (input.columns.order_date) in",
+        ))
+        .stderr(predicate::str::contains(
+            "has type i64; expected a date, a datetime, or a string with input.date_format",
+        ));
+}
+
+#[test]
+fn nothing_left_after_cleaning_exits_3() {
+    loyalty()
+        .current_dir(repo())
+        .args([
+            "run",
+            "--config",
+            "config/example.yaml",
+            "--as-of",
+            "2000-01-01",
+            "--out",
+        ])
+        .arg(TempDir::new().unwrap().path().join("out"))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("no purchases left after cleaning"));
+}
+
+#[test]
+fn output_dir_that_is_a_file_exits_2() {
+    let tmp = TempDir::new().unwrap();
+    let file = tmp.path().join("taken");
+    fs::write(&file, "x").unwrap();
+    loyalty()
+        .current_dir(repo())
+        .args(["run", "--config", "config/example.yaml", "--out"])
+        .arg(&file)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("exists and is not a directory"));
+}
+
+#[test]
+fn inputs_as_directory_hive_glob_and_list_agree() {
+    let tmp = TempDir::new().unwrap();
+    let sample = LazyFrame::scan_parquet(
+        PlRefPath::new(repo().join("data/orders.parquet").display().to_string()),
+        Default::default(),
+    )
+    .unwrap()
+    .collect()
+    .unwrap();
+    let half = sample.height() / 2;
+    let parts = [
+        sample.slice(0, half),
+        sample.slice(half as i64, sample.height() - half),
+    ];
+    let hive = tmp.path().join("hive");
+    for (i, part) in parts.iter().enumerate() {
+        let dir = hive.join(format!("part={i}"));
+        fs::create_dir_all(&dir).unwrap();
+        write_parquet(&dir.join("data.parquet"), &mut part.clone());
+        write_parquet(&tmp.path().join(format!("flat-{i}.parquet")), &mut part.clone());
+    }
+    fs::write(hive.join("_SUCCESS"), "").unwrap();
+    let customers = |orders: String| {
+        let out = tmp.path().join("out");
+        let config = write_config(
+            tmp.path(),
+            &format!("input:\n  orders: {orders}\noutput:\n  formats: [csv]\n"),
+        );
+        loyalty()
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        manifest(&out)["outputs"][0]["rows"].as_u64().unwrap()
+    };
+    let single = customers(repo().join("data/orders.parquet").display().to_string());
+    let base = tmp.path().display();
+    assert_eq!(customers(format!("{base}/hive")), single);
+    assert_eq!(customers(format!("'{base}/flat-*.parquet'")), single);
+    assert_eq!(
+        customers(format!("['{base}/flat-0.parquet', '{base}/flat-1.parquet']")),
+        single
+    );
+    loyalty()
+        .args(["validate", "--config"])
+        .arg(write_config(
+            tmp.path(),
+            &format!("input:\n  orders: '{base}/none-*.parquet'\n"),
+        ))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("no Parquet files match"));
+}
+
+#[test]
+fn generate_is_deterministic_per_seed() {
+    let tmp = TempDir::new().unwrap();
+    let make = |name: &str, seed: &str| {
+        let file = tmp.path().join(name);
+        loyalty()
+            .args(["generate", "--customers", "200", "--seed", seed, "--out"])
+            .arg(&file)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("200 customers"));
+        fs::read(file).unwrap()
+    };
+    assert_eq!(make("a.parquet", "5"), make("b.parquet", "5"));
+    assert_ne!(make("a.parquet", "5"), make("c.parquet", "6"));
+    loyalty()
+        .args([
+            "generate",
+            "--customers",
+            "10",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2023-01-01",
+            "--out",
+        ])
+        .arg(tmp.path().join("d.parquet"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "--end (2023-01-01) must be after --start (2024-01-01)",
+        ));
+}
+
+#[test]
+fn json_logs_for_schedulers() {
+    let tmp = TempDir::new().unwrap();
+    let output = loyalty()
+        .current_dir(repo())
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--config",
+            "config/example.yaml",
+            "--out",
+        ])
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stages: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+        .collect();
+    assert!(stages.iter().any(|l| l["fields"]["stage"] == "compute"));
+}
