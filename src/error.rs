@@ -17,8 +17,9 @@ pub enum Error {
     #[error("{}", format_config_issues(.0))]
     Config(Vec<ConfigIssue>),
 
+    /// Boxed: the variants carry file and column lists, and `Result` should stay small.
     #[error(transparent)]
-    Input(#[from] InputError),
+    Input(Box<InputError>),
 
     #[error("{0}")]
     Output(String),
@@ -52,6 +53,12 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+impl From<InputError> for Error {
+    fn from(error: InputError) -> Self {
+        Error::Input(Box::new(error))
     }
 }
 
