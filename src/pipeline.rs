@@ -15,7 +15,7 @@ use crate::config::{Engine as EngineChoice, JobConfig};
 use crate::error::{InputError, Result};
 use crate::manifest::Stage;
 use crate::metrics::customers::{self, CustomerParams};
-use crate::metrics::{kpis, pareto};
+use crate::metrics::{clv, cohort, kpis, pareto, rfm};
 use crate::schema::customers::ABC_CLASS;
 use crate::schema::internal::{REVENUE_MICROS, VALUE};
 use crate::schema::{self, CUSTOMER_ID};
@@ -101,15 +101,26 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         as_of,
         config.kpis.churn_window_days,
     );
-    let customers_out = customers
+    let enriched = customers
+        .clone()
         .join(
             pareto.abc,
             [col(CUSTOMER_ID)],
             [col(CUSTOMER_ID)],
             JoinArgs::new(JoinType::Left),
         )
-        .with_columns([col(ABC_CLASS).fill_null(lit("C"))])
-        .drop(cols([REVENUE_MICROS]))
+        .with_columns([col(ABC_CLASS).fill_null(lit("C"))]);
+    let enriched = rfm::rfm_scores(enriched, &config.rfm);
+    let enriched = clv::customer_clv(enriched, &config.clv, config.customers.min_tenure_days);
+    let rfm_segments = rfm::rfm_segments(enriched.clone());
+    let clv_by_segment = clv::clv_by_segment(enriched.clone(), &config.clv.segment_by);
+    let cohort_retention = cohort::cohort_retention(orders.clone(), customers, config.cohorts.grain, as_of);
+    let customers_out = enriched
+        .drop(cols([
+            REVENUE_MICROS,
+            clv::HISTORICAL_CLV_MICROS,
+            clv::FORMULA_CLV_MICROS,
+        ]))
         .sort([CUSTOMER_ID], SortMultipleOptions::default());
     let order_counts = orders.select([
         len().cast(DataType::Int64).alias("orders"),
@@ -123,13 +134,24 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     let names = [
         schema::customers::TABLE,
         schema::kpis::TABLE,
+        schema::cohort::TABLE,
+        schema::rfm::SEGMENTS_TABLE,
         schema::pareto::TABLE,
         schema::pareto::LORENZ_TABLE,
+        schema::clv::BY_SEGMENT_TABLE,
     ];
-    let mut plans: Vec<DslPlan> = [customers_out, kpis, pareto.pareto, pareto.lorenz]
-        .into_iter()
-        .map(|lf| lf.logical_plan)
-        .collect();
+    let mut plans: Vec<DslPlan> = [
+        customers_out,
+        kpis,
+        cohort_retention,
+        rfm_segments,
+        pareto.pareto,
+        pareto.lorenz,
+        clv_by_segment,
+    ]
+    .into_iter()
+    .map(|lf| lf.logical_plan)
+    .collect();
     plans.push(order_counts.logical_plan);
     plans.extend(cleaned.counts.into_vec().into_iter().map(|lf| lf.logical_plan));
 
@@ -163,7 +185,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             .unwrap_or_else(|| format!("{n_orders} orders, none with value > 0"));
         return Err(InputError::NothingLeft(step).into());
     }
-    let warnings = Vec::new();
+    let warnings = rfm::unreachable_segments(&config.rfm.segments, config.rfm.bins);
     Ok(Computed {
         as_of,
         tables: names.into_iter().zip(frames).collect(),

@@ -34,6 +34,47 @@ pub mod customers {
     pub const COHORT: &str = "cohort";
     pub const CHANNEL: &str = "channel";
     pub const ABC_CLASS: &str = "abc_class";
+    pub const HISTORICAL_CLV: &str = "historical_clv";
+    pub const FORMULA_CLV: &str = "formula_clv";
+}
+
+/// RFM columns of `customers` and the `rfm_segments` table (SPEC §4).
+pub mod rfm {
+    pub const SEGMENTS_TABLE: &str = "rfm_segments";
+    pub const R_SCORE: &str = "r_score";
+    pub const F_SCORE: &str = "f_score";
+    pub const M_SCORE: &str = "m_score";
+    pub const RFM_CELL: &str = "rfm_cell";
+    pub const FM: &str = "fm";
+    pub const SEGMENT: &str = "segment";
+    pub const OTHER: &str = "Other";
+    pub const SHARE_OF_CUSTOMERS: &str = "share_of_customers";
+    pub const SHARE_OF_REVENUE: &str = "share_of_revenue";
+    pub const MEAN_RECENCY_DAYS: &str = "mean_recency_days";
+    pub const MEAN_ORDERS: &str = "mean_orders";
+    pub const MEAN_REVENUE: &str = "mean_revenue";
+    pub const MEAN_HISTORICAL_CLV: &str = "mean_historical_clv";
+    pub const MEAN_FORMULA_CLV: &str = "mean_formula_clv";
+}
+
+/// `cohort_retention` (SPEC §3), long format keyed by (cohort, period_index).
+pub mod cohort {
+    pub const TABLE: &str = "cohort_retention";
+    pub const COHORT: &str = "cohort";
+    pub const PERIOD_INDEX: &str = "period_index";
+    pub const COHORT_SIZE: &str = "cohort_size";
+    pub const ACTIVE_CUSTOMERS: &str = "active_customers";
+    pub const RETENTION_RATE: &str = "retention_rate";
+    pub const CUMULATIVE_REVENUE_PER_CUSTOMER: &str = "cumulative_revenue_per_customer";
+    pub const REVENUE_RETENTION: &str = "revenue_retention";
+    pub const IS_COMPLETE: &str = "is_complete";
+}
+
+/// `clv_by_segment` (SPEC §6), keyed by (dimension, value).
+pub mod clv {
+    pub const BY_SEGMENT_TABLE: &str = "clv_by_segment";
+    pub const DIMENSION: &str = "dimension";
+    pub const VALUE: &str = "value";
 }
 
 /// `pareto` and `lorenz` (SPEC §5).

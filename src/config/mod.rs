@@ -41,6 +41,8 @@ pub struct JobConfig {
     pub cohorts: CohortsConfig,
     pub pareto: ParetoConfig,
     pub kpis: KpisConfig,
+    pub rfm: RfmConfig,
+    pub clv: ClvConfig,
     pub output: OutputConfig,
 }
 
@@ -146,6 +148,95 @@ pub struct AbcConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct KpisConfig {
     pub churn_window_days: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RfmConfig {
+    /// Scores run 1..=bins (2–9).
+    pub bins: u32,
+    pub monetary: Monetary,
+    /// First matching rule names the segment; no match is "Other".
+    pub segments: Vec<SegmentRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monetary {
+    /// Monetary = revenue.
+    Total,
+    /// Monetary = aov.
+    Average,
+}
+
+/// A segment: inclusive score ranges; an absent range matches any score.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SegmentRule {
+    pub name: String,
+    pub r: Option<(u32, u32)>,
+    pub f: Option<(u32, u32)>,
+    pub m: Option<(u32, u32)>,
+    pub fm: Option<(u32, u32)>,
+}
+
+impl SegmentRule {
+    pub fn matches(&self, r: u32, f: u32, m: u32, fm: u32) -> bool {
+        let within = |range: Option<(u32, u32)>, v: u32| range.is_none_or(|(lo, hi)| lo <= v && v <= hi);
+        within(self.r, r) && within(self.f, f) && within(self.m, m) && within(self.fm, fm)
+    }
+}
+
+/// SPEC §4's default R × FM map (for 5 bins), ordered so every segment can occur.
+pub fn default_segments() -> Vec<SegmentRule> {
+    let rule = |name: &str, r: (u32, u32), fm: (u32, u32)| SegmentRule {
+        name: name.into(),
+        r: Some(r),
+        f: None,
+        m: None,
+        fm: Some(fm),
+    };
+    vec![
+        rule("Champions", (4, 5), (4, 5)),
+        rule("Can't Lose Them", (1, 1), (4, 5)),
+        rule("New Customers", (4, 5), (1, 1)),
+        rule("Promising", (3, 4), (1, 1)),
+        rule("Loyal Customers", (2, 5), (3, 5)),
+        rule("Potential Loyalist", (3, 5), (1, 3)),
+        rule("At Risk", (1, 2), (3, 5)),
+        rule("Need Attention", (2, 3), (2, 3)),
+        rule("About To Sleep", (2, 3), (1, 2)),
+        rule("Hibernating", (1, 2), (2, 2)),
+        rule("Lost", (1, 2), (1, 1)),
+    ]
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClvConfig {
+    /// Gross-margin rate in (0, 1].
+    pub margin: f64,
+    /// Cap on the expected lifetime of formula_clv, in years.
+    pub max_lifetime_years: f64,
+    /// Dimensions of `clv_by_segment`.
+    pub segment_by: Vec<Dimension>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    Segment,
+    Cohort,
+    AbcClass,
+    Channel,
+}
+
+impl Dimension {
+    pub fn column(&self) -> &'static str {
+        match self {
+            Dimension::Segment => "segment",
+            Dimension::Cohort => "cohort",
+            Dimension::AbcClass => "abc_class",
+            Dimension::Channel => "channel",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -496,6 +587,8 @@ impl Reader {
         self.finish(section);
         let kpis = KpisConfig { churn_window_days };
 
+        let rfm = self.rfm(&mut top);
+        let clv = self.clv(&mut top, input.columns.channel.is_some());
         let output = self.output(&mut top);
         self.finish(top);
         JobConfig {
@@ -507,7 +600,142 @@ impl Reader {
             cohorts,
             pareto,
             kpis,
+            rfm,
+            clv,
             output,
+        }
+    }
+
+    fn rfm(&mut self, top: &mut Section) -> RfmConfig {
+        let mut section = self.section(top, "rfm");
+        let bins = self.field(&mut section, "bins", 5u32);
+        if !(2..=9).contains(&bins) {
+            self.invalid(&section, "bins", format!("must be between 2 and 9, got {bins}"));
+        }
+        let monetary = self.field(&mut section, "monetary", Monetary::Total);
+        let segments = match section.get("segments").filter(|n| !n.is_null()) {
+            None => {
+                if bins != 5 {
+                    self.invalid(
+                        &section,
+                        "bins",
+                        format!("is {bins}, but the default segment map is for 5 bins; give `rfm.segments` for {bins} bins"),
+                    );
+                }
+                default_segments()
+            }
+            Some(node) => match &node.value {
+                Value::Seq(items) => items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| self.segment_rule(item, i, bins))
+                    .collect(),
+                _ => {
+                    self.issue(
+                        &node.origin,
+                        format!("`rfm.segments` must be a list of rules like `- {{name: Champions, r: [4, 5], fm: [4, 5]}}`, got {}", node.kind_name()),
+                    );
+                    Vec::new()
+                }
+            },
+        };
+        self.finish(section);
+        RfmConfig {
+            bins,
+            monetary,
+            segments,
+        }
+    }
+
+    fn segment_rule(&mut self, node: &Node, index: usize, bins: u32) -> Option<SegmentRule> {
+        let path = format!("rfm.segments[{index}]");
+        let Value::Map(entries) = &node.value else {
+            self.issue(
+                &node.origin,
+                format!("`{path}` must be a mapping with `name` and score ranges r, f, m, fm"),
+            );
+            return None;
+        };
+        let mut rule = Section {
+            path,
+            entries,
+            origin: node.origin.clone(),
+            known: Vec::new(),
+        };
+        let name = self.optional::<String>(&mut rule, "name");
+        let mut range = |reader: &mut Self, key: &'static str| -> Option<(u32, u32)> {
+            let (lo, hi) = reader.optional::<ScoreRange>(&mut rule, key)?.0;
+            if lo < 1 || hi > bins || lo > hi {
+                reader.invalid(
+                    &rule,
+                    key,
+                    format!("must be a range within 1..={bins} like [2, 3], got [{lo}, {hi}]"),
+                );
+            }
+            Some((lo, hi))
+        };
+        let (r, f, m, fm) = (
+            range(self, "r"),
+            range(self, "f"),
+            range(self, "m"),
+            range(self, "fm"),
+        );
+        if name.is_none() {
+            let origin = rule.origin.clone();
+            self.issue(&origin, format!("`{}.name` is required", rule.path));
+        }
+        self.finish(rule);
+        Some(SegmentRule {
+            name: name?,
+            r,
+            f,
+            m,
+            fm,
+        })
+    }
+
+    fn clv(&mut self, top: &mut Section, has_channel: bool) -> ClvConfig {
+        let mut section = self.section(top, "clv");
+        let margin = self.field(&mut section, "margin", 1.0f64);
+        if !(margin > 0.0 && margin <= 1.0) {
+            self.invalid(
+                &section,
+                "margin",
+                format!("must be a rate in (0, 1], got {margin}"),
+            );
+        }
+        let max_lifetime_years = self.field(&mut section, "max_lifetime_years", 10.0f64);
+        if !(max_lifetime_years.is_finite() && max_lifetime_years > 0.0) {
+            self.invalid(
+                &section,
+                "max_lifetime_years",
+                format!("must be a positive number of years, got {max_lifetime_years}"),
+            );
+        }
+        let mut default_dims = vec![Dimension::Segment, Dimension::Cohort, Dimension::AbcClass];
+        if has_channel {
+            default_dims.push(Dimension::Channel);
+        }
+        let segment_by = self.field(&mut section, "segment_by", default_dims);
+        if segment_by.is_empty() {
+            self.invalid(
+                &section,
+                "segment_by",
+                "must list at least one of segment, cohort, abc_class, channel",
+            );
+        }
+        if segment_by.contains(&Dimension::Channel) && !has_channel {
+            self.invalid(
+                &section,
+                "segment_by",
+                "lists `channel`, but `input.columns.channel` is not mapped",
+            );
+        }
+        self.finish(section);
+        ClvConfig {
+            margin,
+            max_lifetime_years,
+            segment_by,
         }
     }
 
@@ -851,6 +1079,32 @@ impl FromNode for u32 {
     }
 }
 
+impl FromNode for f64 {
+    fn from_node(node: &Node) -> std::result::Result<Self, Bad> {
+        let (text, quoted) = scalar(node)?;
+        match text.replace('_', "").parse::<f64>() {
+            Ok(v) if !quoted && v.is_finite() => Ok(v),
+            _ => Err(bad(node, format!("must be a number, got `{text}`"))),
+        }
+    }
+}
+
+/// An inclusive score range: `[lo, hi]` or a single score.
+struct ScoreRange((u32, u32));
+
+impl FromNode for ScoreRange {
+    fn from_node(node: &Node) -> std::result::Result<Self, Bad> {
+        match &node.value {
+            Value::Seq(items) if items.len() == 2 => Ok(ScoreRange((
+                u32::from_node(&items[0])?,
+                u32::from_node(&items[1])?,
+            ))),
+            Value::Scalar { .. } => u32::from_node(node).map(|v| ScoreRange((v, v))),
+            _ => Err(bad(node, "must be a score or a range [lo, hi]".into())),
+        }
+    }
+}
+
 impl FromNode for Fraction {
     fn from_node(node: &Node) -> std::result::Result<Self, Bad> {
         let (text, quoted) = scalar(node)?;
@@ -912,6 +1166,13 @@ macro_rules! choice {
 choice!(Grain { "week" => Grain::Week, "month" => Grain::Month, "quarter" => Grain::Quarter });
 choice!(Returns { "net" => Returns::Net, "drop" => Returns::Drop });
 choice!(Format { "parquet" => Format::Parquet, "csv" => Format::Csv });
+choice!(Monetary { "total" => Monetary::Total, "average" => Monetary::Average });
+choice!(Dimension {
+    "segment" => Dimension::Segment,
+    "cohort" => Dimension::Cohort,
+    "abc_class" => Dimension::AbcClass,
+    "channel" => Dimension::Channel,
+});
 choice!(Engine { "in_memory" => Engine::InMemory, "streaming" => Engine::Streaming });
 
 #[cfg(test)]
@@ -961,7 +1222,7 @@ mod tests {
             vec![
                 "c.yaml:4:10: `cohorts.grain` must be one of week, month, quarter, got `monthly`; did you mean `month`?",
                 "c.yaml:6:22: `kpis.churn_window_days` must be a whole number, got `-3`",
-                "c.yaml:7:8: unknown key `bogus`; valid keys here are: input, cleaning, as_of, engine, customers, cohorts, pareto, kpis, output",
+                "c.yaml:7:8: unknown key `bogus`; valid keys here are: input, cleaning, as_of, engine, customers, cohorts, pareto, kpis, rfm, clv, output",
             ]
         );
     }

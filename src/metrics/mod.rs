@@ -1,9 +1,12 @@
 //! Metric families, one module each. Every function takes lazy frames and
 //! parameters and returns a lazy frame: no paths, no `collect()`, no clock.
 
+pub mod clv;
+pub mod cohort;
 pub mod customers;
 pub mod kpis;
 pub mod pareto;
+pub mod rfm;
 
 use polars::prelude::*;
 

@@ -1,0 +1,212 @@
+//! SPEC §4: RFM scores and segments.
+//!
+//! Scores use SQL `RANK()` semantics (ties share the lowest 1-based rank) on
+//! exact values: recency in whole days, frequency in purchases, monetary in
+//! integer micro-units (or the exact ratio for `monetary: average`), so equal
+//! values always get equal scores. score = 1 + floor(B × (rank − 1) / N), in
+//! integers; recency is ranked descending so the most recent customers get B.
+
+use polars::prelude::*;
+
+use super::clv::{FORMULA_CLV_MICROS, HISTORICAL_CLV_MICROS, money_sum};
+use super::ratio;
+use crate::config::{Monetary, RfmConfig, SegmentRule};
+use crate::schema::customers::RECENCY_DAYS;
+use crate::schema::internal::REVENUE_MICROS;
+use crate::schema::rfm::*;
+use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
+
+const N: &str = "__customers";
+
+fn score(rank: Expr, bins: u32) -> Expr {
+    let rank = rank.cast(DataType::Int64);
+    lit(1i64) + (lit(bins as i64) * (rank - lit(1i64))).floor_div(col(N))
+}
+
+fn rank(values: Expr, descending: bool) -> Expr {
+    values.rank(
+        RankOptions {
+            method: RankMethod::Min,
+            descending,
+        },
+        None,
+    )
+}
+
+/// Adds `r_score, f_score, m_score, rfm_cell, fm, segment` to a customer frame
+/// (needs `recency_days`, `orders`, `__revenue_micros`).
+pub fn rfm_scores(customers: LazyFrame, config: &RfmConfig) -> LazyFrame {
+    let monetary = match config.monetary {
+        Monetary::Total => col(REVENUE_MICROS),
+        // Equal ratios of integers give bit-identical doubles, so ties stay ties.
+        Monetary::Average => {
+            col(REVENUE_MICROS).cast(DataType::Float64) / col(ORDERS).cast(DataType::Float64)
+        }
+    };
+    let bins = config.bins;
+    // N as a joined one-row column: a broadcast `len()` repeated inside
+    // `with_columns` is mis-sized by Polars 0.55's common-subexpression pass.
+    let n = customers.clone().select([len().cast(DataType::Int64).alias(N)]);
+    customers
+        .cross_join(n, None)
+        .with_columns([
+            score(rank(col(RECENCY_DAYS), true), bins).alias(R_SCORE),
+            score(rank(col(ORDERS), false), bins).alias(F_SCORE),
+            score(rank(monetary, false), bins).alias(M_SCORE),
+        ])
+        .with_columns([
+            concat_str(
+                [
+                    col(R_SCORE).cast(DataType::String),
+                    col(F_SCORE).cast(DataType::String),
+                    col(M_SCORE).cast(DataType::String),
+                ],
+                "",
+                false,
+            )
+            .alias(RFM_CELL),
+            (col(F_SCORE) + col(M_SCORE) + lit(1i64))
+                .floor_div(lit(2i64))
+                .alias(FM),
+        ])
+        .with_columns([segment(&config.segments).alias(SEGMENT)])
+        .drop(cols([N]))
+}
+
+fn within(column: &str, range: Option<(u32, u32)>) -> Expr {
+    match range {
+        None => lit(true),
+        Some((lo, hi)) => col(column)
+            .gt_eq(lit(lo as i64))
+            .and(col(column).lt_eq(lit(hi as i64))),
+    }
+}
+
+/// The first matching rule's name, else "Other".
+fn segment(rules: &[SegmentRule]) -> Expr {
+    let mut expr = lit(OTHER);
+    for rule in rules.iter().rev() {
+        let matches = within(R_SCORE, rule.r)
+            .and(within(F_SCORE, rule.f))
+            .and(within(M_SCORE, rule.m))
+            .and(within(FM, rule.fm));
+        expr = when(matches).then(lit(rule.name.as_str())).otherwise(expr);
+    }
+    expr
+}
+
+/// Rules that no score combination can reach because earlier rules take all of
+/// their cells: one warning each, naming the rule and the rules that shadow it.
+pub fn unreachable_segments(rules: &[SegmentRule], bins: u32) -> Vec<String> {
+    let scores = 1..=bins;
+    let mut warnings = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let mut reachable = false;
+        let mut shadowing = std::collections::BTreeSet::new();
+        for r in scores.clone() {
+            for f in scores.clone() {
+                for m in scores.clone() {
+                    let fm = (f + m + 1) / 2;
+                    if !rule.matches(r, f, m, fm) {
+                        continue;
+                    }
+                    match rules[..i].iter().position(|earlier| earlier.matches(r, f, m, fm)) {
+                        Some(j) => {
+                            shadowing.insert(j);
+                        }
+                        None => reachable = true,
+                    }
+                }
+            }
+        }
+        if !reachable {
+            let names: Vec<String> = shadowing
+                .iter()
+                .map(|&j| format!("rfm.segments[{j}] `{}`", rules[j].name))
+                .collect();
+            let why = if names.is_empty() {
+                "its ranges match no score combination".to_string()
+            } else {
+                format!(
+                    "every score combination it matches is taken first by {}",
+                    names.join(", ")
+                )
+            };
+            warnings.push(format!(
+                "segment rule rfm.segments[{i}] `{}` can never match: {why}",
+                rule.name
+            ));
+        }
+    }
+    warnings
+}
+
+/// Mean of a micro-unit column in currency, from its exact integer sum.
+fn mean_money(micros_column: &str) -> Expr {
+    money_sum(micros_column) / len().cast(DataType::Float64)
+}
+
+/// `rfm_segments`: one row per non-empty segment, sorted by segment.
+pub fn rfm_segments(customers: LazyFrame) -> LazyFrame {
+    customers
+        .group_by([col(SEGMENT)])
+        .agg([
+            len().cast(DataType::Int64).alias(CUSTOMERS),
+            col(REVENUE_MICROS).sum().alias(REVENUE_MICROS),
+            col(RECENCY_DAYS)
+                .cast(DataType::Float64)
+                .mean()
+                .alias(MEAN_RECENCY_DAYS),
+            col(ORDERS).cast(DataType::Float64).mean().alias(MEAN_ORDERS),
+            // Money means from exact integer sums, so reruns give identical bits.
+            mean_money(REVENUE_MICROS).alias(MEAN_REVENUE),
+            mean_money(HISTORICAL_CLV_MICROS).alias(MEAN_HISTORICAL_CLV),
+            mean_money(FORMULA_CLV_MICROS).alias(MEAN_FORMULA_CLV),
+        ])
+        .select([
+            col(SEGMENT),
+            col(CUSTOMERS),
+            ratio(col(CUSTOMERS), col(CUSTOMERS).sum()).alias(SHARE_OF_CUSTOMERS),
+            super::to_currency(col(REVENUE_MICROS)).alias(REVENUE),
+            ratio(col(REVENUE_MICROS), col(REVENUE_MICROS).sum()).alias(SHARE_OF_REVENUE),
+            col(MEAN_RECENCY_DAYS),
+            col(MEAN_ORDERS),
+            col(MEAN_REVENUE),
+            col(MEAN_HISTORICAL_CLV),
+            col(MEAN_FORMULA_CLV),
+        ])
+        .sort([SEGMENT], SortMultipleOptions::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::default_segments;
+
+    #[test]
+    fn the_default_map_has_no_unreachable_segment() {
+        assert!(unreachable_segments(&default_segments(), 5).is_empty());
+    }
+
+    #[test]
+    fn a_shadowed_rule_is_named_with_its_shadow() {
+        let rule = |name: &str, r: (u32, u32)| SegmentRule {
+            name: name.into(),
+            r: Some(r),
+            f: None,
+            m: None,
+            fm: None,
+        };
+        let rules = vec![
+            rule("Recent", (3, 5)),
+            rule("Very recent", (5, 5)),
+            rule("Old", (1, 2)),
+        ];
+        assert_eq!(
+            unreachable_segments(&rules, 5),
+            vec![
+                "segment rule rfm.segments[1] `Very recent` can never match: every score combination it matches is taken first by rfm.segments[0] `Recent`"
+            ]
+        );
+    }
+}
