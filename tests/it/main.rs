@@ -5,3 +5,4 @@ mod cli;
 mod common;
 mod faults;
 mod fixtures;
+mod metrics;
