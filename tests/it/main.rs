@@ -6,3 +6,4 @@ mod common;
 mod faults;
 mod fixtures;
 mod metrics;
+mod properties;

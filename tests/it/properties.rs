@@ -1,0 +1,336 @@
+//! Property tests: random order sets through the pipeline against a naive,
+//! row-by-row implementation of SPEC §1–§7 written here from the text.
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike, Days, NaiveDate};
+use loyalty::config::{SegmentRule, default_segments};
+use polars::prelude::*;
+use proptest::prelude::*;
+
+use crate::common::*;
+
+#[derive(Debug, Clone)]
+struct Line {
+    customer: String,
+    order: String,
+    day: u32,
+    cents: i64,
+}
+
+fn lines() -> impl Strategy<Value = Vec<Line>> {
+    prop::collection::vec(
+        (
+            0..6u8,
+            0..5u8,
+            0..200u32,
+            prop_oneof![-3000i64..0, Just(0i64), 1i64..20_000],
+        ),
+        1..40,
+    )
+    .prop_map(|raw| {
+        let mut lines: Vec<Line> = raw
+            .into_iter()
+            .map(|(c, o, day, cents)| Line {
+                customer: format!("c{c}"),
+                order: format!("o{o}"),
+                day,
+                cents,
+            })
+            .collect();
+        // Exact duplicates on purpose, so dedupe has work.
+        if lines.len() > 3 {
+            let copy = lines[1].clone();
+            lines.push(copy);
+        }
+        lines
+    })
+}
+
+const START: &str = "2024-01-01";
+const AS_OF: &str = "2024-06-01";
+
+fn date(day: u32) -> NaiveDate {
+    NaiveDate::parse_from_str(START, "%Y-%m-%d").unwrap() + Days::new(day as u64)
+}
+
+fn frame(lines: &[Line]) -> DataFrame {
+    let days: Vec<String> = lines.iter().map(|l| date(l.day).to_string()).collect();
+    let days: Vec<&str> = days.iter().map(|s| s.as_str()).collect();
+    DataFrame::new_infer_height(vec![
+        Column::new(
+            "customer_id".into(),
+            lines.iter().map(|l| l.customer.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "order_id".into(),
+            lines.iter().map(|l| l.order.clone()).collect::<Vec<_>>(),
+        ),
+        dates("order_date", &days),
+        Column::new(
+            "amount".into(),
+            lines.iter().map(|l| l.cents as f64 / 100.0).collect::<Vec<_>>(),
+        ),
+    ])
+    .unwrap()
+}
+
+/// What the naive implementation says about one customer.
+#[derive(Debug, Clone, PartialEq)]
+struct Customer {
+    id: String,
+    first: NaiveDate,
+    last: NaiveDate,
+    orders: i64,
+    revenue: i64,
+    recency: i64,
+    tenure: i64,
+    cohort: NaiveDate,
+    abc: String,
+    r: i64,
+    f: i64,
+    m: i64,
+    segment: String,
+}
+
+fn period_start(d: NaiveDate, grain: &str) -> NaiveDate {
+    match grain {
+        "week" => d - Days::new(d.weekday().num_days_from_monday() as u64),
+        "month" => NaiveDate::from_ymd_opt(d.year(), d.month(), 1).unwrap(),
+        _ => NaiveDate::from_ymd_opt(d.year(), (d.month() - 1) / 3 * 3 + 1, 1).unwrap(),
+    }
+}
+
+fn period_index(from: NaiveDate, to: NaiveDate, grain: &str) -> i64 {
+    match grain {
+        "week" => (period_start(to, grain) - period_start(from, grain)).num_days() / 7,
+        "month" => {
+            (to.year() as i64 * 12 + to.month() as i64) - (from.year() as i64 * 12 + from.month() as i64)
+        }
+        _ => {
+            (to.year() as i64 * 4 + (to.month() as i64 - 1) / 3)
+                - (from.year() as i64 * 4 + (from.month() as i64 - 1) / 3)
+        }
+    }
+}
+
+struct Naive {
+    customers: Vec<Customer>,
+    /// (cohort, index) -> (size, active, purchases, revenue micros)
+    cohorts: BTreeMap<(NaiveDate, i64), (i64, i64, i64, i64)>,
+    gini: Option<f64>,
+    customers_for_80pct: Option<i64>,
+    top20: Option<f64>,
+}
+
+fn naive(lines: &[Line], grain: &str, rules: &[SegmentRule]) -> Naive {
+    let as_of = NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
+    // Steps 2 and 3: before as_of, exact duplicates once.
+    let mut kept: Vec<&Line> = Vec::new();
+    for line in lines.iter().filter(|l| date(l.day) < as_of) {
+        let dup = kept.iter().any(|k| {
+            k.customer == line.customer && k.order == line.order && k.day == line.day && k.cents == line.cents
+        });
+        if !dup {
+            kept.push(line);
+        }
+    }
+    // Step 5: orders.
+    let mut orders: BTreeMap<(String, String), (NaiveDate, i64)> = BTreeMap::new();
+    for line in kept {
+        let micros = (line.cents as f64 / 100.0 * 1e6 + 0.5).floor() as i64;
+        let entry = orders
+            .entry((line.customer.clone(), line.order.clone()))
+            .or_insert((date(line.day), 0));
+        entry.0 = entry.0.min(date(line.day));
+        entry.1 += micros;
+    }
+    let mut customers: Vec<Customer> = Vec::new();
+    let ids: std::collections::BTreeSet<&String> = orders.keys().map(|(c, _)| c).collect();
+    for id in ids {
+        let mine: Vec<&(NaiveDate, i64)> = orders
+            .iter()
+            .filter(|((c, _), _)| c == id)
+            .map(|(_, v)| v)
+            .collect();
+        let purchases: Vec<&&(NaiveDate, i64)> = mine.iter().filter(|(_, v)| *v > 0).collect();
+        if purchases.is_empty() {
+            continue;
+        }
+        let first = purchases.iter().map(|(d, _)| *d).min().unwrap();
+        let last = purchases.iter().map(|(d, _)| *d).max().unwrap();
+        customers.push(Customer {
+            id: id.clone(),
+            first,
+            last,
+            orders: purchases.len() as i64,
+            revenue: mine.iter().map(|(_, v)| v).sum(),
+            recency: (as_of - last).num_days(),
+            tenure: (as_of - first).num_days(),
+            cohort: period_start(first, grain),
+            abc: "C".into(),
+            r: 0,
+            f: 0,
+            m: 0,
+            segment: String::new(),
+        });
+    }
+    // RFM: rank = 1 + number of strictly better values (SQL RANK).
+    let n = customers.len() as i64;
+    let snapshot = customers.clone();
+    let score = |rank: i64| 1 + 5 * (rank - 1) / n;
+    for c in customers.iter_mut() {
+        c.r = score(1 + snapshot.iter().filter(|o| o.recency > c.recency).count() as i64);
+        c.f = score(1 + snapshot.iter().filter(|o| o.orders < c.orders).count() as i64);
+        c.m = score(1 + snapshot.iter().filter(|o| o.revenue < c.revenue).count() as i64);
+        let fm = ((c.f + c.m + 1) / 2) as u32;
+        c.segment = rules
+            .iter()
+            .find(|rule| rule.matches(c.r as u32, c.f as u32, c.m as u32, fm))
+            .map_or("Other".to_string(), |rule| rule.name.clone());
+    }
+    // Pareto over revenue > 0, descending, ties by id.
+    let mut positive: Vec<(i64, String)> = customers
+        .iter()
+        .filter(|c| c.revenue > 0)
+        .map(|c| (c.revenue, c.id.clone()))
+        .collect();
+    positive.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let total: i64 = positive.iter().map(|p| p.0).sum();
+    let mut before = 0i64;
+    let mut customers_for_80pct = None;
+    for (i, (revenue, id)) in positive.iter().enumerate() {
+        let class = if (before as i128) * 10 < 8 * total as i128 {
+            "A"
+        } else if (before as i128) * 100 < 95 * total as i128 {
+            "B"
+        } else {
+            "C"
+        };
+        customers.iter_mut().find(|c| &c.id == id).unwrap().abc = class.into();
+        before += revenue;
+        if customers_for_80pct.is_none() && (before as i128) * 10 >= 8 * total as i128 {
+            customers_for_80pct = Some(i as i64 + 1);
+        }
+    }
+    let np = positive.len() as i64;
+    let (gini, top20) = if np == 0 {
+        (None, None)
+    } else {
+        let weighted: i128 = positive
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, p)| (i as i128 + 1) * p.0 as i128)
+            .sum();
+        let gini = 2.0 * weighted as f64 / (np as f64 * total as f64) - (np as f64 + 1.0) / np as f64;
+        let k = (2 * np + 9) / 10;
+        let top: i64 = positive.iter().take(k as usize).map(|p| p.0).sum();
+        (Some(gini), Some(top as f64 / total as f64))
+    };
+    // Cohorts.
+    let obs_end = as_of - Days::new(1);
+    let mut cohorts = BTreeMap::new();
+    for c in &customers {
+        for k in 0..=period_index(c.cohort, obs_end, grain) {
+            cohorts.entry((c.cohort, k)).or_insert((0, 0, 0, 0)).0 += 1;
+        }
+    }
+    for c in &customers {
+        let mut active = std::collections::BTreeSet::new();
+        for ((id, _), (d, v)) in &orders {
+            if id != &c.id || *d < c.first {
+                continue;
+            }
+            let k = period_index(c.cohort, *d, grain);
+            let cell = cohorts.get_mut(&(c.cohort, k)).unwrap();
+            cell.3 += v;
+            if *v > 0 {
+                cell.2 += 1;
+                active.insert(k);
+            }
+        }
+        for k in active {
+            cohorts.get_mut(&(c.cohort, k)).unwrap().1 += 1;
+        }
+    }
+    Naive {
+        customers,
+        cohorts,
+        gini,
+        customers_for_80pct,
+        top20,
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_table_matches_the_naive_implementation(
+        lines in lines(),
+        grain in prop_oneof![Just("week"), Just("month"), Just("quarter")],
+    ) {
+        let expected = naive(&lines, grain, &default_segments());
+        let result = try_compute(frame(&lines), &format!("as_of: {AS_OF}\ncohorts:\n  grain: {grain}\n"), &[]);
+        let computed = match result {
+            Err(e) => {
+                prop_assert!(expected.customers.is_empty(), "pipeline failed but customers exist: {e}");
+                return Ok(());
+            }
+            Ok(c) => c,
+        };
+        let customers = table(&computed, "customers");
+        prop_assert_eq!(customers.height(), expected.customers.len());
+        for (i, c) in expected.customers.iter().enumerate() {
+            prop_assert_eq!(str_at(customers, "customer_id", i), Some(c.id.clone()));
+            prop_assert_eq!(str_at(customers, "first_order_date", i), Some(c.first.to_string()));
+            prop_assert_eq!(str_at(customers, "last_order_date", i), Some(c.last.to_string()));
+            prop_assert_eq!(i64_at(customers, "orders", i), Some(c.orders));
+            prop_assert!(close(f64_at(customers, "revenue", i).unwrap(), c.revenue as f64 / 1e6));
+            prop_assert_eq!(i64_at(customers, "recency_days", i), Some(c.recency));
+            prop_assert_eq!(i64_at(customers, "tenure_days", i), Some(c.tenure));
+            let annual = c.revenue as f64 / 1e6 / c.tenure.max(30) as f64 * 365.25;
+            prop_assert!(close(f64_at(customers, "annual_value", i).unwrap(), annual));
+            prop_assert_eq!(str_at(customers, "cohort", i), Some(c.cohort.to_string()));
+            prop_assert_eq!(str_at(customers, "abc_class", i), Some(c.abc.clone()));
+            prop_assert_eq!(
+                (i64_at(customers, "r_score", i), i64_at(customers, "f_score", i), i64_at(customers, "m_score", i)),
+                (Some(c.r), Some(c.f), Some(c.m))
+            );
+            prop_assert_eq!(str_at(customers, "segment", i), Some(c.segment.clone()));
+        }
+
+        let kpis = table(&computed, "kpis");
+        let n = expected.customers.len() as f64;
+        prop_assert_eq!(i64_at(kpis, "customers", 0), Some(expected.customers.len() as i64));
+        let orders: i64 = expected.customers.iter().map(|c| c.orders).sum();
+        prop_assert_eq!(i64_at(kpis, "orders", 0), Some(orders));
+        let repeat = expected.customers.iter().filter(|c| c.orders >= 2).count() as f64 / n;
+        prop_assert!(close(f64_at(kpis, "repeat_purchase_rate", 0).unwrap(), repeat));
+        prop_assert_eq!(i64_at(kpis, "customers_for_80pct", 0), expected.customers_for_80pct);
+        match (f64_at(kpis, "gini", 0), expected.gini) {
+            (Some(a), Some(b)) => prop_assert!(close(a, b), "gini {} vs {}", a, b),
+            (a, b) => prop_assert_eq!(a, b),
+        }
+        match (f64_at(kpis, "top_20pct_revenue_share", 0), expected.top20) {
+            (Some(a), Some(b)) => prop_assert!(close(a, b)),
+            (a, b) => prop_assert_eq!(a, b),
+        }
+
+        let grid = table(&computed, "cohort_retention");
+        prop_assert_eq!(grid.height(), expected.cohorts.len());
+        for (i, ((cohort, k), (size, active, purchases, revenue))) in expected.cohorts.iter().enumerate() {
+            prop_assert_eq!(str_at(grid, "cohort", i), Some(cohort.to_string()));
+            prop_assert_eq!(i64_at(grid, "period_index", i), Some(*k));
+            prop_assert_eq!(i64_at(grid, "cohort_size", i), Some(*size));
+            prop_assert_eq!(i64_at(grid, "active_customers", i), Some(*active));
+            prop_assert_eq!(i64_at(grid, "orders", i), Some(*purchases));
+            prop_assert!(close(f64_at(grid, "revenue", i).unwrap(), *revenue as f64 / 1e6));
+        }
+    }
+}
