@@ -2,8 +2,15 @@
 //!
 //! [`compute`] is pure with respect to the filesystem: it takes the raw scan (a
 //! `LazyFrame`) and the config and returns collected tables, so tests feed it
-//! in-memory frames. Every output and every cleaning count is collected in *one*
-//! `collect_all`, so the scan is shared by common-subplan elimination.
+//! in-memory frames. Three stages, each one `collect_all`:
+//! 1. one pass over the lines: the orders table, every cleaning count and the
+//!    upsell count share the scan (common-subplan elimination);
+//! 2. the customer table from the in-memory orders, and its scalars (customer
+//!    count, annual churn) that later metrics take as parameters;
+//! 3. every output table from the in-memory orders and customers.
+//!
+//! Materialising orders and customers keeps stage 3's plans small; Polars 0.55
+//! mis-plans broadcast aggregates and cross joins over one large shared subplan.
 
 use std::time::Instant;
 
@@ -16,7 +23,7 @@ use crate::error::{InputError, Result};
 use crate::manifest::Stage;
 use crate::metrics::customers::{self, CustomerParams};
 use crate::metrics::{clv, cohort, kpis, pareto, rfm};
-use crate::schema::customers::ABC_CLASS;
+use crate::schema::customers::{ABC_CLASS, RECENCY_DAYS};
 use crate::schema::internal::{REVENUE_MICROS, VALUE};
 use crate::schema::{self, CUSTOMER_ID};
 
@@ -41,6 +48,18 @@ fn timed<T>(stages: &mut Vec<Stage>, name: &str, f: impl FnOnce() -> Result<T>) 
         seconds,
     });
     result
+}
+
+/// Diagnostics for performance work: `LOYALTY_EXPLAIN=1` prints each optimised plan.
+fn explain(plans: &[DslPlan]) -> Result<()> {
+    if std::env::var_os("LOYALTY_EXPLAIN").is_some() {
+        eprintln!("{}", LazyFrame::explain_all(plans.to_vec(), OptFlags::default())?);
+    }
+    Ok(())
+}
+
+fn first_i64(df: &DataFrame) -> Option<i64> {
+    df.columns().first()?.get(0).ok()?.extract::<i64>()
 }
 
 /// Runs the whole job on a raw order scan. `source` names the input in messages.
@@ -77,26 +96,83 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     };
     tracing::info!(%as_of, "analysis date (exclusive)");
 
+    // Stage 1, one pass over the lines: orders, the cleaning counts and upsell.
     let cleaned = clean::clean(&normalised, &config.cleaning, as_of);
     let orders = clean::orders(cleaned.lines.clone(), normalised.has_channel);
-    let customers = customers::customers(
-        orders.clone(),
-        &CustomerParams {
-            as_of,
-            min_tenure_days: config.customers.min_tenure_days,
-            grain: config.cohorts.grain,
-            has_channel: normalised.has_channel,
-        },
-    );
-    let pareto = pareto::pareto(customers.clone(), &config.pareto);
     let upsell = normalised
         .has_category
         .then(|| customers::upsell_customers(cleaned.lines.clone(), orders.clone()));
+    let mut plans = vec![orders.logical_plan];
+    plans.extend(cleaned.counts.into_vec().into_iter().map(|lf| lf.logical_plan));
+    if let Some(upsell) = upsell {
+        plans.push(upsell.logical_plan);
+    }
+    explain(&plans)?;
+    let mut frames = timed(&mut stages, "scan and clean", || {
+        Ok(LazyFrame::collect_all_with_engine(
+            plans,
+            engine,
+            OptFlags::default(),
+        )?)
+    })?;
+    let upsell = normalised.has_category.then(|| frames.pop()).flatten();
+    let orders = frames.remove(0);
+    let counts = frames;
+
+    let purchases = orders
+        .clone()
+        .lazy()
+        .select([col(VALUE).gt(lit(0i64)).sum().cast(DataType::Int64)])
+        .collect()?;
+    let n_purchases = first_i64(&purchases).unwrap_or(0) as u64;
+    let cleaning = clean::cleaning_steps(&normalised, &counts, orders.height() as u64, n_purchases)?;
+    for step in &cleaning {
+        tracing::info!(step = step.step, name = %step.name, rows_in = step.rows_in, rows_out = step.rows_out, "cleaning");
+    }
+    if n_purchases == 0 {
+        let step = cleaning
+            .iter()
+            .find(|s| s.rows_out == 0)
+            .map(|s| format!("step {} ({}) left no rows", s.step, s.name))
+            .unwrap_or_else(|| format!("{} orders, none with value > 0", orders.height()));
+        return Err(InputError::NothingLeft(step).into());
+    }
+
+    // Stage 2: the customer table, in memory; its scalars feed the metrics below.
+    let orders = orders.lazy();
+    let customers = timed(&mut stages, "customers", || {
+        Ok(customers::customers(
+            orders.clone(),
+            &CustomerParams {
+                as_of,
+                min_tenure_days: config.customers.min_tenure_days,
+                grain: config.cohorts.grain,
+                has_channel: normalised.has_channel,
+            },
+        )
+        .collect()?)
+    })?;
+    let customer_count = customers.height() as u64;
+    let annual_churn_rate = customers
+        .clone()
+        .lazy()
+        .select([col(RECENCY_DAYS).gt(lit(365i64)).cast(DataType::Float64).mean()])
+        .collect()?;
+    let annual_churn_rate = annual_churn_rate
+        .columns()
+        .first()
+        .and_then(|c| c.get(0).ok())
+        .and_then(|v| v.extract::<f64>())
+        .unwrap_or(0.0);
+    let customers = customers.lazy();
+
+    // Stage 3: every output table from the two in-memory frames.
+    let pareto = pareto::pareto(customers.clone(), &config.pareto);
     let kpis = kpis::kpis(
         kpis::KpiInputs {
             customers: customers.clone(),
             pareto_summary: pareto.summary,
-            upsell,
+            upsell: upsell.map(|df| df.lazy()),
         },
         as_of,
         config.kpis.churn_window_days,
@@ -110,11 +186,16 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             JoinArgs::new(JoinType::Left),
         )
         .with_columns([col(ABC_CLASS).fill_null(lit("C"))]);
-    let enriched = rfm::rfm_scores(enriched, &config.rfm);
-    let enriched = clv::customer_clv(enriched, &config.clv, config.customers.min_tenure_days);
+    let enriched = rfm::rfm_scores(enriched, &config.rfm, customer_count);
+    let enriched = clv::customer_clv(
+        enriched,
+        &config.clv,
+        config.customers.min_tenure_days,
+        annual_churn_rate,
+    );
     let rfm_segments = rfm::rfm_segments(enriched.clone());
     let clv_by_segment = clv::clv_by_segment(enriched.clone(), &config.clv.segment_by);
-    let cohort_retention = cohort::cohort_retention(orders.clone(), customers, config.cohorts.grain, as_of);
+    let cohort_retention = cohort::cohort_retention(orders, customers, config.cohorts.grain, as_of);
     let customers_out = enriched
         .drop(cols([
             REVENUE_MICROS,
@@ -122,14 +203,6 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             clv::FORMULA_CLV_MICROS,
         ]))
         .sort([CUSTOMER_ID], SortMultipleOptions::default());
-    let order_counts = orders.select([
-        len().cast(DataType::Int64).alias("orders"),
-        col(VALUE)
-            .gt(lit(0i64))
-            .sum()
-            .cast(DataType::Int64)
-            .alias("purchases"),
-    ]);
 
     let names = [
         schema::customers::TABLE,
@@ -140,7 +213,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         schema::pareto::LORENZ_TABLE,
         schema::clv::BY_SEGMENT_TABLE,
     ];
-    let mut plans: Vec<DslPlan> = [
+    let plans: Vec<DslPlan> = [
         customers_out,
         kpis,
         cohort_retention,
@@ -152,39 +225,14 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     .into_iter()
     .map(|lf| lf.logical_plan)
     .collect();
-    plans.push(order_counts.logical_plan);
-    plans.extend(cleaned.counts.into_vec().into_iter().map(|lf| lf.logical_plan));
-
-    let mut frames = timed(&mut stages, "compute", || {
+    explain(&plans)?;
+    let frames = timed(&mut stages, "metrics", || {
         Ok(LazyFrame::collect_all_with_engine(
             plans,
             engine,
             OptFlags::default(),
         )?)
     })?;
-    let counts = frames.split_off(names.len() + 1);
-    let order_counts = frames.pop().unwrap_or_default();
-    let count = |name: &str| {
-        order_counts
-            .column(name)
-            .ok()
-            .and_then(|c| c.get(0).ok())
-            .and_then(|v| v.extract::<i64>())
-            .unwrap_or(0) as u64
-    };
-    let (n_orders, n_purchases) = (count("orders"), count("purchases"));
-    let cleaning = clean::cleaning_steps(&normalised, &counts, n_orders, n_purchases)?;
-    for step in &cleaning {
-        tracing::info!(step = step.step, name = %step.name, rows_in = step.rows_in, rows_out = step.rows_out, "cleaning");
-    }
-    if n_purchases == 0 {
-        let step = cleaning
-            .iter()
-            .find(|s| s.rows_out == 0)
-            .map(|s| format!("step {} ({}) left no rows", s.step, s.name))
-            .unwrap_or_else(|| format!("{n_orders} orders, none with value > 0"));
-        return Err(InputError::NothingLeft(step).into());
-    }
     let warnings = rfm::unreachable_segments(&config.rfm.segments, config.rfm.bins);
     Ok(Computed {
         as_of,

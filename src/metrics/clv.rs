@@ -3,13 +3,14 @@
 //! formula_clv = aov × purchases per year × expected lifetime × margin, with
 //! purchases per year = orders / max(tenure_days, min_tenure_days) × 365.25 and
 //! expected lifetime = min(1 / annual_churn_rate, max_lifetime_years) (the cap
-//! when nobody churned). annual_churn_rate is the §7 KPI, over all customers.
+//! when nobody churned). annual_churn_rate is the §7 KPI, over all customers,
+//! passed in as a number by the pipeline.
 
 use polars::prelude::*;
 
 use crate::config::{ClvConfig, Dimension};
 use crate::schema::clv::*;
-use crate::schema::customers::{AOV, FORMULA_CLV, HISTORICAL_CLV, RECENCY_DAYS, TENURE_DAYS};
+use crate::schema::customers::{AOV, FORMULA_CLV, HISTORICAL_CLV, TENURE_DAYS};
 use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
 
 /// Micro-unit copies of the CLV columns, for exact group sums; dropped before writing.
@@ -27,40 +28,37 @@ pub fn money_sum(micros_column: &str) -> Expr {
     super::to_currency(col(micros_column).sum())
 }
 
-const ANNUAL_CHURN: &str = "__annual_churn_rate";
-const LIFETIME: &str = "__expected_lifetime_years";
+/// min(1 / annual_churn_rate, cap); the cap when nobody churned.
+pub fn expected_lifetime_years(annual_churn_rate: f64, cap: f64) -> f64 {
+    if annual_churn_rate > 0.0 {
+        (1.0 / annual_churn_rate).min(cap)
+    } else {
+        cap
+    }
+}
 
-/// Adds `historical_clv` and `formula_clv` to the customer table.
-pub fn customer_clv(customers: LazyFrame, config: &ClvConfig, min_tenure_days: u32) -> LazyFrame {
+/// Adds `historical_clv` and `formula_clv` to the customer table; `annual_churn_rate`
+/// is the §7 KPI over the same customers.
+pub fn customer_clv(
+    customers: LazyFrame,
+    config: &ClvConfig,
+    min_tenure_days: u32,
+    annual_churn_rate: f64,
+) -> LazyFrame {
     let margin = lit(config.margin);
-    let cap = lit(config.max_lifetime_years);
-    // One aggregate in a one-row frame, then plain arithmetic on it: a repeated
-    // aggregate inside one expression is mis-sized by Polars 0.55's CSE pass.
-    let lifetime = customers
-        .clone()
-        .select([col(RECENCY_DAYS)
-            .gt(lit(365i64))
-            .cast(DataType::Float64)
-            .mean()
-            .alias(ANNUAL_CHURN)])
-        .select([when(col(ANNUAL_CHURN).eq(lit(0.0)))
-            .then(cap.clone())
-            .otherwise(
-                when((lit(1.0) / col(ANNUAL_CHURN)).gt(cap.clone()))
-                    .then(cap)
-                    .otherwise(lit(1.0) / col(ANNUAL_CHURN)),
-            )
-            .alias(LIFETIME)]);
+    let lifetime = lit(expected_lifetime_years(
+        annual_churn_rate,
+        config.max_lifetime_years,
+    ));
     let tenure = when(col(TENURE_DAYS).lt(lit(min_tenure_days as i64)))
         .then(lit(min_tenure_days as i64))
         .otherwise(col(TENURE_DAYS));
     let purchases_per_year =
         col(ORDERS).cast(DataType::Float64) / tenure.cast(DataType::Float64) * lit(365.25);
     customers
-        .cross_join(lifetime, None)
         .with_columns([
             (col(REVENUE) * margin.clone()).alias(HISTORICAL_CLV),
-            (col(AOV) * purchases_per_year * col(LIFETIME) * margin).alias(FORMULA_CLV),
+            (col(AOV) * purchases_per_year * lifetime * margin).alias(FORMULA_CLV),
         ])
         // Money sums are integer sums (SPEC preamble): group totals add these micro-unit
         // copies, so they do not depend on summation order and reruns are byte-identical.
@@ -68,7 +66,6 @@ pub fn customer_clv(customers: LazyFrame, config: &ClvConfig, min_tenure_days: u
             micros(HISTORICAL_CLV).alias(HISTORICAL_CLV_MICROS),
             micros(FORMULA_CLV).alias(FORMULA_CLV_MICROS),
         ])
-        .drop(cols([LIFETIME]))
 }
 
 /// `clv_by_segment`: per dimension and value, customers and sum/mean/median of each CLV.

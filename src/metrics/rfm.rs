@@ -16,11 +16,9 @@ use crate::schema::internal::REVENUE_MICROS;
 use crate::schema::rfm::*;
 use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
 
-const N: &str = "__customers";
-
-fn score(rank: Expr, bins: u32) -> Expr {
+fn score(rank: Expr, bins: u32, customers: u64) -> Expr {
     let rank = rank.cast(DataType::Int64);
-    lit(1i64) + (lit(bins as i64) * (rank - lit(1i64))).floor_div(col(N))
+    lit(1i64) + (lit(bins as i64) * (rank - lit(1i64))).floor_div(lit(customers.max(1) as i64))
 }
 
 fn rank(values: Expr, descending: bool) -> Expr {
@@ -34,8 +32,8 @@ fn rank(values: Expr, descending: bool) -> Expr {
 }
 
 /// Adds `r_score, f_score, m_score, rfm_cell, fm, segment` to a customer frame
-/// (needs `recency_days`, `orders`, `__revenue_micros`).
-pub fn rfm_scores(customers: LazyFrame, config: &RfmConfig) -> LazyFrame {
+/// (needs `recency_days`, `orders`, `__revenue_micros`); `count` is the number of rows (N).
+pub fn rfm_scores(customers: LazyFrame, config: &RfmConfig, count: u64) -> LazyFrame {
     let monetary = match config.monetary {
         Monetary::Total => col(REVENUE_MICROS),
         // Equal ratios of integers give bit-identical doubles, so ties stay ties.
@@ -44,15 +42,11 @@ pub fn rfm_scores(customers: LazyFrame, config: &RfmConfig) -> LazyFrame {
         }
     };
     let bins = config.bins;
-    // N as a joined one-row column: a broadcast `len()` repeated inside
-    // `with_columns` is mis-sized by Polars 0.55's common-subexpression pass.
-    let n = customers.clone().select([len().cast(DataType::Int64).alias(N)]);
     customers
-        .cross_join(n, None)
         .with_columns([
-            score(rank(col(RECENCY_DAYS), true), bins).alias(R_SCORE),
-            score(rank(col(ORDERS), false), bins).alias(F_SCORE),
-            score(rank(monetary, false), bins).alias(M_SCORE),
+            score(rank(col(RECENCY_DAYS), true), bins, count).alias(R_SCORE),
+            score(rank(col(ORDERS), false), bins, count).alias(F_SCORE),
+            score(rank(monetary, false), bins, count).alias(M_SCORE),
         ])
         .with_columns([
             concat_str(
@@ -70,7 +64,6 @@ pub fn rfm_scores(customers: LazyFrame, config: &RfmConfig) -> LazyFrame {
                 .alias(FM),
         ])
         .with_columns([segment(&config.segments).alias(SEGMENT)])
-        .drop(cols([N]))
 }
 
 fn within(column: &str, range: Option<(u32, u32)>) -> Expr {
@@ -106,7 +99,7 @@ pub fn unreachable_segments(rules: &[SegmentRule], bins: u32) -> Vec<String> {
         for r in scores.clone() {
             for f in scores.clone() {
                 for m in scores.clone() {
-                    let fm = (f + m + 1) / 2;
+                    let fm = (f + m).div_ceil(2); // = floor((f + m + 1) / 2)
                     if !rule.matches(r, f, m, fm) {
                         continue;
                     }

@@ -70,7 +70,7 @@ fn run_on_the_sample_writes_every_table_and_a_manifest() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|s| s["name"] == "compute")
+            .any(|s| s["name"] == "scan and clean")
     );
     // Every checksum in the manifest is the file's.
     for output in m["outputs"].as_array().unwrap() {
@@ -413,5 +413,5 @@ fn json_logs_for_schedulers() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
         .collect();
-    assert!(stages.iter().any(|l| l["fields"]["stage"] == "compute"));
+    assert!(stages.iter().any(|l| l["fields"]["stage"] == "metrics"));
 }

@@ -183,7 +183,7 @@ fn naive(lines: &[Line], grain: &str, rules: &[SegmentRule]) -> Naive {
         c.r = score(1 + snapshot.iter().filter(|o| o.recency > c.recency).count() as i64);
         c.f = score(1 + snapshot.iter().filter(|o| o.orders < c.orders).count() as i64);
         c.m = score(1 + snapshot.iter().filter(|o| o.revenue < c.revenue).count() as i64);
-        let fm = ((c.f + c.m + 1) / 2) as u32;
+        let fm = ((c.f + c.m) as u32).div_ceil(2); // = floor((f + m + 1) / 2)
         c.segment = rules
             .iter()
             .find(|rule| rule.matches(c.r as u32, c.f as u32, c.m as u32, fm))
