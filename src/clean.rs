@@ -3,9 +3,8 @@
 //! [`normalise`] maps physical columns to typed logical ones (ids as strings,
 //! dates as calendar days, line values in integer micro-units) and rejects wrong
 //! types from the schema alone. [`clean`] applies cleaning steps 1–4 in SPEC
-//! order and [`orders`] rolls lines up (step 5). Each step's counts are small
-//! aggregate frames collected together with the outputs, so counting never
-//! costs a second pass over the data.
+//! order and rolls lines up to orders (step 5), counting steps 3–4 inside the
+//! roll-up so that the data is deduplicated once and never re-read to count.
 
 use chrono::NaiveDate;
 use polars::prelude::*;
@@ -14,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{CleaningConfig, ExcludeRule, InputConfig, Matcher, Returns};
 use crate::error::{InputError, Result};
-use crate::schema::internal::{CATEGORY, CHANNEL, CUSTOMER_ID, ORDER_DATE, ORDER_ID, VALUE};
+use crate::schema::internal::{CATEGORIES, CATEGORY, CHANNEL, CUSTOMER_ID, ORDER_DATE, ORDER_ID, VALUE};
 
 const MICROS_PER_UNIT: i64 = 1_000_000;
 
@@ -285,27 +284,29 @@ pub fn check_parse_failures(normalised: &Normalised, counts: &DataFrame) -> Resu
     Ok(())
 }
 
-/// Cleaned lines plus the frames that count each step.
+/// The cleaning plan. Steps 1–2 are counted over every input row; steps 3–4 are
+/// counted inside the roll-up to orders (step 5), so the exact-duplicate pass,
+/// the costliest part of the job, runs once.
 pub struct Cleaned {
-    /// Internal columns only: customer, order, date, value (+ category, channel).
-    pub lines: LazyFrame,
-    pub counts: CountFrames,
-}
-
-/// One-row aggregate frames, collected with the outputs.
-pub struct CountFrames {
+    /// One-row aggregate: step 1 reasons, step 2 drops, parse-failure checks.
     pub required_and_as_of: LazyFrame,
-    pub after_dedupe: LazyFrame,
-    pub excluded: LazyFrame,
+    /// Orders keyed by (customer, order), with per-order line counts for steps 3–4;
+    /// pass the collected frame to [`cleaning_steps`] and then [`kept_orders`].
+    pub orders: LazyFrame,
+    /// Step 4 reasons, in the order of their `__dropped_i` columns.
+    reasons: Vec<String>,
 }
 
-impl CountFrames {
-    pub fn into_vec(self) -> Vec<LazyFrame> {
-        vec![self.required_and_as_of, self.after_dedupe, self.excluded]
-    }
+/// Lines of the order after dedupe (step 3), and of those kept by step 4.
+const LINES: &str = "__lines";
+const KEPT: &str = "__kept_lines";
+const KEEP: &str = "__keep";
+
+fn dropped_column(i: usize) -> String {
+    format!("__dropped_{i}")
 }
 
-/// Steps 1–4 of SPEC §1, in order.
+/// Steps 1–5 of SPEC §1, in order.
 pub fn clean(normalised: &Normalised, cleaning: &CleaningConfig, as_of: NaiveDate) -> Cleaned {
     let before_as_of = col(ORDER_DATE).lt(date_lit(as_of));
 
@@ -345,48 +346,81 @@ pub fn clean(normalised: &Normalised, cleaning: &CleaningConfig, as_of: NaiveDat
     } else {
         in_window
     };
-    let after_dedupe = deduped
-        .clone()
-        .select([len().cast(DataType::Int64).alias("rows")]);
 
-    // Step 4: exclude rules, then negative lines under `returns: drop`.
+    // Step 4 as flags, each line counted under the first reason that drops it.
     let mut dropped = lit(false);
-    let mut excluded_counts = vec![len().cast(DataType::Int64).alias("rows")];
-    for (i, rule) in cleaning.exclude.iter().enumerate() {
-        let matches = exclude_matches(rule).fill_null(lit(false));
-        excluded_counts.push(
-            (matches.clone().and(dropped.clone().not()))
-                .sum()
-                .alias(format!("exclude[{i}]: {}", describe(rule))),
-        );
-        dropped = dropped.or(matches);
-    }
+    let mut flags = Vec::new();
+    let mut reasons = Vec::new();
+    let mut conditions: Vec<(String, Expr)> = cleaning
+        .exclude
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            (
+                format!("exclude[{i}]: {}", describe(rule)),
+                exclude_matches(rule).fill_null(lit(false)),
+            )
+        })
+        .collect();
     if cleaning.returns == Returns::Drop {
-        let negative = col(VALUE).lt(lit(0i64));
-        excluded_counts.push(
-            (negative.clone().and(dropped.clone().not()))
-                .sum()
-                .alias("negative line (returns: drop)"),
+        conditions.push(("negative line (returns: drop)".into(), col(VALUE).lt(lit(0i64))));
+    }
+    for (i, (reason, condition)) in conditions.into_iter().enumerate() {
+        flags.push(
+            condition
+                .clone()
+                .and(dropped.clone().not())
+                .alias(dropped_column(i)),
         );
-        dropped = dropped.or(negative);
+        reasons.push(reason);
+        dropped = dropped.or(condition);
     }
-    let excluded = deduped.clone().select(excluded_counts);
+    flags.push(dropped.not().alias(KEEP));
 
-    let mut keep = vec![col(CUSTOMER_ID), col(ORDER_ID), col(ORDER_DATE), col(VALUE)];
-    if normalised.has_category {
-        keep.push(col(CATEGORY));
-    }
+    let kept = |e: Expr, otherwise: Expr| when(col(KEEP)).then(e).otherwise(otherwise);
+    let mut aggs = vec![
+        kept(col(ORDER_DATE), lit(NULL).cast(DataType::Date))
+            .min()
+            .alias(ORDER_DATE),
+        kept(col(VALUE), lit(0i64)).sum().alias(VALUE),
+        len().cast(DataType::Int64).alias(LINES),
+        col(KEEP).sum().cast(DataType::Int64).alias(KEPT),
+    ];
+    aggs.extend((0..reasons.len()).map(|i| col(dropped_column(i)).sum().cast(DataType::Int64)));
     if normalised.has_channel {
-        keep.push(col(CHANNEL));
+        // An order's channel: the smallest non-null channel among its kept lines.
+        aggs.push(
+            kept(col(CHANNEL), lit(NULL).cast(DataType::String))
+                .min()
+                .alias(CHANNEL),
+        );
     }
+    if normalised.has_category {
+        // Distinct categories of the order's kept positive lines (for upsell_ratio).
+        aggs.push(
+            col(CATEGORY)
+                .filter(col(KEEP).and(col(VALUE).gt(lit(0i64))))
+                .drop_nulls()
+                .unique()
+                .alias(CATEGORIES),
+        );
+    }
+    let orders = deduped
+        .with_columns(flags)
+        .group_by([col(CUSTOMER_ID), col(ORDER_ID)])
+        .agg(aggs);
     Cleaned {
-        lines: deduped.filter(dropped.not()).select(keep),
-        counts: CountFrames {
-            required_and_as_of,
-            after_dedupe,
-            excluded,
-        },
+        required_and_as_of,
+        orders,
+        reasons,
     }
+}
+
+/// The orders that survive step 4 (at least one kept line), without the count columns.
+pub fn kept_orders(orders: DataFrame, cleaned: &Cleaned) -> LazyFrame {
+    let mut helpers = vec![LINES.to_string(), KEPT.to_string()];
+    helpers.extend((0..cleaned.reasons.len()).map(dropped_column));
+    orders.lazy().filter(col(KEPT).gt(lit(0i64))).drop(cols(helpers))
 }
 
 fn exclude_matches(rule: &ExcludeRule) -> Expr {
@@ -411,16 +445,6 @@ fn describe(rule: &ExcludeRule) -> String {
     }
 }
 
-/// Step 5: lines -> orders keyed by (customer, order): earliest date, summed value.
-/// An order's channel is the smallest non-null channel among its lines.
-pub fn orders(lines: LazyFrame, has_channel: bool) -> LazyFrame {
-    let mut aggs = vec![col(ORDER_DATE).min(), col(VALUE).sum()];
-    if has_channel {
-        aggs.push(col(CHANNEL).drop_nulls().min());
-    }
-    lines.group_by([col(CUSTOMER_ID), col(ORDER_ID)]).agg(aggs)
-}
-
 /// What the manifest records for one cleaning step.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CleaningStep {
@@ -441,17 +465,33 @@ fn scalar_u64(df: &DataFrame, name: &str) -> u64 {
         .max(0) as u64
 }
 
-/// Turns the collected count frames into manifest steps; text that failed to parse is an error.
+/// Turns the collected step 1–2 counts and the raw orders frame into manifest steps;
+/// text that failed to parse is an error. Returns the steps and the purchase count.
 pub fn cleaning_steps(
     normalised: &Normalised,
-    counts: &[DataFrame],
-    orders: u64,
-    purchases: u64,
-) -> Result<Vec<CleaningStep>> {
-    let [first, deduped, excluded] = counts else {
-        unreachable!("three count frames are built by `clean`")
-    };
+    cleaned: &Cleaned,
+    first: &DataFrame,
+    orders: &DataFrame,
+) -> Result<(Vec<CleaningStep>, u64)> {
     check_parse_failures(normalised, first)?;
+    let mut sums = vec![
+        col(LINES).sum().alias(LINES),
+        col(KEPT).sum().alias(KEPT),
+        col(KEPT)
+            .gt(lit(0i64))
+            .sum()
+            .cast(DataType::Int64)
+            .alias("orders"),
+        col(KEPT)
+            .gt(lit(0i64))
+            .and(col(VALUE).gt(lit(0i64)))
+            .sum()
+            .cast(DataType::Int64)
+            .alias("purchases"),
+    ];
+    sums.extend((0..cleaned.reasons.len()).map(|i| col(dropped_column(i)).sum()));
+    let totals = orders.clone().lazy().select(sums).collect()?;
+
     let rows_in = scalar_u64(first, "rows");
     let reasons1: BTreeMap<String, u64> = [
         "null customer_id",
@@ -466,15 +506,15 @@ pub fn cleaning_steps(
     let after1 = rows_in - dropped1;
     let dropped2 = scalar_u64(first, "dated on or after as_of");
     let after2 = after1 - dropped2;
-    let after3 = scalar_u64(deduped, "rows");
-    let reasons4: BTreeMap<String, u64> = excluded
-        .get_column_names()
-        .into_iter()
-        .filter(|n| n.as_str() != "rows")
-        .map(|n| (n.to_string(), scalar_u64(excluded, n)))
+    let after3 = scalar_u64(&totals, LINES);
+    let after4 = scalar_u64(&totals, KEPT);
+    let reasons4: BTreeMap<String, u64> = cleaned
+        .reasons
+        .iter()
+        .enumerate()
+        .map(|(i, reason)| (reason.clone(), scalar_u64(&totals, &dropped_column(i))))
         .collect();
-    let dropped4: u64 = reasons4.values().sum();
-    let after4 = after3 - dropped4;
+    let (n_orders, purchases) = (scalar_u64(&totals, "orders"), scalar_u64(&totals, "purchases"));
     let step =
         |step: u8, name: &str, rows_in: u64, rows_out: u64, reasons: BTreeMap<String, u64>| CleaningStep {
             step,
@@ -484,7 +524,7 @@ pub fn cleaning_steps(
             dropped: rows_in - rows_out,
             reasons,
         };
-    Ok(vec![
+    let steps = vec![
         step(1, "required values present", rows_in, after1, reasons1),
         step(
             2,
@@ -505,12 +545,13 @@ pub fn cleaning_steps(
             step: 5,
             name: "lines rolled up to orders".into(),
             rows_in: after4,
-            rows_out: orders,
+            rows_out: n_orders,
             dropped: 0,
             reasons: BTreeMap::from([
-                ("orders".into(), orders),
+                ("orders".into(), n_orders),
                 ("purchases (value > 0)".into(), purchases),
             ]),
         },
-    ])
+    ];
+    Ok((steps, purchases))
 }

@@ -24,7 +24,7 @@ use crate::manifest::Stage;
 use crate::metrics::customers::{self, CustomerParams};
 use crate::metrics::{clv, cohort, kpis, pareto, rfm};
 use crate::schema::customers::{ABC_CLASS, RECENCY_DAYS};
-use crate::schema::internal::{REVENUE_MICROS, VALUE};
+use crate::schema::internal::REVENUE_MICROS;
 use crate::schema::{self, CUSTOMER_ID};
 
 /// Collected output tables, in a fixed order, each sorted by its key.
@@ -56,10 +56,6 @@ fn explain(plans: &[DslPlan]) -> Result<()> {
         eprintln!("{}", LazyFrame::explain_all(plans.to_vec(), OptFlags::default())?);
     }
     Ok(())
-}
-
-fn first_i64(df: &DataFrame) -> Option<i64> {
-    df.columns().first()?.get(0).ok()?.extract::<i64>()
 }
 
 /// Runs the whole job on a raw order scan. `source` names the input in messages.
@@ -96,17 +92,13 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     };
     tracing::info!(%as_of, "analysis date (exclusive)");
 
-    // Stage 1, one pass over the lines: orders, the cleaning counts and upsell.
+    // Stage 1, one pass over the lines: the orders, with steps 3–4 counted inside,
+    // and the step 1–2 counts.
     let cleaned = clean::clean(&normalised, &config.cleaning, as_of);
-    let orders = clean::orders(cleaned.lines.clone(), normalised.has_channel);
-    let upsell = normalised
-        .has_category
-        .then(|| customers::upsell_customers(cleaned.lines.clone(), orders.clone()));
-    let mut plans = vec![orders.logical_plan];
-    plans.extend(cleaned.counts.into_vec().into_iter().map(|lf| lf.logical_plan));
-    if let Some(upsell) = upsell {
-        plans.push(upsell.logical_plan);
-    }
+    let plans = vec![
+        cleaned.orders.clone().logical_plan,
+        cleaned.required_and_as_of.clone().logical_plan,
+    ];
     explain(&plans)?;
     let mut frames = timed(&mut stages, "scan and clean", || {
         Ok(LazyFrame::collect_all_with_engine(
@@ -115,17 +107,9 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             OptFlags::default(),
         )?)
     })?;
-    let upsell = normalised.has_category.then(|| frames.pop()).flatten();
-    let orders = frames.remove(0);
-    let counts = frames;
-
-    let purchases = orders
-        .clone()
-        .lazy()
-        .select([col(VALUE).gt(lit(0i64)).sum().cast(DataType::Int64)])
-        .collect()?;
-    let n_purchases = first_i64(&purchases).unwrap_or(0) as u64;
-    let cleaning = clean::cleaning_steps(&normalised, &counts, orders.height() as u64, n_purchases)?;
+    let first_counts = frames.pop().unwrap_or_default();
+    let orders = frames.pop().unwrap_or_default();
+    let (cleaning, n_purchases) = clean::cleaning_steps(&normalised, &cleaned, &first_counts, &orders)?;
     for step in &cleaning {
         tracing::info!(step = step.step, name = %step.name, rows_in = step.rows_in, rows_out = step.rows_out, "cleaning");
     }
@@ -134,9 +118,10 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             .iter()
             .find(|s| s.rows_out == 0)
             .map(|s| format!("step {} ({}) left no rows", s.step, s.name))
-            .unwrap_or_else(|| format!("{} orders, none with value > 0", orders.height()));
+            .unwrap_or_else(|| format!("{} orders, none with value > 0", cleaning[4].rows_out));
         return Err(InputError::NothingLeft(step).into());
     }
+    let orders = clean::kept_orders(orders, &cleaned).collect()?;
 
     // Stage 2: the customer table, in memory; its scalars feed the metrics below.
     let orders = orders.lazy();
@@ -172,7 +157,9 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         kpis::KpiInputs {
             customers: customers.clone(),
             pareto_summary: pareto.summary,
-            upsell: upsell.map(|df| df.lazy()),
+            upsell: normalised
+                .has_category
+                .then(|| customers::upsell_customers(orders.clone())),
         },
         as_of,
         config.kpis.churn_window_days,

@@ -11,6 +11,8 @@ pub mod internal {
     pub const VALUE: &str = "__value_micros";
     pub const CATEGORY: &str = "__category";
     pub const CHANNEL: &str = "__channel";
+    /// An order's distinct categories among its positive lines (a list).
+    pub const CATEGORIES: &str = "__categories";
     /// Revenue of a customer in micro-units.
     pub const REVENUE_MICROS: &str = "__revenue_micros";
 }

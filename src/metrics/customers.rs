@@ -11,7 +11,7 @@ use crate::clean::epoch_days;
 use crate::config::Grain;
 use crate::schema::customers::*;
 use crate::schema::internal::{
-    CHANNEL as CHANNEL_IN, CUSTOMER_ID as CID, ORDER_DATE, ORDER_ID, REVENUE_MICROS, VALUE,
+    CATEGORIES, CHANNEL as CHANNEL_IN, CUSTOMER_ID as CID, ORDER_DATE, ORDER_ID, REVENUE_MICROS, VALUE,
 };
 use crate::schema::{CUSTOMER_ID, ORDERS, REVENUE};
 
@@ -92,25 +92,20 @@ pub fn customers(orders: LazyFrame, params: &CustomerParams) -> LazyFrame {
 }
 
 /// Customers with at least 2 distinct non-null categories among the positive lines
-/// of their purchases (SPEC §7 upsell_ratio numerator), as a one-row frame.
-pub fn upsell_customers(lines: LazyFrame, orders: LazyFrame) -> LazyFrame {
-    let purchase_keys = purchases(orders).select([col(CID), col(ORDER_ID)]);
-    lines
-        .filter(
-            col(VALUE)
-                .gt(lit(0i64))
-                .and(col(crate::schema::internal::CATEGORY).is_not_null()),
-        )
-        .join(
-            purchase_keys,
-            [col(CID), col(ORDER_ID)],
-            [col(CID), col(ORDER_ID)],
-            JoinArgs::new(JoinType::Semi),
+/// of their purchases (SPEC §7 upsell_ratio numerator), as a one-row frame. Needs
+/// the orders' `__categories` lists.
+pub fn upsell_customers(orders: LazyFrame) -> LazyFrame {
+    purchases(orders)
+        .select([col(CID), col(CATEGORIES)])
+        .explode(
+            cols([CATEGORIES]),
+            ExplodeOptions {
+                empty_as_null: false,
+                keep_nulls: false,
+            },
         )
         .group_by([col(CID)])
-        .agg([col(crate::schema::internal::CATEGORY)
-            .n_unique()
-            .alias("categories")])
+        .agg([col(CATEGORIES).n_unique().alias("categories")])
         .select([col("categories")
             .gt_eq(lit(2))
             .sum()
