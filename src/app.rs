@@ -155,7 +155,8 @@ fn describe(
         })
         .collect();
     text.push_str(&format!(
-        "would write: customers, kpis, pareto, lorenz as {} + {} to {}\n",
+        "would write: {} as {} + {} to {}\n",
+        pipeline::TABLES.join(", "),
         formats.join(", "),
         output::MANIFEST_FILE,
         config.output.dir

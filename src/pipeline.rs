@@ -27,6 +27,17 @@ use crate::schema::customers::{ABC_CLASS, RECENCY_DAYS};
 use crate::schema::internal::REVENUE_MICROS;
 use crate::schema::{self, CUSTOMER_ID};
 
+/// The output tables, in the order they are written.
+pub const TABLES: [&str; 7] = [
+    schema::customers::TABLE,
+    schema::kpis::TABLE,
+    schema::cohort::TABLE,
+    schema::rfm::SEGMENTS_TABLE,
+    schema::pareto::TABLE,
+    schema::pareto::LORENZ_TABLE,
+    schema::clv::BY_SEGMENT_TABLE,
+];
+
 /// Collected output tables, in a fixed order, each sorted by its key.
 pub struct Computed {
     pub as_of: NaiveDate,
@@ -191,15 +202,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         ]))
         .sort([CUSTOMER_ID], SortMultipleOptions::default());
 
-    let names = [
-        schema::customers::TABLE,
-        schema::kpis::TABLE,
-        schema::cohort::TABLE,
-        schema::rfm::SEGMENTS_TABLE,
-        schema::pareto::TABLE,
-        schema::pareto::LORENZ_TABLE,
-        schema::clv::BY_SEGMENT_TABLE,
-    ];
+    let names = TABLES;
     let plans: Vec<DslPlan> = [
         customers_out,
         kpis,

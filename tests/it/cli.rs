@@ -415,3 +415,21 @@ fn json_logs_for_schedulers() {
         .collect();
     assert!(stages.iter().any(|l| l["fields"]["stage"] == "metrics"));
 }
+
+#[test]
+fn io_failure_while_writing_exits_1() {
+    // /proc takes no new files, even for root: a write failure, not a config problem.
+    loyalty()
+        .args([
+            "generate",
+            "--customers",
+            "5",
+            "--out",
+            "/proc/loyalty-test.parquet",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error: writing /proc/loyalty-test.parquet.tmp",
+        ));
+}
