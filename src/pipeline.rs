@@ -61,12 +61,24 @@ fn timed<T>(stages: &mut Vec<Stage>, name: &str, f: impl FnOnce() -> Result<T>) 
     result
 }
 
-/// Diagnostics for performance work: `LOYALTY_EXPLAIN=1` prints each optimised plan.
-fn explain(plans: &[DslPlan]) -> Result<()> {
+/// One stage: collects several plans together (sharing common subplans), timed.
+/// `LOYALTY_EXPLAIN=1` prints the optimised plan first, for performance work.
+fn collect_all(
+    stages: &mut Vec<Stage>,
+    name: &str,
+    plans: Vec<DslPlan>,
+    engine: Engine,
+) -> Result<Vec<DataFrame>> {
     if std::env::var_os("LOYALTY_EXPLAIN").is_some() {
-        eprintln!("{}", LazyFrame::explain_all(plans.to_vec(), OptFlags::default())?);
+        eprintln!("{}", LazyFrame::explain_all(plans.clone(), OptFlags::default())?);
     }
-    Ok(())
+    timed(stages, name, || {
+        Ok(LazyFrame::collect_all_with_engine(
+            plans,
+            engine,
+            OptFlags::default(),
+        )?)
+    })
 }
 
 /// Runs the whole job on a raw order scan. `source` names the input in messages.
@@ -110,14 +122,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         cleaned.orders.clone().logical_plan,
         cleaned.required_and_as_of.clone().logical_plan,
     ];
-    explain(&plans)?;
-    let mut frames = timed(&mut stages, "scan and clean", || {
-        Ok(LazyFrame::collect_all_with_engine(
-            plans,
-            engine,
-            OptFlags::default(),
-        )?)
-    })?;
+    let mut frames = collect_all(&mut stages, "scan and clean", plans, engine)?;
     let first_counts = frames.pop().unwrap_or_default();
     let orders = frames.pop().unwrap_or_default();
     let (cleaning, n_purchases) = clean::cleaning_steps(&normalised, &cleaned, &first_counts, &orders)?;
@@ -215,14 +220,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     .into_iter()
     .map(|lf| lf.logical_plan)
     .collect();
-    explain(&plans)?;
-    let frames = timed(&mut stages, "metrics", || {
-        Ok(LazyFrame::collect_all_with_engine(
-            plans,
-            engine,
-            OptFlags::default(),
-        )?)
-    })?;
+    let frames = collect_all(&mut stages, "metrics", plans, engine)?;
     let warnings = rfm::unreachable_segments(&config.rfm.segments, config.rfm.bins);
     Ok(Computed {
         as_of,

@@ -505,6 +505,20 @@ impl Reader {
         }
     }
 
+    /// A mapping inside a list (`path` is e.g. `rfm.segments[2]`), or an issue saying what it must be.
+    fn list_item<'n>(&mut self, node: &'n Node, path: String, must_be: &str) -> Option<Section<'n>> {
+        let Value::Map(entries) = &node.value else {
+            self.issue(&node.origin, format!("`{path}` must be {must_be}"));
+            return None;
+        };
+        Some(Section {
+            path,
+            entries,
+            origin: node.origin.clone(),
+            known: Vec::new(),
+        })
+    }
+
     /// A value with a default; a wrong type records an issue and yields the default.
     fn field<T: FromNode>(&mut self, section: &mut Section, key: &'static str, default: T) -> T {
         self.optional(section, key).unwrap_or(default)
@@ -648,20 +662,11 @@ impl Reader {
     }
 
     fn segment_rule(&mut self, node: &Node, index: usize, bins: u32) -> Option<SegmentRule> {
-        let path = format!("rfm.segments[{index}]");
-        let Value::Map(entries) = &node.value else {
-            self.issue(
-                &node.origin,
-                format!("`{path}` must be a mapping with `name` and score ranges r, f, m, fm"),
-            );
-            return None;
-        };
-        let mut rule = Section {
-            path,
-            entries,
-            origin: node.origin.clone(),
-            known: Vec::new(),
-        };
+        let mut rule = self.list_item(
+            node,
+            format!("rfm.segments[{index}]"),
+            "a mapping with `name` and score ranges r, f, m, fm",
+        )?;
         let name = self.optional::<String>(&mut rule, "name");
         let mut range = |reader: &mut Self, key: &'static str| -> Option<(u32, u32)> {
             let (lo, hi) = reader.optional::<ScoreRange>(&mut rule, key)?.0;
@@ -858,20 +863,11 @@ impl Reader {
     }
 
     fn exclude_rule(&mut self, node: &Node, index: usize) -> Option<ExcludeRule> {
-        let path = format!("cleaning.exclude[{index}]");
-        let Value::Map(entries) = &node.value else {
-            self.issue(
-                &node.origin,
-                format!("`{path}` must be a mapping with `column` and one of equals, in, starts_with, regex"),
-            );
-            return None;
-        };
-        let mut rule = Section {
-            path,
-            entries,
-            origin: node.origin.clone(),
-            known: Vec::new(),
-        };
+        let mut rule = self.list_item(
+            node,
+            format!("cleaning.exclude[{index}]"),
+            "a mapping with `column` and one of equals, in, starts_with, regex",
+        )?;
         let column = self.optional::<String>(&mut rule, "column");
         let equals = self.optional::<String>(&mut rule, "equals").map(Matcher::Equals);
         let is_in = self.optional::<Vec<String>>(&mut rule, "in").map(Matcher::In);
