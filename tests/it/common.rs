@@ -87,3 +87,12 @@ pub fn dates(name: &str, values: &[&str]) -> Column {
         .collect();
     Column::new(name.into(), parsed).cast(&DataType::Date).unwrap()
 }
+
+/// Runs `cmd`, expecting exit `code` and every fragment somewhere in stderr.
+pub fn assert_fails(cmd: &mut Command, code: i32, fragments: &[&str]) {
+    let assert = cmd.assert().code(code);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    for fragment in fragments {
+        assert!(stderr.contains(fragment), "stderr lacks {fragment:?}:\n{stderr}");
+    }
+}
