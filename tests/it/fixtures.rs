@@ -501,3 +501,20 @@ fn pareto_and_lorenz_tables() {
         assert_eq!(i64_at(lorenz, "customers", i), Some(i as i64));
     }
 }
+
+#[test]
+fn decimal_amounts_are_exact() {
+    // Decimal(10, 2): 19.99 + 0.01 is exactly 20.00 in micro-units.
+    let amount = Column::new("amount".into(), [19.99, 0.01])
+        .cast(&DataType::Decimal(10, 2))
+        .unwrap();
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("customer_id".into(), ["c", "c"]),
+        Column::new("order_id".into(), ["o", "o"]),
+        dates("order_date", &["2024-01-01", "2024-01-01"]),
+        amount,
+    ])
+    .unwrap();
+    let computed = compute(df, "", &[]);
+    assert_eq!(f64_at(table(&computed, "customers"), "revenue", 0), Some(20.0));
+}

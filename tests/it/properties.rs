@@ -116,6 +116,8 @@ fn period_index(from: NaiveDate, to: NaiveDate, grain: &str) -> i64 {
 
 struct Naive {
     customers: Vec<Customer>,
+    /// Revenue of customers with revenue > 0, best first (ties by id).
+    positive: Vec<i64>,
     /// (cohort, index) -> (size, active, purchases, revenue micros)
     cohorts: BTreeMap<(NaiveDate, i64), (i64, i64, i64, i64)>,
     gini: Option<f64>,
@@ -256,6 +258,7 @@ fn naive(lines: &[Line], grain: &str, rules: &[SegmentRule]) -> Naive {
     }
     Naive {
         customers,
+        positive: positive.iter().map(|p| p.0).collect(),
         cohorts,
         gini,
         customers_for_80pct,
@@ -268,7 +271,7 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn every_table_matches_the_naive_implementation(
@@ -322,8 +325,69 @@ proptest! {
             (a, b) => prop_assert_eq!(a, b),
         }
 
+        let revenue: i64 = expected.customers.iter().map(|c| c.revenue).sum();
+        prop_assert!(close(f64_at(kpis, "aov", 0).unwrap(), revenue as f64 / 1e6 / orders as f64));
+        prop_assert!(close(f64_at(kpis, "purchase_frequency", 0).unwrap(), orders as f64 / n));
+        let churned = expected.customers.iter().filter(|c| c.recency > 365).count() as f64 / n;
+        prop_assert!(close(f64_at(kpis, "churn_rate", 0).unwrap(), churned));
+
+        // CLV (§6.1–6.2): margin 1; lifetime = min(1 / annual churn, 10).
+        let lifetime = if churned > 0.0 { (1.0 / churned).min(10.0) } else { 10.0 };
+        for (i, c) in expected.customers.iter().enumerate() {
+            let revenue = c.revenue as f64 / 1e6;
+            prop_assert!(close(f64_at(customers, "historical_clv", i).unwrap(), revenue));
+            let per_year = c.orders as f64 / c.tenure.max(30) as f64 * 365.25;
+            let formula = revenue / c.orders as f64 * per_year * lifetime;
+            prop_assert!(close(f64_at(customers, "formula_clv", i).unwrap(), formula));
+        }
+
+        // Pareto (§5): ceil(p N⁺) exactly, top revenue over total.
+        let positive = &expected.positive;
+        let total: i64 = positive.iter().sum();
+        let pareto = table(&computed, "pareto");
+        for (i, (num, den)) in [(1i64, 100i64), (5, 100), (1, 10), (2, 10), (5, 10)].iter().enumerate() {
+            let k = (num * positive.len() as i64 + den - 1) / den;
+            prop_assert_eq!(i64_at(pareto, "customers", i), Some(k));
+            let top: i64 = positive.iter().take(k as usize).sum();
+            let share = (total > 0).then(|| top as f64 / total as f64);
+            match (f64_at(pareto, "revenue_share", i), share) {
+                (Some(a), Some(b)) => prop_assert!(close(a, b)),
+                (a, b) => prop_assert_eq!(a, b),
+            }
+        }
+        let lorenz = table(&computed, "lorenz");
+        prop_assert_eq!(lorenz.height(), 101);
+        for i in 0..=100usize {
+            let m = i * positive.len() / 100;
+            prop_assert_eq!(i64_at(lorenz, "customers", i), Some(m as i64));
+            let bottom: i64 = positive.iter().rev().take(m).sum();
+            if total > 0 {
+                prop_assert!(close(f64_at(lorenz, "revenue_share", i).unwrap(), bottom as f64 / total as f64));
+            }
+        }
+
+        // rfm_segments (§4): customers and revenue per segment.
+        let mut by_segment: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for c in &expected.customers {
+            let entry = by_segment.entry(c.segment.as_str()).or_insert((0, 0));
+            entry.0 += 1;
+            entry.1 += c.revenue;
+        }
+        let segments = table(&computed, "rfm_segments");
+        prop_assert_eq!(segments.height(), by_segment.len());
+        for (i, (name, (count, revenue))) in by_segment.iter().enumerate() {
+            prop_assert_eq!(str_at(segments, "segment", i), Some(name.to_string()));
+            prop_assert_eq!(i64_at(segments, "customers", i), Some(*count));
+            prop_assert!(close(f64_at(segments, "revenue", i).unwrap(), *revenue as f64 / 1e6));
+        }
+
+        // Cohort retention (§3).
+        let as_of = NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
+        let last_index = |cohort: NaiveDate| period_index(cohort, as_of - Days::new(1), grain);
+        let as_of_starts_period = period_start(as_of, grain) == as_of;
         let grid = table(&computed, "cohort_retention");
         prop_assert_eq!(grid.height(), expected.cohorts.len());
+        let mut cumulative = 0i64;
         for (i, ((cohort, k), (size, active, purchases, revenue))) in expected.cohorts.iter().enumerate() {
             prop_assert_eq!(str_at(grid, "cohort", i), Some(cohort.to_string()));
             prop_assert_eq!(i64_at(grid, "period_index", i), Some(*k));
@@ -331,6 +395,23 @@ proptest! {
             prop_assert_eq!(i64_at(grid, "active_customers", i), Some(*active));
             prop_assert_eq!(i64_at(grid, "orders", i), Some(*purchases));
             prop_assert!(close(f64_at(grid, "revenue", i).unwrap(), *revenue as f64 / 1e6));
+            prop_assert!(close(f64_at(grid, "retention_rate", i).unwrap(), *active as f64 / *size as f64));
+            cumulative = if *k == 0 { *revenue } else { cumulative + revenue };
+            prop_assert!(close(
+                f64_at(grid, "cumulative_revenue_per_customer", i).unwrap(),
+                cumulative as f64 / 1e6 / *size as f64
+            ));
+            let first = expected.cohorts[&(*cohort, 0)].3;
+            let retention = (first != 0).then(|| *revenue as f64 / first as f64);
+            match (f64_at(grid, "revenue_retention", i), retention) {
+                (Some(a), Some(b)) => prop_assert!(close(a, b)),
+                (a, b) => prop_assert_eq!(a, b),
+            }
+            let complete = *k < last_index(*cohort) || as_of_starts_period;
+            prop_assert_eq!(
+                grid.column("is_complete").unwrap().get(i).unwrap(),
+                AnyValue::Boolean(complete)
+            );
         }
     }
 }
