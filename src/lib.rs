@@ -11,5 +11,6 @@ pub mod generate;
 pub mod io;
 pub mod manifest;
 pub mod metrics;
+pub mod model;
 pub mod pipeline;
 pub mod schema;

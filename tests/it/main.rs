@@ -6,4 +6,5 @@ mod common;
 mod faults;
 mod fixtures;
 mod metrics;
+mod model;
 mod properties;

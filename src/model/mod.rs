@@ -1,0 +1,209 @@
+//! Predictive CLV models (SPEC §6.3): BG/NBD for purchase counts and
+//! Gamma-Gamma for spend, fitted by maximum likelihood in log-parameter space.
+
+pub mod bgnbd;
+pub mod gamma_gamma;
+pub mod special;
+pub mod summary;
+
+use argmin::core::{CostFunction, Executor, State};
+use argmin::solver::neldermead::NelderMead;
+use serde::Serialize;
+
+/// A fitted model: parameters with standard errors, and how the fit went.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fit {
+    pub model: String,
+    pub parameters: Vec<Parameter>,
+    pub log_likelihood: f64,
+    pub iterations: u64,
+    pub converged: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Parameter {
+    pub name: String,
+    pub value: f64,
+    /// From the inverse Hessian of the log-likelihood; null when it is not positive definite.
+    pub standard_error: Option<f64>,
+}
+
+impl Fit {
+    pub fn value(&self, name: &str) -> f64 {
+        self.parameters
+            .iter()
+            .find(|p| p.name == name)
+            .map_or(f64::NAN, |p| p.value)
+    }
+}
+
+/// Why a fit failed (SPEC §6.3 names the causes).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FitError {
+    #[error("{model}: the log-likelihood is not finite at the start or the optimum")]
+    NonFinite { model: String },
+    #[error("{model}: parameter `{parameter}` ran to its bound ({value:e}); the data cannot identify it (try a penalizer)")]
+    Bound { model: String, parameter: String, value: f64 },
+    #[error("{model}: no convergence within {iterations} iterations")]
+    IterationLimit { model: String, iterations: u64 },
+    #[error("{model}: {reason}")]
+    NoData { model: String, reason: String },
+}
+
+/// Bounds on log-parameters: outside them a parameter is "running to its bound".
+const LOG_BOUND: f64 = 20.0;
+const MAX_ITERATIONS: u64 = 20_000;
+
+/// Negative mean log-likelihood of log-parameters, +∞ where undefined.
+struct Objective<'a> {
+    f: &'a dyn Fn(&[f64]) -> f64,
+}
+
+impl CostFunction for Objective<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, log_params: &Self::Param) -> Result<f64, argmin::core::Error> {
+        if log_params.iter().any(|p| p.abs() > LOG_BOUND + 5.0) {
+            return Ok(f64::INFINITY);
+        }
+        let params: Vec<f64> = log_params.iter().map(|p| p.exp()).collect();
+        let value = -(self.f)(&params);
+        Ok(if value.is_finite() { value } else { f64::INFINITY })
+    }
+}
+
+/// Maximises `log_likelihood(params)` (a total over customers, weights applied)
+/// from `start`, with an optional L2 penalty on the parameters as in `lifetimes`.
+/// Nelder-Mead in log space, restarted from its optimum until it stops moving.
+pub fn maximise(
+    model: &str,
+    names: &[&str],
+    start: &[f64],
+    log_likelihood: &dyn Fn(&[f64]) -> f64,
+    total_weight: f64,
+    penalizer: f64,
+) -> Result<Fit, FitError> {
+    let objective = |params: &[f64]| {
+        log_likelihood(params) / total_weight - penalizer * params.iter().map(|p| p * p).sum::<f64>()
+    };
+    if !objective(start).is_finite() {
+        return Err(FitError::NonFinite { model: model.into() });
+    }
+    let mut best: Vec<f64> = start.iter().map(|p| p.ln()).collect();
+    let mut iterations = 0;
+    let mut previous = f64::INFINITY;
+    for _restart in 0..8 {
+        let simplex: Vec<Vec<f64>> = std::iter::once(best.clone())
+            .chain((0..best.len()).map(|i| {
+                let mut vertex = best.clone();
+                vertex[i] += 0.25;
+                vertex
+            }))
+            .collect();
+        let solver = NelderMead::new(simplex)
+            .with_sd_tolerance(1e-12)
+            .map_err(|_| FitError::NonFinite { model: model.into() })?;
+        let result = Executor::new(Objective { f: &objective }, solver)
+            .configure(|state| state.max_iters(MAX_ITERATIONS))
+            .run()
+            .map_err(|_| FitError::NonFinite { model: model.into() })?;
+        let state = result.state();
+        iterations += state.get_iter();
+        let cost = state.get_best_cost();
+        if let Some(param) = state.get_best_param() {
+            best = param.clone();
+        }
+        if state.get_iter() >= MAX_ITERATIONS {
+            return Err(FitError::IterationLimit {
+                model: model.into(),
+                iterations,
+            });
+        }
+        if (previous - cost).abs() <= 1e-13 * cost.abs().max(1.0) {
+            break;
+        }
+        previous = cost;
+    }
+    let params: Vec<f64> = best.iter().map(|p| p.exp()).collect();
+    let total = log_likelihood(&params);
+    if !total.is_finite() {
+        return Err(FitError::NonFinite { model: model.into() });
+    }
+    if let Some((i, value)) = best.iter().enumerate().find(|(_, p)| p.abs() >= LOG_BOUND) {
+        return Err(FitError::Bound {
+            model: model.into(),
+            parameter: names[i].into(),
+            value: value.exp(),
+        });
+    }
+    let errors = standard_errors(&|p: &[f64]| log_likelihood(p), &params);
+    Ok(Fit {
+        model: model.into(),
+        parameters: names
+            .iter()
+            .zip(&params)
+            .enumerate()
+            .map(|(i, (name, value))| Parameter {
+                name: name.to_string(),
+                value: *value,
+                standard_error: errors.as_ref().map(|e| e[i]),
+            })
+            .collect(),
+        log_likelihood: total,
+        iterations,
+        converged: true,
+    })
+}
+
+/// sqrt(diag(H⁻¹)) of the negative log-likelihood's Hessian, by central differences.
+fn standard_errors(log_likelihood: &dyn Fn(&[f64]) -> f64, params: &[f64]) -> Option<Vec<f64>> {
+    let n = params.len();
+    let step: Vec<f64> = params.iter().map(|p| 1e-4 * p.abs().max(1e-3)).collect();
+    let at = |di: usize, si: f64, dj: usize, sj: f64| {
+        let mut p = params.to_vec();
+        p[di] += si * step[di];
+        p[dj] += sj * step[dj];
+        -log_likelihood(&p)
+    };
+    let mut hessian = vec![vec![0.0; n]; n];
+    for i in 0..n {
+        for j in 0..n {
+            hessian[i][j] = (at(i, 1.0, j, 1.0) - at(i, 1.0, j, -1.0) - at(i, -1.0, j, 1.0) + at(i, -1.0, j, -1.0))
+                / (4.0 * step[i] * step[j]);
+        }
+    }
+    let inverse = invert(hessian)?;
+    (0..n)
+        .map(|i| (inverse[i][i] > 0.0).then(|| inverse[i][i].sqrt()))
+        .collect()
+}
+
+/// Gauss-Jordan inverse with partial pivoting; `None` when singular.
+fn invert(mut m: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
+    let n = m.len();
+    let mut inv: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| f64::from(u8::from(i == j))).collect()).collect();
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
+        if m[pivot][col].abs() < 1e-300 {
+            return None;
+        }
+        m.swap(col, pivot);
+        inv.swap(col, pivot);
+        let d = m[col][col];
+        for j in 0..n {
+            m[col][j] /= d;
+            inv[col][j] /= d;
+        }
+        for row in 0..n {
+            if row != col {
+                let factor = m[row][col];
+                for j in 0..n {
+                    m[row][j] -= factor * m[col][j];
+                    inv[row][j] -= factor * inv[col][j];
+                }
+            }
+        }
+    }
+    Some(inv)
+}
