@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{Command, ConfigArgs, GenerateArgs, RunArgs};
+use crate::cli::{Command, ConfigArgs, FitArgs, GenerateArgs, RunArgs, TimeUnit};
 use crate::config::{self, Format, JobConfig};
 use crate::error::Error;
 use crate::generate::{self, GenerateParams, TrueParameters};
@@ -19,6 +19,7 @@ pub fn main(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),
         Command::Generate(args) => generate(args),
+        Command::Fit(args) => fit(args),
     }
 }
 
@@ -218,4 +219,56 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         args.customers
     );
     Ok(())
+}
+
+fn fit(args: FitArgs) -> anyhow::Result<()> {
+    use crate::error::InputError;
+    use crate::model::{bgnbd, gamma_gamma, summary};
+
+    let path = args.summary.display().to_string();
+    let text = std::fs::read_to_string(&args.summary)
+        .map_err(|_| Error::from(InputError::MissingFile { path: path.clone() }))?;
+    let customers = summary::read_csv(&text).map_err(|reason| {
+        Error::from(InputError::BadSummary {
+            path: path.clone(),
+            reason,
+        })
+    })?;
+    let unit = match args.time_unit {
+        TimeUnit::Day => "days",
+        TimeUnit::Week => "weeks",
+    };
+    let triples = summary::triples(&customers);
+    let fitted = bgnbd::fit(&triples, args.penalizer).map_err(|e| Error::Model(e.to_string()))?;
+    println!(
+        "BG/NBD on {} customers ({} distinct (x, t_x, T)), time in {unit}",
+        customers.len(),
+        triples.len()
+    );
+    print_fit(&fitted);
+    let repeat: Vec<(f64, f64)> = customers
+        .iter()
+        .filter(|c| c.x > 0.0 && c.monetary > 0.0)
+        .map(|c| (c.x, c.monetary))
+        .collect();
+    if !repeat.is_empty() {
+        let fitted = gamma_gamma::fit(&repeat, args.penalizer).map_err(|e| Error::Model(e.to_string()))?;
+        println!("\nGamma-Gamma on {} customers with x > 0", repeat.len());
+        print_fit(&fitted);
+    }
+    Ok(())
+}
+
+fn print_fit(fit: &crate::model::Fit) {
+    println!("  {:<10} {:>12} {:>12}", "parameter", "value", "std. error");
+    for p in &fit.parameters {
+        let se = p
+            .standard_error
+            .map_or("n/a".to_string(), |se| format!("{se:.4}"));
+        println!("  {:<10} {:>12.4} {:>12}", p.name, p.value, se);
+    }
+    println!(
+        "  log-likelihood {:.2} ({} iterations)",
+        fit.log_likelihood, fit.iterations
+    );
 }

@@ -46,6 +46,39 @@ pub enum Command {
     /// Write a synthetic order history (BG/NBD purchases, Gamma-Gamma spend) to a Parquet file.
     #[command(after_help = EXIT_CODES)]
     Generate(GenerateArgs),
+    /// Fit the predictive models to a ready summary table and print parameters, standard errors and log-likelihood.
+    #[command(after_help = EXIT_CODES)]
+    Fit(FitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// CSV with columns frequency (or x), recency (or t_x), T, and optionally monetary_value (or zbar).
+    #[arg(long, value_name = "FILE")]
+    pub summary: PathBuf,
+
+    /// Purchase-count model.
+    #[arg(long, value_enum, default_value_t = FitModel::Bgnbd)]
+    pub model: FitModel,
+
+    /// Unit of recency and T in the file (labels the output; the fit is unit-free).
+    #[arg(long, value_enum, default_value_t = TimeUnit::Week)]
+    pub time_unit: TimeUnit,
+
+    /// L2 penalty on the parameters, as in lifetimes.
+    #[arg(long, default_value_t = 0.0)]
+    pub penalizer: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FitModel {
+    Bgnbd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimeUnit {
+    Day,
+    Week,
 }
 
 #[derive(Debug, Args)]

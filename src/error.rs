@@ -123,6 +123,11 @@ pub enum InputError {
         fix: String,
     },
 
+    #[error(
+        "{path} is not a summary table: {reason}; expected columns frequency (or x), recency (or t_x), T and optionally monetary_value (or zbar)"
+    )]
+    BadSummary { path: String, reason: String },
+
     #[error("the input files do not share one schema: {0}")]
     SchemaMismatch(String),
 

@@ -60,7 +60,14 @@ pub fn fit(data: &[Triple], penalizer: f64) -> Result<Fit, FitError> {
         };
         deterministic_sum(data, |d| d.weight * log_likelihood(&p, d.x, d.t_x, d.t))
     };
-    maximise("bgnbd", &["r", "alpha", "a", "b"], &[1.0, 1.0, 1.0, 1.0], &ll, total_weight, penalizer)
+    maximise(
+        "bgnbd",
+        &["r", "alpha", "a", "b"],
+        &[1.0, 1.0, 1.0, 1.0],
+        &ll,
+        total_weight,
+        penalizer,
+    )
 }
 
 /// P(alive | x, t_x, T).

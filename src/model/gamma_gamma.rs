@@ -31,7 +31,11 @@ pub fn log_likelihood(params: &Params, x: f64, m: f64) -> f64 {
 
 /// Fit over (x, mean value) of customers with x > 0 and a positive mean.
 pub fn fit(data: &[(f64, f64)], penalizer: f64) -> Result<Fit, FitError> {
-    let data: Vec<(f64, f64)> = data.iter().copied().filter(|(x, m)| *x > 0.0 && *m > 0.0).collect();
+    let data: Vec<(f64, f64)> = data
+        .iter()
+        .copied()
+        .filter(|(x, m)| *x > 0.0 && *m > 0.0)
+        .collect();
     if data.is_empty() {
         return Err(FitError::NoData {
             model: "gamma_gamma".into(),
@@ -46,7 +50,14 @@ pub fn fit(data: &[(f64, f64)], penalizer: f64) -> Result<Fit, FitError> {
         };
         super::summary::deterministic_sum(&data, |(x, m)| log_likelihood(&p, *x, *m))
     };
-    maximise("gamma_gamma", &["p", "q", "v"], &[1.0, 1.0, 1.0], &ll, data.len() as f64, penalizer)
+    maximise(
+        "gamma_gamma",
+        &["p", "q", "v"],
+        &[1.0, 1.0, 1.0],
+        &ll,
+        data.len() as f64,
+        penalizer,
+    )
 }
 
 /// E[M | x, m]: the customer's expected value per purchase; the population mean

@@ -42,8 +42,14 @@ impl Fit {
 pub enum FitError {
     #[error("{model}: the log-likelihood is not finite at the start or the optimum")]
     NonFinite { model: String },
-    #[error("{model}: parameter `{parameter}` ran to its bound ({value:e}); the data cannot identify it (try a penalizer)")]
-    Bound { model: String, parameter: String, value: f64 },
+    #[error(
+        "{model}: parameter `{parameter}` ran to its bound ({value:e}); the data cannot identify it (try a penalizer)"
+    )]
+    Bound {
+        model: String,
+        parameter: String,
+        value: f64,
+    },
     #[error("{model}: no convergence within {iterations} iterations")]
     IterationLimit { model: String, iterations: u64 },
     #[error("{model}: {reason}")]
@@ -169,7 +175,8 @@ fn standard_errors(log_likelihood: &dyn Fn(&[f64]) -> f64, params: &[f64]) -> Op
     let mut hessian = vec![vec![0.0; n]; n];
     for i in 0..n {
         for j in 0..n {
-            hessian[i][j] = (at(i, 1.0, j, 1.0) - at(i, 1.0, j, -1.0) - at(i, -1.0, j, 1.0) + at(i, -1.0, j, -1.0))
+            hessian[i][j] = (at(i, 1.0, j, 1.0) - at(i, 1.0, j, -1.0) - at(i, -1.0, j, 1.0)
+                + at(i, -1.0, j, -1.0))
                 / (4.0 * step[i] * step[j]);
         }
     }
@@ -182,7 +189,9 @@ fn standard_errors(log_likelihood: &dyn Fn(&[f64]) -> f64, params: &[f64]) -> Op
 /// Gauss-Jordan inverse with partial pivoting; `None` when singular.
 fn invert(mut m: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
     let n = m.len();
-    let mut inv: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| f64::from(u8::from(i == j))).collect()).collect();
+    let mut inv: Vec<Vec<f64>> = (0..n)
+        .map(|i| (0..n).map(|j| f64::from(u8::from(i == j))).collect())
+        .collect();
     for col in 0..n {
         let pivot = (col..n).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
         if m[pivot][col].abs() < 1e-300 {

@@ -35,9 +35,12 @@ mod tests {
     fn hyp2f1_closed_forms() {
         // 2F1(1, 1; 2; z) = -ln(1 - z) / z.
         for z in [0.1, 0.5, 0.9, 0.99] {
-            let expected = -(1.0 - z as f64).ln() / z;
+            let expected = -(1.0f64 - z).ln() / z;
             let got = hyp2f1(1.0, 1.0, 2.0, z).unwrap();
-            assert!((got - expected).abs() < 1e-12 * expected, "z={z}: {got} vs {expected}");
+            assert!(
+                (got - expected).abs() < 1e-12 * expected,
+                "z={z}: {got} vs {expected}"
+            );
         }
         // 2F1(a, b; b; z) = (1 - z)^-a.
         let got = hyp2f1(0.7, 2.5, 2.5, 0.6).unwrap();

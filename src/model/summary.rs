@@ -28,7 +28,9 @@ pub struct Triple {
 pub fn triples(customers: &[Summary]) -> Vec<Triple> {
     let mut counts: BTreeMap<(u64, u64, u64), f64> = BTreeMap::new();
     for c in customers {
-        *counts.entry((c.x.to_bits(), c.t_x.to_bits(), c.t.to_bits())).or_default() += 1.0;
+        *counts
+            .entry((c.x.to_bits(), c.t_x.to_bits(), c.t.to_bits()))
+            .or_default() += 1.0;
     }
     counts
         .into_iter()

@@ -425,3 +425,26 @@ fn io_failure_while_writing_exits_1() {
             "error: writing /proc/loyalty-test.parquet.tmp",
         ));
 }
+
+#[test]
+fn fit_prints_the_published_parameters() {
+    loyalty()
+        .args(["fit", "--summary"])
+        .arg(cdnow("cdnow_customers_summary.csv"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("BG/NBD on 2357 customers"))
+        .stdout(predicate::str::contains("  r                0.2426"))
+        .stdout(predicate::str::contains("log-likelihood -9582.43"));
+    let tmp = TempDir::new().unwrap();
+    let bad = tmp.path().join("bad.csv");
+    fs::write(&bad, "id,x\n1,2\n").unwrap();
+    loyalty()
+        .args(["fit", "--summary"])
+        .arg(&bad)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "is not a summary table: no `recency` (or `t_x`) column",
+        ));
+}

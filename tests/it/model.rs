@@ -21,10 +21,21 @@ fn bgnbd_reproduces_the_published_cdnow_fit() {
     let fit = bgnbd::fit(&triples(&customers), 0.0).unwrap();
     for (name, published) in [("r", 0.2426), ("alpha", 4.4136), ("a", 0.7929), ("b", 2.4259)] {
         let value = fit.value(name);
-        assert!(relative(value, published) < 1e-3, "{name}: {value} vs {published}");
+        assert!(
+            relative(value, published) < 1e-3,
+            "{name}: {value} vs {published}"
+        );
     }
-    assert!(relative(fit.log_likelihood, -9582.43) < 1e-3 / 100.0, "{}", fit.log_likelihood);
-    assert!(fit.parameters.iter().all(|p| p.standard_error.is_some_and(|se| se > 0.0)));
+    assert!(
+        relative(fit.log_likelihood, -9582.43) < 1e-3 / 100.0,
+        "{}",
+        fit.log_likelihood
+    );
+    assert!(
+        fit.parameters
+            .iter()
+            .all(|p| p.standard_error.is_some_and(|se| se > 0.0))
+    );
 
     let p = bgnbd::Params::from_fit(&fit);
     // Conditional expectation from the paper: E[X(39) | x=2, t_x=30.43, T=38.86] = 1.226.
@@ -40,7 +51,11 @@ fn bgnbd_reproduces_the_published_cdnow_fit() {
 #[test]
 fn gamma_gamma_reproduces_the_published_cdnow_fit() {
     let customers = summary("cdnow_customers_summary_with_transactions.csv");
-    let repeat: Vec<(f64, f64)> = customers.iter().filter(|c| c.x > 0.0).map(|c| (c.x, c.monetary)).collect();
+    let repeat: Vec<(f64, f64)> = customers
+        .iter()
+        .filter(|c| c.x > 0.0)
+        .map(|c| (c.x, c.monetary))
+        .collect();
     assert_eq!(repeat.len(), 946);
     let fit = gamma_gamma::fit(&repeat, 0.0).unwrap();
     // Within 1e-3 relative of the published values, or equal to them at their two printed
@@ -48,7 +63,14 @@ fn gamma_gamma_reproduces_the_published_cdnow_fit() {
     for (name, published) in [("p", 6.25), ("q", 3.74), ("v", 15.44)] {
         let value = fit.value(name);
         let rounds_to = (value - published).abs() <= 0.005;
-        assert!(relative(value, published) < 1e-3 || rounds_to, "{name}: {value} vs {published}");
+        assert!(
+            relative(value, published) < 1e-3 || rounds_to,
+            "{name}: {value} vs {published}"
+        );
     }
-    assert!(relative(fit.log_likelihood, -4055.92) < 1e-5, "{}", fit.log_likelihood);
+    assert!(
+        relative(fit.log_likelihood, -4055.92) < 1e-5,
+        "{}",
+        fit.log_likelihood
+    );
 }
