@@ -80,6 +80,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         input_rows: inputs.total_rows(),
         inputs: inputs.files.clone(),
         cleaning: computed.cleaning.clone(),
+        models: computed.models.clone(),
         outputs: Vec::new(),
         stages: computed.stages.clone(),
         warnings: computed.warnings.clone(),

@@ -22,6 +22,8 @@ pub struct Manifest {
     pub inputs: Vec<InputFile>,
     pub input_rows: u64,
     pub cleaning: Vec<CleaningStep>,
+    /// Fitted models: parameters, standard errors, log-likelihood, iterations, convergence.
+    pub models: Vec<crate::model::Fit>,
     pub outputs: Vec<OutputFile>,
     pub stages: Vec<Stage>,
     pub warnings: Vec<String>,

@@ -18,13 +18,16 @@ use chrono::{Days, NaiveDate};
 use polars::prelude::*;
 
 use crate::clean::{self, CleaningStep};
-use crate::config::{Engine as EngineChoice, JobConfig};
+use crate::config::{Engine as EngineChoice, JobConfig, OnFitFailure, PurchaseModel};
+use crate::error::Error;
 use crate::error::{InputError, Result};
 use crate::manifest::Stage;
 use crate::metrics::customers::{self, CustomerParams};
 use crate::metrics::{clv, cohort, kpis, pareto, rfm};
+use crate::model::{self, Fit, summary};
 use crate::schema::customers::{ABC_CLASS, RECENCY_DAYS};
 use crate::schema::internal::REVENUE_MICROS;
+use crate::schema::model::{EXPECTED_PURCHASES, EXPECTED_SPEND, P_ALIVE, PREDICTED_CLV};
 use crate::schema::{self, CUSTOMER_ID};
 
 /// The output tables, in the order they are written.
@@ -41,6 +44,8 @@ pub const TABLES: [&str; 7] = [
 /// Collected output tables, in a fixed order, each sorted by its key.
 pub struct Computed {
     pub as_of: NaiveDate,
+    /// Fitted predictive models (empty with `clv.model: none` or a skipped failure).
+    pub models: Vec<Fit>,
     pub tables: Vec<(&'static str, DataFrame)>,
     pub cleaning: Vec<CleaningStep>,
     pub stages: Vec<Stage>,
@@ -59,6 +64,15 @@ fn timed<T>(stages: &mut Vec<Stage>, name: &str, f: impl FnOnce() -> Result<T>) 
         seconds,
     });
     result
+}
+
+/// Null prediction columns for every customer: no model, or a skipped fit failure.
+fn null_predictions(summary: &DataFrame) -> LazyFrame {
+    let mut columns = vec![col(CUSTOMER_ID)];
+    for name in [P_ALIVE, EXPECTED_PURCHASES, EXPECTED_SPEND, PREDICTED_CLV] {
+        columns.push(lit(NULL).cast(DataType::Float64).alias(name));
+    }
+    summary.clone().lazy().select(columns)
 }
 
 /// One stage: collects several plans together (sharing common subplans), timed.
@@ -139,20 +153,28 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     }
     let orders = clean::kept_orders(orders, &cleaned).collect()?;
 
-    // Stage 2: the customer table, in memory; its scalars feed the metrics below.
+    // Stage 2: the customer table and the model summary, in memory; their
+    // scalars and the fitted models feed the metrics below.
     let orders = orders.lazy();
-    let customers = timed(&mut stages, "customers", || {
-        Ok(customers::customers(
-            orders.clone(),
-            &CustomerParams {
-                as_of,
-                min_tenure_days: config.customers.min_tenure_days,
-                grain: config.cohorts.grain,
-                has_channel: normalised.has_channel,
-            },
-        )
-        .collect()?)
-    })?;
+    let customer_plan = customers::customers(
+        orders.clone(),
+        &CustomerParams {
+            as_of,
+            min_tenure_days: config.customers.min_tenure_days,
+            grain: config.cohorts.grain,
+            has_channel: normalised.has_channel,
+        },
+    );
+    let summary_plan =
+        summary::summary_frame(orders.clone(), as_of - Days::new(1), config.clv.time_unit.days());
+    let mut frames = collect_all(
+        &mut stages,
+        "customers",
+        vec![customer_plan.logical_plan, summary_plan.logical_plan],
+        engine,
+    )?;
+    let summary = frames.pop().unwrap_or_default();
+    let customers = frames.pop().unwrap_or_default();
     let customer_count = customers.height() as u64;
     let annual_churn_rate = customers
         .clone()
@@ -165,7 +187,48 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         .and_then(|c| c.get(0).ok())
         .and_then(|v| v.extract::<f64>())
         .unwrap_or(0.0);
-    let customers = customers.lazy();
+
+    let mut warnings = rfm::unreachable_segments(&config.rfm.segments, config.rfm.bins);
+    let (fits, predictions) = match config.clv.model {
+        PurchaseModel::None => (Vec::new(), None),
+        PurchaseModel::Bgnbd => match timed(&mut stages, "model", || {
+            Ok(model::fit_and_predict(&summary, &config.clv))
+        }) {
+            Ok(Ok(outcome)) => (outcome.fits, Some(outcome.predictions)),
+            Ok(Err(failure)) if config.clv.on_fit_failure == OnFitFailure::Skip => {
+                warnings.push(format!(
+                    "{failure}; predicted columns are null (clv.on_fit_failure: skip)"
+                ));
+                (Vec::new(), None)
+            }
+            Ok(Err(failure)) => {
+                return Err(Error::Model(format!(
+                    "{failure}. Set clv.on_fit_failure: skip to write the other outputs without predictions, or clv.model: none"
+                )));
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    for fit in &fits {
+        tracing::info!(model = %fit.model, log_likelihood = fit.log_likelihood, iterations = fit.iterations, "fitted");
+    }
+    let predictions = predictions
+        .map(DataFrame::lazy)
+        .unwrap_or_else(|| null_predictions(&summary));
+    let customers = customers
+        .lazy()
+        .join(
+            summary.lazy(),
+            [col(CUSTOMER_ID)],
+            [col(CUSTOMER_ID)],
+            JoinArgs::new(JoinType::Left),
+        )
+        .join(
+            predictions,
+            [col(CUSTOMER_ID)],
+            [col(CUSTOMER_ID)],
+            JoinArgs::new(JoinType::Left),
+        );
 
     // Stage 3: every output table from the two in-memory frames.
     let pareto = pareto::pareto(customers.clone(), &config.pareto);
@@ -173,6 +236,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         kpis::KpiInputs {
             customers: customers.clone(),
             pareto_summary: pareto.summary,
+            models: fits.clone(),
             upsell: normalised
                 .has_category
                 .then(|| customers::upsell_customers(orders.clone())),
@@ -202,8 +266,10 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     let customers_out = enriched
         .drop(cols([
             REVENUE_MICROS,
-            clv::HISTORICAL_CLV_MICROS,
-            clv::FORMULA_CLV_MICROS,
+            clv::HISTORICAL_CLV_FIXED,
+            clv::FORMULA_CLV_FIXED,
+            clv::PREDICTED_CLV_FIXED,
+            clv::P_ALIVE_FIXED,
         ]))
         .sort([CUSTOMER_ID], SortMultipleOptions::default());
 
@@ -221,8 +287,8 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     .map(|lf| lf.logical_plan)
     .collect();
     let frames = collect_all(&mut stages, "metrics", plans, engine)?;
-    let warnings = rfm::unreachable_segments(&config.rfm.segments, config.rfm.bins);
     Ok(Computed {
+        models: fits,
         as_of,
         tables: names.into_iter().zip(frames).collect(),
         cleaning,

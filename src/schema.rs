@@ -57,6 +57,7 @@ pub mod rfm {
     pub const MEAN_REVENUE: &str = "mean_revenue";
     pub const MEAN_HISTORICAL_CLV: &str = "mean_historical_clv";
     pub const MEAN_FORMULA_CLV: &str = "mean_formula_clv";
+    pub const MEAN_PREDICTED_CLV: &str = "mean_predicted_clv";
 }
 
 /// `cohort_retention` (SPEC §3), long format keyed by (cohort, period_index).
@@ -77,6 +78,7 @@ pub mod clv {
     pub const BY_SEGMENT_TABLE: &str = "clv_by_segment";
     pub const DIMENSION: &str = "dimension";
     pub const VALUE: &str = "value";
+    pub const MEAN_P_ALIVE: &str = "mean_p_alive";
 }
 
 /// `pareto` and `lorenz` (SPEC §5).
@@ -114,4 +116,16 @@ pub mod kpis {
         "gg_v",
     ];
     pub const MODEL_LOG_LIKELIHOOD: &str = "model_log_likelihood";
+}
+
+/// The §6.3 summary and predictions, columns of `customers`.
+pub mod model {
+    pub const FREQUENCY: &str = "frequency";
+    pub const T_X: &str = "t_x";
+    pub const BIG_T: &str = "T";
+    pub const MONETARY_VALUE: &str = "monetary_value";
+    pub const P_ALIVE: &str = "p_alive";
+    pub const EXPECTED_PURCHASES: &str = "expected_purchases";
+    pub const EXPECTED_SPEND: &str = "expected_spend";
+    pub const PREDICTED_CLV: &str = "predicted_clv";
 }

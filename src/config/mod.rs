@@ -217,6 +217,47 @@ pub struct ClvConfig {
     pub max_lifetime_years: f64,
     /// Dimensions of `clv_by_segment`.
     pub segment_by: Vec<Dimension>,
+    /// Purchase-count model for predicted_clv (SPEC §6.3).
+    pub model: PurchaseModel,
+    /// Unit of the summary's t_x and T, and of the fitted rates.
+    pub time_unit: TimeUnit,
+    pub horizon_months: u32,
+    pub discount_rate_annual: f64,
+    /// L2 penalty on the model parameters, as in lifetimes.
+    pub penalizer: f64,
+    pub on_fit_failure: OnFitFailure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurchaseModel {
+    Bgnbd,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeUnit {
+    Day,
+    Week,
+}
+
+impl TimeUnit {
+    pub fn days(&self) -> f64 {
+        match self {
+            TimeUnit::Day => 1.0,
+            TimeUnit::Week => 7.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFitFailure {
+    /// A failed fit stops the run (exit code 4).
+    Error,
+    /// A failed fit leaves the predicted columns null, with a warning.
+    Skip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -729,6 +770,33 @@ impl Reader {
                 "must list at least one of segment, cohort, abc_class, channel",
             );
         }
+        let model = self.field(&mut section, "model", PurchaseModel::Bgnbd);
+        let time_unit = self.field(&mut section, "time_unit", TimeUnit::Week);
+        let horizon_months = self.field(&mut section, "horizon_months", 12u32);
+        if !(1..=1200).contains(&horizon_months) {
+            self.invalid(
+                &section,
+                "horizon_months",
+                format!("must be between 1 and 1200, got {horizon_months}"),
+            );
+        }
+        let discount_rate_annual = self.field(&mut section, "discount_rate_annual", 0.10f64);
+        if !(0.0..=10.0).contains(&discount_rate_annual) {
+            self.invalid(
+                &section,
+                "discount_rate_annual",
+                format!("must be a yearly rate between 0 and 10 (0.10 = 10%), got {discount_rate_annual}"),
+            );
+        }
+        let penalizer = self.field(&mut section, "penalizer", 0.0f64);
+        if penalizer < 0.0 {
+            self.invalid(
+                &section,
+                "penalizer",
+                format!("must be 0 or more, got {penalizer}"),
+            );
+        }
+        let on_fit_failure = self.field(&mut section, "on_fit_failure", OnFitFailure::Error);
         if segment_by.contains(&Dimension::Channel) && !has_channel {
             self.invalid(
                 &section,
@@ -741,6 +809,12 @@ impl Reader {
             margin,
             max_lifetime_years,
             segment_by,
+            model,
+            time_unit,
+            horizon_months,
+            discount_rate_annual,
+            penalizer,
+            on_fit_failure,
         }
     }
 
@@ -1169,6 +1243,9 @@ choice!(Dimension {
     "abc_class" => Dimension::AbcClass,
     "channel" => Dimension::Channel,
 });
+choice!(PurchaseModel { "bgnbd" => PurchaseModel::Bgnbd, "none" => PurchaseModel::None });
+choice!(TimeUnit { "day" => TimeUnit::Day, "week" => TimeUnit::Week });
+choice!(OnFitFailure { "error" => OnFitFailure::Error, "skip" => OnFitFailure::Skip });
 choice!(Engine { "in_memory" => Engine::InMemory, "streaming" => Engine::Streaming });
 
 #[cfg(test)]

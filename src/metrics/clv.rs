@@ -11,16 +11,33 @@ use polars::prelude::*;
 use crate::config::{ClvConfig, Dimension};
 use crate::schema::clv::*;
 use crate::schema::customers::{AOV, FORMULA_CLV, HISTORICAL_CLV, TENURE_DAYS};
+use crate::schema::model::{P_ALIVE, PREDICTED_CLV};
 use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
 
-/// Micro-unit copies of the CLV columns, for exact group sums; dropped before writing.
-pub const HISTORICAL_CLV_MICROS: &str = "__historical_clv_micros";
-pub const FORMULA_CLV_MICROS: &str = "__formula_clv_micros";
+/// Fixed-point copies of the CLV columns, for exact group sums; dropped before writing.
+pub const HISTORICAL_CLV_FIXED: &str = "__historical_clv_fixed";
+pub const FORMULA_CLV_FIXED: &str = "__formula_clv_fixed";
+pub const PREDICTED_CLV_FIXED: &str = "__predicted_clv_fixed";
+pub const P_ALIVE_FIXED: &str = "__p_alive_fixed";
 
-fn micros(currency: &str) -> Expr {
-    (col(currency) * lit(1e6) + lit(0.5))
+/// CLV values in units of 10⁻¹² currency, Int128: fine enough that a group mean
+/// stays within 1e-9 of the exact one, coarse enough to add exactly.
+const FIXED_SCALE: f64 = 1e12;
+
+fn fixed(currency: &str) -> Expr {
+    (col(currency) * lit(FIXED_SCALE) + lit(0.5))
         .floor()
-        .cast(DataType::Int64)
+        .cast(DataType::Int128)
+}
+
+/// The exact sum of a fixed-point CLV column, in currency (null when all are null).
+pub fn fixed_sum(fixed_column: &str) -> Expr {
+    col(fixed_column).sum().cast(DataType::Float64) / lit(FIXED_SCALE)
+}
+
+/// Mean of a fixed-point CLV column over its non-null values, in currency.
+pub fn fixed_mean(fixed_column: &str) -> Expr {
+    fixed_sum(fixed_column) / col(fixed_column).count().cast(DataType::Float64)
 }
 
 /// The exact sum of a micro-unit column, in currency.
@@ -60,20 +77,26 @@ pub fn customer_clv(
             (col(REVENUE) * margin.clone()).alias(HISTORICAL_CLV),
             (col(AOV) * purchases_per_year * lifetime * margin).alias(FORMULA_CLV),
         ])
-        // Money sums are integer sums (SPEC preamble): group totals add these micro-unit
+        // Money sums are integer sums (SPEC preamble): group totals add these fixed-point
         // copies, so they do not depend on summation order and reruns are byte-identical.
         .with_columns([
-            micros(HISTORICAL_CLV).alias(HISTORICAL_CLV_MICROS),
-            micros(FORMULA_CLV).alias(FORMULA_CLV_MICROS),
+            fixed(HISTORICAL_CLV).alias(HISTORICAL_CLV_FIXED),
+            fixed(FORMULA_CLV).alias(FORMULA_CLV_FIXED),
+            fixed(PREDICTED_CLV).alias(PREDICTED_CLV_FIXED),
+            fixed(P_ALIVE).alias(P_ALIVE_FIXED),
         ])
 }
 
 /// `clv_by_segment`: per dimension and value, customers and sum/mean/median of each CLV.
 pub fn clv_by_segment(customers: LazyFrame, dimensions: &[Dimension]) -> LazyFrame {
-    let stats = |name: &str, micros_column: &str| {
+    // Means over the customers that have a value (predicted_clv may be null).
+    let stats = |name: &str, fixed_column: &str| {
         [
-            money_sum(micros_column).alias(format!("{name}_sum")),
-            (money_sum(micros_column) / len().cast(DataType::Float64)).alias(format!("{name}_mean")),
+            when(col(fixed_column).count().gt(lit(0)))
+                .then(fixed_sum(fixed_column))
+                .otherwise(lit(NULL).cast(DataType::Float64))
+                .alias(format!("{name}_sum")),
+            fixed_mean(fixed_column).alias(format!("{name}_mean")),
             col(name).median().alias(format!("{name}_median")),
         ]
     };
@@ -81,8 +104,10 @@ pub fn clv_by_segment(customers: LazyFrame, dimensions: &[Dimension]) -> LazyFra
         .iter()
         .map(|dimension| {
             let mut aggs = vec![len().cast(DataType::Int64).alias(CUSTOMERS)];
-            aggs.extend(stats(HISTORICAL_CLV, HISTORICAL_CLV_MICROS));
-            aggs.extend(stats(FORMULA_CLV, FORMULA_CLV_MICROS));
+            aggs.extend(stats(HISTORICAL_CLV, HISTORICAL_CLV_FIXED));
+            aggs.extend(stats(FORMULA_CLV, FORMULA_CLV_FIXED));
+            aggs.extend(stats(PREDICTED_CLV, PREDICTED_CLV_FIXED));
+            aggs.push(fixed_mean(P_ALIVE_FIXED).alias(MEAN_P_ALIVE));
             customers
                 .clone()
                 .group_by([col(dimension.column()).cast(DataType::String).alias(VALUE)])
@@ -91,11 +116,12 @@ pub fn clv_by_segment(customers: LazyFrame, dimensions: &[Dimension]) -> LazyFra
         })
         .collect();
     let mut columns = vec![col(DIMENSION), col(VALUE), col(CUSTOMERS)];
-    for name in [HISTORICAL_CLV, FORMULA_CLV] {
+    for name in [HISTORICAL_CLV, FORMULA_CLV, PREDICTED_CLV] {
         for stat in ["sum", "mean", "median"] {
             columns.push(col(format!("{name}_{stat}")));
         }
     }
+    columns.push(col(MEAN_P_ALIVE));
     match concat(frames, UnionArgs::default()) {
         Ok(all) => all.select(columns).sort(
             [DIMENSION, VALUE],

@@ -17,6 +17,8 @@ pub struct KpiInputs {
     pub pareto_summary: LazyFrame,
     /// One row `upsell_customers`, when a category column is mapped.
     pub upsell: Option<LazyFrame>,
+    /// Fitted models (BG/NBD, Gamma-Gamma); empty leaves the model columns null.
+    pub models: Vec<crate::model::Fit>,
 }
 
 pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> LazyFrame {
@@ -62,11 +64,39 @@ pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> Lazy
     .into_iter()
     .map(col)
     .collect();
-    // Predictive-model columns stay null until a model is fitted (SPEC §6.3).
-    columns.push(lit(NULL).cast(DataType::String).alias(MODEL));
-    for name in MODEL_PARAMETERS.into_iter().chain([MODEL_LOG_LIKELIHOOD]) {
-        columns.push(lit(NULL).cast(DataType::Float64).alias(name));
+    // Predictive-model columns: null without a fitted model (SPEC §6.3).
+    let bg = inputs.models.iter().find(|f| f.model == "bgnbd");
+    let gg = inputs.models.iter().find(|f| f.model == "gamma_gamma");
+    let number = |fit: Option<&crate::model::Fit>, name: &str| match fit {
+        Some(fit) => lit(fit.value(name)),
+        None => lit(NULL).cast(DataType::Float64),
+    };
+    columns.push(
+        match bg {
+            Some(fit) => lit(fit.model.as_str()),
+            None => lit(NULL).cast(DataType::String),
+        }
+        .alias(MODEL),
+    );
+    let sources = [
+        (bg, "r"),
+        (bg, "alpha"),
+        (bg, "a"),
+        (bg, "b"),
+        (gg, "p"),
+        (gg, "q"),
+        (gg, "v"),
+    ];
+    for (name, (fit, parameter)) in MODEL_PARAMETERS.into_iter().zip(sources) {
+        columns.push(number(fit, parameter).alias(name));
     }
+    columns.push(
+        match bg {
+            Some(fit) => lit(fit.log_likelihood),
+            None => lit(NULL).cast(DataType::Float64),
+        }
+        .alias(MODEL_LOG_LIKELIHOOD),
+    );
     with_upsell
         .cross_join(inputs.pareto_summary, None)
         .select(columns)

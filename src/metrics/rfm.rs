@@ -8,7 +8,9 @@
 
 use polars::prelude::*;
 
-use super::clv::{FORMULA_CLV_MICROS, HISTORICAL_CLV_MICROS, money_sum};
+use super::clv::{
+    FORMULA_CLV_FIXED, HISTORICAL_CLV_FIXED, P_ALIVE_FIXED, PREDICTED_CLV_FIXED, fixed_mean, money_sum,
+};
 use super::ratio;
 use crate::config::{Monetary, RfmConfig, SegmentRule};
 use crate::schema::customers::RECENCY_DAYS;
@@ -153,8 +155,10 @@ pub fn rfm_segments(customers: LazyFrame) -> LazyFrame {
             col(ORDERS).cast(DataType::Float64).mean().alias(MEAN_ORDERS),
             // Money means from exact integer sums, so reruns give identical bits.
             mean_money(REVENUE_MICROS).alias(MEAN_REVENUE),
-            mean_money(HISTORICAL_CLV_MICROS).alias(MEAN_HISTORICAL_CLV),
-            mean_money(FORMULA_CLV_MICROS).alias(MEAN_FORMULA_CLV),
+            fixed_mean(HISTORICAL_CLV_FIXED).alias(MEAN_HISTORICAL_CLV),
+            fixed_mean(FORMULA_CLV_FIXED).alias(MEAN_FORMULA_CLV),
+            fixed_mean(PREDICTED_CLV_FIXED).alias(MEAN_PREDICTED_CLV),
+            fixed_mean(P_ALIVE_FIXED).alias(crate::schema::clv::MEAN_P_ALIVE),
         ])
         .select([
             col(SEGMENT),
@@ -167,6 +171,8 @@ pub fn rfm_segments(customers: LazyFrame) -> LazyFrame {
             col(MEAN_REVENUE),
             col(MEAN_HISTORICAL_CLV),
             col(MEAN_FORMULA_CLV),
+            col(MEAN_PREDICTED_CLV),
+            col(crate::schema::clv::MEAN_P_ALIVE),
         ])
         .sort([SEGMENT], SortMultipleOptions::default())
 }

@@ -3,6 +3,7 @@
 
 pub mod bgnbd;
 pub mod gamma_gamma;
+pub mod predict;
 pub mod special;
 pub mod summary;
 
@@ -58,6 +59,8 @@ pub enum FitError {
 
 /// Bounds on log-parameters: outside them a parameter is "running to its bound".
 const LOG_BOUND: f64 = 20.0;
+/// A log-parameter this far out when the iterations run out is drifting to its bound.
+const DRIFTING: f64 = 10.0;
 const MAX_ITERATIONS: u64 = 20_000;
 
 /// Negative mean log-likelihood of log-parameters, +∞ where undefined.
@@ -121,6 +124,14 @@ pub fn maximise(
             best = param.clone();
         }
         if state.get_iter() >= MAX_ITERATIONS {
+            // Still climbing towards a bound is the more useful diagnosis.
+            if let Some((i, value)) = best.iter().enumerate().find(|(_, p)| p.abs() >= DRIFTING) {
+                return Err(FitError::Bound {
+                    model: model.into(),
+                    parameter: names[i].into(),
+                    value: value.exp(),
+                });
+            }
             return Err(FitError::IterationLimit {
                 model: model.into(),
                 iterations,
@@ -215,4 +226,97 @@ fn invert(mut m: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
         }
     }
     Some(inv)
+}
+
+/// What the model stage hands the rest of the job.
+pub struct Outcome {
+    /// BG/NBD then Gamma-Gamma.
+    pub fits: Vec<Fit>,
+    /// `customer_id, p_alive, expected_purchases, expected_spend, predicted_clv`.
+    pub predictions: polars::prelude::DataFrame,
+}
+
+/// Fits both models on the summary frame (from [`summary::summary_frame`]) and
+/// predicts every customer.
+pub fn fit_and_predict(
+    summary_frame: &polars::prelude::DataFrame,
+    config: &crate::config::ClvConfig,
+) -> Result<Outcome, FitError> {
+    use crate::schema::CUSTOMER_ID;
+    use crate::schema::model::*;
+    use polars::prelude::*;
+
+    let column = |name: &str| -> Vec<f64> {
+        summary_frame
+            .column(name)
+            .ok()
+            .and_then(|c| c.f64().ok().map(|ca| ca.into_no_null_iter().collect()))
+            .unwrap_or_default()
+    };
+    let (x, t_x, t, m) = (
+        column(FREQUENCY),
+        column(T_X),
+        column(BIG_T),
+        column(MONETARY_VALUE),
+    );
+    let customers: Vec<summary::Summary> = (0..x.len())
+        .map(|i| summary::Summary {
+            x: x[i],
+            t_x: t_x[i],
+            t: t[i],
+            monetary: m[i],
+        })
+        .collect();
+    let bg_fit = bgnbd::fit(&summary::triples(&customers), config.penalizer)?;
+    let repeat: Vec<(f64, f64)> = customers.iter().map(|c| (c.x, c.monetary)).collect();
+    let gg_fit = gamma_gamma::fit(&repeat, config.penalizer)?;
+    let gg = gamma_gamma::Params::from_fit(&gg_fit);
+    if gg.q <= 1.0 {
+        return Err(FitError::Bound {
+            model: "gamma_gamma".into(),
+            parameter: "q".into(),
+            value: gg.q,
+        });
+    }
+    let horizon = predict::Horizon {
+        months: config.horizon_months,
+        discount_rate_annual: config.discount_rate_annual,
+        margin: config.margin,
+        unit_days: config.time_unit.days(),
+    };
+    let predictions = predict::predict_all(&customers, &bgnbd::Params::from_fit(&bg_fit), &gg, &horizon);
+    let ids = summary_frame
+        .column(CUSTOMER_ID)
+        .cloned()
+        .unwrap_or_else(|_| Column::new(CUSTOMER_ID.into(), Vec::<String>::new()));
+    let frame = DataFrame::new_infer_height(vec![
+        ids,
+        Column::new(
+            P_ALIVE.into(),
+            predictions.iter().map(|p| p.p_alive).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            EXPECTED_PURCHASES.into(),
+            predictions
+                .iter()
+                .map(|p| p.expected_purchases)
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            EXPECTED_SPEND.into(),
+            predictions.iter().map(|p| p.expected_spend).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            PREDICTED_CLV.into(),
+            predictions.iter().map(|p| p.predicted_clv).collect::<Vec<_>>(),
+        ),
+    ])
+    .map_err(|e| FitError::NoData {
+        model: "predictions".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(Outcome {
+        fits: vec![bg_fit, gg_fit],
+        predictions: frame,
+    })
 }

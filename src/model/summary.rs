@@ -88,3 +88,51 @@ pub fn read_csv(text: &str) -> Result<Vec<Summary>, String> {
         })
         .collect()
 }
+
+/// SPEC §6.3's summary per customer, from the orders (internal columns): over
+/// purchases, by purchase *day*; `frequency` = distinct days − 1, `t_x` = last −
+/// first day, `T` = obs_end − first day (in `unit_days`), `monetary_value` = mean
+/// value of the repeat days (0 when there are none). Sorted by customer_id.
+pub fn summary_frame(
+    orders: polars::prelude::LazyFrame,
+    obs_end: chrono::NaiveDate,
+    unit_days: f64,
+) -> polars::prelude::LazyFrame {
+    use crate::clean::epoch_days;
+    use crate::schema::CUSTOMER_ID;
+    use crate::schema::internal::{CUSTOMER_ID as CID, ORDER_DATE, VALUE};
+    use crate::schema::model::*;
+    use polars::prelude::*;
+
+    let day = || col(ORDER_DATE).cast(DataType::Int32).cast(DataType::Float64);
+    let days = orders
+        .filter(col(VALUE).gt(lit(0i64)))
+        .group_by([col(CID), col(ORDER_DATE)])
+        .agg([col(VALUE).sum()]);
+    days.group_by([col(CID)])
+        .agg([
+            (len().cast(DataType::Int64) - lit(1i64)).alias("__x"),
+            day().min().alias("__first"),
+            day().max().alias("__last"),
+            col(VALUE).sum().alias("__total"),
+            col(VALUE)
+                .sort_by([col(ORDER_DATE)], SortMultipleOptions::default())
+                .first()
+                .alias("__first_value"),
+        ])
+        .select([
+            col(CID).alias(CUSTOMER_ID),
+            col("__x").cast(DataType::Float64).alias(FREQUENCY),
+            ((col("__last") - col("__first")) / lit(unit_days)).alias(T_X),
+            ((lit(epoch_days(obs_end) as f64) - col("__first")) / lit(unit_days)).alias(BIG_T),
+            when(col("__x").gt(lit(0i64)))
+                .then(
+                    (col("__total") - col("__first_value")).cast(DataType::Float64)
+                        / lit(1e6)
+                        / col("__x").cast(DataType::Float64),
+                )
+                .otherwise(lit(0.0))
+                .alias(MONETARY_VALUE),
+        ])
+        .sort([CUSTOMER_ID], SortMultipleOptions::default())
+}

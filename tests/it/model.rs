@@ -74,3 +74,59 @@ fn gamma_gamma_reproduces_the_published_cdnow_fit() {
         fit.log_likelihood
     );
 }
+
+#[test]
+fn summary_from_the_sample_orders_fits_as_spec_says() {
+    // SPEC §6.3: the contract's summary of the sample's 39-week calibration has 2,349
+    // customers (8 have only $0.00 orders) and fits r ≈ 0.2439.
+    let path = cdnow("cdnow_sample_orders.parquet").display().to_string();
+    let yaml = format!("input:\n  orders: {path}\nas_of: 1997-10-01\nclv:\n  time_unit: week\n");
+    let config = loyalty::config::from_str(&yaml, "sample.yaml", &[]).unwrap();
+    let inputs = loyalty::io::input::resolve(&config.input.orders).unwrap();
+    let raw = loyalty::io::input::scan(&inputs).unwrap();
+    let computed = loyalty::pipeline::compute(raw, &config, "sample").unwrap();
+    let kpis = table(&computed, "kpis");
+    assert_eq!(i64_at(kpis, "customers", 0), Some(2_349));
+    let r = f64_at(kpis, "model_r", 0).unwrap();
+    assert!(relative(r, 0.2439) < 1e-3, "r = {r}");
+    assert_eq!(computed.models.len(), 2);
+    // Every customer has predictions; P(alive) is a probability.
+    let customers = table(&computed, "customers");
+    for i in 0..customers.height() {
+        let p = f64_at(customers, "p_alive", i).unwrap();
+        assert!((0.0..=1.0).contains(&p));
+        assert!(f64_at(customers, "predicted_clv", i).unwrap() >= 0.0);
+    }
+}
+
+#[test]
+fn a_fit_that_cannot_succeed_names_its_cause_or_is_skipped() {
+    // Two customers, one purchase day each: nothing identifies the model.
+    let df = polars::prelude::df!(
+        "customer_id" => ["a", "b"],
+        "order_id" => ["1", "2"],
+        "order_date" => [0i32, 5],
+        "amount" => [10.0, 20.0],
+    )
+    .unwrap();
+    let df = {
+        let mut df = df;
+        let dates = df
+            .column("order_date")
+            .unwrap()
+            .cast(&polars::prelude::DataType::Date)
+            .unwrap();
+        df.replace("order_date", dates).unwrap();
+        df
+    };
+    let err = try_compute(df.clone(), "", &["clv.model=bgnbd"])
+        .err()
+        .expect("must fail");
+    assert_eq!(err.exit_code(), 4);
+    assert!(err.to_string().contains("model fit failed: "), "{err}");
+    let computed = try_compute(df, "", &["clv.model=bgnbd", "clv.on_fit_failure=skip"]).unwrap();
+    assert_eq!(computed.warnings.len(), 1, "{:?}", computed.warnings);
+    assert!(computed.warnings[0].contains("predicted columns are null"));
+    assert_eq!(f64_at(table(&computed, "customers"), "predicted_clv", 0), None);
+    assert_eq!(str_at(table(&computed, "kpis"), "model", 0), None);
+}
