@@ -42,13 +42,26 @@ pub fn fit(data: &[(f64, f64)], penalizer: f64) -> Result<Fit, FitError> {
             reason: "no customer has a repeat purchase with a positive value".into(),
         });
     }
+    // The gamma-function terms depend on x only: once per distinct x per evaluation.
+    let mut by_x: std::collections::BTreeMap<u64, Vec<f64>> = std::collections::BTreeMap::new();
+    for (x, m) in &data {
+        by_x.entry(x.to_bits()).or_default().push(*m);
+    }
+    let groups: Vec<(f64, Vec<f64>)> = by_x.into_iter().map(|(x, g)| (f64::from_bits(x), g)).collect();
     let ll = |params: &[f64]| {
-        let p = Params {
-            p: params[0],
-            q: params[1],
-            v: params[2],
-        };
-        super::summary::deterministic_sum(&data, |(x, m)| log_likelihood(&p, *x, *m))
+        let (p, q, v) = (params[0], params[1], params[2]);
+        let shared = q * v.ln() - ln_gamma(q);
+        groups
+            .iter()
+            .map(|(x, means)| {
+                let px = p * x;
+                let head = shared + ln_gamma(px + q) - ln_gamma(px) + px * x.ln();
+                head * means.len() as f64
+                    + super::summary::deterministic_sum(means, |m| {
+                        (px - 1.0) * m.ln() - (px + q) * (x * m + v).ln()
+                    })
+            })
+            .sum::<f64>()
     };
     maximise(
         "gamma_gamma",

@@ -267,9 +267,18 @@ pub fn fit_and_predict(
             monetary: m[i],
         })
         .collect();
-    let bg_fit = bgnbd::fit(&summary::triples(&customers), config.penalizer)?;
+    let started = std::time::Instant::now();
+    let triples = summary::triples(&customers);
+    tracing::debug!(
+        triples = triples.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "distinct (x, t_x, T)"
+    );
+    let bg_fit = bgnbd::fit(&triples, config.penalizer)?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "BG/NBD fitted");
     let repeat: Vec<(f64, f64)> = customers.iter().map(|c| (c.x, c.monetary)).collect();
     let gg_fit = gamma_gamma::fit(&repeat, config.penalizer)?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "Gamma-Gamma fitted");
     let gg = gamma_gamma::Params::from_fit(&gg_fit);
     if gg.q <= 1.0 {
         return Err(FitError::Bound {
