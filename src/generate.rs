@@ -1,8 +1,8 @@
 //! `loyalty generate`: synthetic order histories from a real BG/NBD purchase process.
 //!
 //! Each customer is acquired on a uniform day in [start, end), buys at a
-//! Poisson rate λ ~ Gamma(r, α) (per week) while alive, and after each purchase
-//! drops out with probability p ~ Beta(a, b) (Fader, Hardie & Lee 2005). Order
+//! Poisson rate λ ~ Gamma(r, α) (per week) while alive, and after each repeat
+//! purchase drops out with probability p ~ Beta(a, b) (Fader, Hardie & Lee 2005). Order
 //! values follow Gamma-Gamma: ν ~ Gamma(q, γ), each order ~ Gamma(p, ν). Orders
 //! get 1–3 lines with categories and a channel; about 2% of lines are returned;
 //! a few rows are dirty (null ids, exact duplicates) so cleaning has work to do.
@@ -224,7 +224,8 @@ fn generate_chunk(params: &GenerateParams, chunk: u64) -> Columns {
                     out.push_row(&copy, 0);
                 }
             }
-            if rng.random::<f64>() < p_drop {
+            // BG/NBD: drop-out follows each *repeat* purchase; the first one starts the clock.
+            if n > 1 && rng.random::<f64>() < p_drop {
                 break;
             }
             day += gap.sample(&mut rng);

@@ -130,3 +130,43 @@ fn a_fit_that_cannot_succeed_names_its_cause_or_is_skipped() {
     assert_eq!(f64_at(table(&computed, "customers"), "predicted_clv", 0), None);
     assert_eq!(str_at(table(&computed, "kpis"), "model", 0), None);
 }
+
+#[test]
+fn generated_histories_give_back_their_true_parameters() {
+    use loyalty::generate::{GenerateParams, TrueParameters, generate};
+    let truth = TrueParameters::default();
+    let params = GenerateParams {
+        customers: 20_000,
+        seed: 11,
+        start: chrono::NaiveDate::from_ymd_opt(2023, 1, 1).unwrap(),
+        end: chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
+        truth,
+        dirty: false,
+    };
+    let df = generate(&params).unwrap();
+    let computed = try_compute(df, "as_of: 2025-01-01\n", &["clv.model=bgnbd"]).unwrap();
+    let expected = [
+        ("r", truth.r),
+        ("alpha", truth.alpha),
+        ("a", truth.a),
+        ("b", truth.b),
+        ("p", truth.p),
+        ("q", truth.q),
+        ("v", truth.v),
+    ];
+    for (name, true_value) in expected {
+        let fit = computed
+            .models
+            .iter()
+            .find(|f| f.parameters.iter().any(|p| p.name == name))
+            .unwrap();
+        let p = fit.parameters.iter().find(|p| p.name == name).unwrap();
+        let se = p.standard_error.unwrap();
+        // Within three standard errors (purchase days are whole days, a small bias).
+        assert!(
+            (p.value - true_value).abs() <= 3.0 * se,
+            "{name}: fitted {} ± {se}, true {true_value}",
+            p.value
+        );
+    }
+}
