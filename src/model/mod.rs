@@ -155,6 +155,17 @@ pub fn maximise(
         });
     }
     let errors = standard_errors(&|p: &[f64]| log_likelihood(p), &params);
+    // A parameter far out on a flat likelihood (no positive-definite Hessian) is running
+    // to its bound, even if the simplex stopped before reaching it.
+    if errors.is_none()
+        && let Some((i, value)) = best.iter().enumerate().find(|(_, p)| p.abs() >= DRIFTING)
+    {
+        return Err(FitError::Bound {
+            model: model.into(),
+            parameter: names[i].into(),
+            value: value.exp(),
+        });
+    }
     Ok(Fit {
         model: model.into(),
         parameters: names

@@ -170,3 +170,48 @@ fn generated_histories_give_back_their_true_parameters() {
         );
     }
 }
+
+#[test]
+fn robustness_named_causes_and_no_nan() {
+    use loyalty::model::FitError;
+    use loyalty::model::summary::Triple;
+    let triple = |x: f64, t_x: f64, t: f64| Triple {
+        x,
+        t_x,
+        t,
+        weight: 1.0,
+    };
+    // One customer.
+    let one = bgnbd::fit(&[triple(2.0, 10.0, 30.0)], 0.0);
+    assert!(
+        matches!(one, Err(FitError::Bound { .. } | FitError::IterationLimit { .. })),
+        "{one:?}"
+    );
+    // Nobody came back: x = 0 for all.
+    let none: Vec<Triple> = (0..50).map(|i| triple(0.0, 0.0, 10.0 + i as f64)).collect();
+    let err = bgnbd::fit(&none, 0.0).unwrap_err();
+    assert!(
+        matches!(err, FitError::Bound { .. } | FitError::IterationLimit { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().starts_with("bgnbd: "), "{err}");
+    let gg = gamma_gamma::fit(&[(0.0, 0.0), (0.0, 0.0)], 0.0).unwrap_err();
+    assert_eq!(
+        gg.to_string(),
+        "gamma_gamma: no customer has a repeat purchase with a positive value"
+    );
+    // Huge T: the published sample with every T × 1000 still fits to finite values.
+    let mut customers = summary("cdnow_customers_summary.csv");
+    for c in &mut customers {
+        c.t *= 1000.0;
+    }
+    match bgnbd::fit(&triples(&customers), 0.0) {
+        Ok(fit) => {
+            assert!(fit.parameters.iter().all(|p| p.value.is_finite()) && fit.log_likelihood.is_finite())
+        }
+        Err(e) => assert!(e.to_string().starts_with("bgnbd: "), "{e}"),
+    }
+    // A penalizer keeps the one-customer fit finite.
+    let penalised = bgnbd::fit(&[triple(2.0, 10.0, 30.0)], 0.1).unwrap();
+    assert!(penalised.parameters.iter().all(|p| p.value.is_finite()));
+}
