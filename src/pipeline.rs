@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::error::{InputError, Result};
 use crate::manifest::Stage;
 use crate::metrics::customers::{self, CustomerParams};
-use crate::metrics::{clv, cohort, kpis, pareto, rfm};
+use crate::metrics::{clv, cohort, holdout, kpis, pareto, rfm};
 use crate::model::{self, Fit, summary};
 use crate::schema::customers::{ABC_CLASS, RECENCY_DAYS};
 use crate::schema::internal::REVENUE_MICROS;
@@ -31,7 +31,7 @@ use crate::schema::model::{EXPECTED_PURCHASES, EXPECTED_SPEND, P_ALIVE, PREDICTE
 use crate::schema::{self, CUSTOMER_ID};
 
 /// The output tables, in the order they are written.
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 8] = [
     schema::customers::TABLE,
     schema::kpis::TABLE,
     schema::cohort::TABLE,
@@ -39,6 +39,7 @@ pub const TABLES: [&str; 7] = [
     schema::pareto::TABLE,
     schema::pareto::LORENZ_TABLE,
     schema::clv::BY_SEGMENT_TABLE,
+    schema::holdout::TABLE,
 ];
 
 /// Collected output tables, in a fixed order, each sorted by its key.
@@ -212,6 +213,23 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     for fit in &fits {
         tracing::info!(model = %fit.model, log_likelihood = fit.log_likelihood, iterations = fit.iterations, "fitted");
     }
+    let holdout = match (config.clv.model, config.clv.holdout_days) {
+        (PurchaseModel::Bgnbd, Some(days)) => {
+            match timed(&mut stages, "holdout", || {
+                holdout::validate(orders.clone(), as_of, days, &config.clv)
+            }) {
+                Ok(result) => Some(result),
+                Err(Error::Model(failure)) if config.clv.on_fit_failure == OnFitFailure::Skip => {
+                    warnings.push(format!(
+                        "holdout: {failure}; clv_holdout is empty (clv.on_fit_failure: skip)"
+                    ));
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        _ => None,
+    };
     let predictions = predictions
         .map(DataFrame::lazy)
         .unwrap_or_else(|| null_predictions(&summary));
@@ -237,6 +255,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             customers: customers.clone(),
             pareto_summary: pareto.summary,
             models: fits.clone(),
+            holdout: holdout.as_ref().map(|h| h.summary),
             upsell: normalised
                 .has_category
                 .then(|| customers::upsell_customers(orders.clone())),
@@ -282,6 +301,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         pareto.pareto,
         pareto.lorenz,
         clv_by_segment,
+        holdout.map_or_else(holdout::empty_table, |h| h.table),
     ]
     .into_iter()
     .map(|lf| lf.logical_plan)

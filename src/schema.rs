@@ -129,3 +129,16 @@ pub mod model {
     pub const EXPECTED_SPEND: &str = "expected_spend";
     pub const PREDICTED_CLV: &str = "predicted_clv";
 }
+
+/// `clv_holdout` and the holdout KPIs (`clv.holdout_days`).
+pub mod holdout {
+    pub const TABLE: &str = "clv_holdout";
+    pub const CALIBRATION_FREQUENCY: &str = "calibration_frequency";
+    pub const ACTUAL: &str = "actual_purchases";
+    pub const PREDICTED: &str = "predicted_purchases";
+    pub const NAIVE: &str = "naive_purchases";
+    pub const HOLDOUT_DAYS: &str = "holdout_days";
+    /// kpis columns: `{model,naive}_holdout_{mae,rmse,error_pct,rank_correlation}`.
+    pub const PREDICTORS: [&str; 2] = ["model", "naive"];
+    pub const MEASURES: [&str; 4] = ["mae", "rmse", "error_pct", "rank_correlation"];
+}

@@ -226,6 +226,8 @@ pub struct ClvConfig {
     /// L2 penalty on the model parameters, as in lifetimes.
     pub penalizer: f64,
     pub on_fit_failure: OnFitFailure,
+    /// Hold out the last N days: fit before as_of − N and score the holdout.
+    pub holdout_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -797,6 +799,14 @@ impl Reader {
             );
         }
         let on_fit_failure = self.field(&mut section, "on_fit_failure", OnFitFailure::Error);
+        let holdout_days = self.optional::<u32>(&mut section, "holdout_days");
+        if holdout_days == Some(0) {
+            self.invalid(
+                &section,
+                "holdout_days",
+                "must be at least 1 day (or null for no holdout)",
+            );
+        }
         if segment_by.contains(&Dimension::Channel) && !has_channel {
             self.invalid(
                 &section,
@@ -815,6 +825,7 @@ impl Reader {
             discount_rate_annual,
             penalizer,
             on_fit_failure,
+            holdout_days,
         }
     }
 

@@ -19,6 +19,8 @@ pub struct KpiInputs {
     pub upsell: Option<LazyFrame>,
     /// Fitted models (BG/NBD, Gamma-Gamma); empty leaves the model columns null.
     pub models: Vec<crate::model::Fit>,
+    /// Holdout accuracy, when `clv.holdout_days` is set.
+    pub holdout: Option<super::holdout::HoldoutSummary>,
 }
 
 pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> LazyFrame {
@@ -97,6 +99,7 @@ pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> Lazy
         }
         .alias(MODEL_LOG_LIKELIHOOD),
     );
+    columns.extend(super::holdout::kpi_columns(inputs.holdout));
     with_upsell
         .cross_join(inputs.pareto_summary, None)
         .select(columns)

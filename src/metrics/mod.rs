@@ -4,6 +4,7 @@
 pub mod clv;
 pub mod cohort;
 pub mod customers;
+pub mod holdout;
 pub mod kpis;
 pub mod pareto;
 pub mod rfm;

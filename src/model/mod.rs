@@ -3,6 +3,7 @@
 
 pub mod bgnbd;
 pub mod gamma_gamma;
+pub mod holdout;
 pub mod predict;
 pub mod special;
 pub mod summary;

@@ -53,6 +53,7 @@ fn run_on_the_sample_writes_every_table_and_a_manifest() {
         "pareto",
         "lorenz",
         "clv_by_segment",
+        "clv_holdout",
     ] {
         for ext in ["parquet", "csv"] {
             assert!(out.join(format!("{table}.{ext}")).is_file(), "{table}.{ext}");
@@ -63,7 +64,7 @@ fn run_on_the_sample_writes_every_table_and_a_manifest() {
     assert_eq!(m["as_of_source"], "data");
     assert_eq!(m["inputs"][0]["path"], "data/orders.parquet");
     assert_eq!(m["cleaning"].as_array().unwrap().len(), 5);
-    assert_eq!(m["outputs"].as_array().unwrap().len(), 14);
+    assert_eq!(m["outputs"].as_array().unwrap().len(), 16);
     assert_eq!(m["config_hash"].as_str().unwrap().len(), 64);
     assert!(
         m["stages"]

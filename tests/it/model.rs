@@ -215,3 +215,35 @@ fn robustness_named_causes_and_no_nan() {
     let penalised = bgnbd::fit(&[triple(2.0, 10.0, 30.0)], 0.1).unwrap();
     assert!(penalised.parameters.iter().all(|p| p.value.is_finite()));
 }
+
+#[test]
+fn holdout_validation_on_the_cdnow_sample() {
+    // The classic split: calibration to 1997-09-30 (39 weeks), holdout to 1998-06-30.
+    let path = cdnow("cdnow_sample_orders.parquet").display().to_string();
+    let yaml = format!("input:\n  orders: {path}\nas_of: 1998-07-01\nclv:\n  holdout_days: 273\n");
+    let config = loyalty::config::from_str(&yaml, "sample.yaml", &[]).unwrap();
+    let inputs = loyalty::io::input::resolve(&config.input.orders).unwrap();
+    let raw = loyalty::io::input::scan(&inputs).unwrap();
+    let computed = loyalty::pipeline::compute(raw, &config, "sample").unwrap();
+    let holdout = table(&computed, "clv_holdout");
+    let buckets: Vec<String> = (0..holdout.height())
+        .map(|i| str_at(holdout, "calibration_frequency", i).unwrap())
+        .collect();
+    assert_eq!(buckets, ["0", "1", "2", "3", "4", "5", "6", "7+"]);
+    // Every calibration customer (2,349: SPEC §6.3) lands in one bucket.
+    let customers: i64 = (0..holdout.height())
+        .map(|i| i64_at(holdout, "customers", i).unwrap())
+        .sum();
+    assert_eq!(customers, 2_349);
+    let kpis = table(&computed, "kpis");
+    assert_eq!(i64_at(kpis, "holdout_days", 0), Some(273));
+    let model = f64_at(kpis, "model_holdout_error_pct", 0).unwrap();
+    let naive = f64_at(kpis, "naive_holdout_error_pct", 0).unwrap();
+    assert!(model.abs() < naive.abs(), "model {model}% vs naive {naive}%");
+    assert!(f64_at(kpis, "model_holdout_mae", 0).unwrap() < f64_at(kpis, "naive_holdout_mae", 0).unwrap());
+    // More calibration purchases, more predicted holdout purchases.
+    let predicted: Vec<f64> = (0..holdout.height())
+        .map(|i| f64_at(holdout, "predicted_purchases", i).unwrap())
+        .collect();
+    assert!(predicted.windows(2).all(|w| w[0] < w[1]), "{predicted:?}");
+}
