@@ -8,8 +8,10 @@ pub mod predict;
 pub mod special;
 pub mod summary;
 
-use argmin::core::{CostFunction, Executor, State};
+use argmin::core::{CostFunction, Executor, Gradient, State};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::neldermead::NelderMead;
+use argmin::solver::quasinewton::LBFGS;
 use serde::Serialize;
 
 /// A fitted model: parameters with standard errors, and how the fit went.
@@ -143,6 +145,101 @@ pub fn maximise(
         }
         previous = cost;
     }
+    finish(model, names, &best, iterations, log_likelihood)
+}
+
+/// The log-likelihood and its gradient with respect to the (natural) parameters.
+pub type LikelihoodWithGradient<'a> = &'a (dyn Fn(&[f64]) -> (f64, Vec<f64>) + Sync);
+
+/// Negative penalised mean log-likelihood and its gradient, in log-parameter space.
+struct Smooth<'a> {
+    value: &'a dyn Fn(&[f64]) -> f64,
+    with_gradient: LikelihoodWithGradient<'a>,
+    total_weight: f64,
+    penalizer: f64,
+}
+
+impl CostFunction for Smooth<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, log_params: &Self::Param) -> Result<f64, argmin::core::Error> {
+        if log_params.iter().any(|p| p.abs() > LOG_BOUND + 5.0) {
+            return Ok(f64::INFINITY);
+        }
+        let params: Vec<f64> = log_params.iter().map(|p| p.exp()).collect();
+        let penalty = self.penalizer * params.iter().map(|p| p * p).sum::<f64>();
+        let value = -((self.value)(&params) / self.total_weight - penalty);
+        Ok(if value.is_finite() { value } else { f64::INFINITY })
+    }
+}
+
+impl Gradient for Smooth<'_> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+
+    fn gradient(&self, log_params: &Self::Param) -> Result<Vec<f64>, argmin::core::Error> {
+        let params: Vec<f64> = log_params.iter().map(|p| p.exp()).collect();
+        let (_, gradient) = (self.with_gradient)(&params);
+        // d/dθ = p · d/dp for θ = ln p.
+        Ok(params
+            .iter()
+            .zip(gradient)
+            .map(|(p, g)| -(p * g / self.total_weight - self.penalizer * 2.0 * p * p))
+            .collect())
+    }
+}
+
+/// As [`maximise`], with an analytic gradient: L-BFGS (More-Thuente line search)
+/// in log space. Falls back to Nelder-Mead when the quasi-Newton run fails.
+pub fn maximise_smooth(
+    model: &str,
+    names: &[&str],
+    start: &[f64],
+    log_likelihood: &(dyn Fn(&[f64]) -> f64 + Sync),
+    with_gradient: LikelihoodWithGradient,
+    total_weight: f64,
+    penalizer: f64,
+) -> Result<Fit, FitError> {
+    let problem = Smooth {
+        value: log_likelihood,
+        with_gradient,
+        total_weight,
+        penalizer,
+    };
+    let attempt = LBFGS::new(MoreThuenteLineSearch::new(), 7)
+        .with_tolerance_grad(1e-12)
+        .and_then(|solver| solver.with_tolerance_cost(1e-15))
+        .and_then(|solver| {
+            Executor::new(problem, solver)
+                .configure(|state| {
+                    state
+                        .param(start.iter().map(|p| p.ln()).collect())
+                        .max_iters(1_000)
+                })
+                .run()
+        });
+    if let Ok(result) = attempt {
+        let state = result.state();
+        let converged = state.get_iter() < 1_000 && state.get_best_cost().is_finite();
+        if let (true, Some(best)) = (converged, state.get_best_param()) {
+            let best = best.clone();
+            if let Ok(fit) = finish(model, names, &best, state.get_iter(), log_likelihood) {
+                return Ok(fit);
+            }
+        }
+    }
+    maximise(model, names, start, log_likelihood, total_weight, penalizer)
+}
+
+/// Checks a maximum found in log space and adds standard errors.
+fn finish(
+    model: &str,
+    names: &[&str],
+    best: &[f64],
+    iterations: u64,
+    log_likelihood: &dyn Fn(&[f64]) -> f64,
+) -> Result<Fit, FitError> {
     let params: Vec<f64> = best.iter().map(|p| p.exp()).collect();
     let total = log_likelihood(&params);
     if !total.is_finite() {

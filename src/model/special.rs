@@ -1,7 +1,7 @@
 //! Special functions for the BTYD models: log-gamma (statrs) and the Gauss
 //! hypergeometric function 2F1 on [0, 1).
 
-pub use statrs::function::gamma::ln_gamma;
+pub use statrs::function::gamma::{digamma, ln_gamma};
 
 pub fn ln_beta(a: f64, b: f64) -> f64 {
     ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b)

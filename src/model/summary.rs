@@ -54,6 +54,25 @@ pub fn deterministic_sum<T: Sync>(items: &[T], f: impl Fn(&T) -> f64 + Sync) -> 
         .sum()
 }
 
+/// [`deterministic_sum`] of several quantities at once: one pass over the items.
+pub fn deterministic_sums<T: Sync, const N: usize>(
+    items: &[T],
+    f: impl Fn(&T) -> [f64; N] + Sync,
+) -> [f64; N] {
+    let add = |mut acc: [f64; N], v: [f64; N]| {
+        for k in 0..N {
+            acc[k] += v[k];
+        }
+        acc
+    };
+    items
+        .par_chunks(1024)
+        .map(|chunk| chunk.iter().map(&f).fold([0.0; N], add))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold([0.0; N], add)
+}
+
 /// Reads a summary CSV: columns `frequency` or `x`, `recency` or `t_x`, `T`, and
 /// optionally `monetary_value` or `zbar` (the published CDNOW files use either).
 pub fn read_csv(text: &str) -> Result<Vec<Summary>, String> {

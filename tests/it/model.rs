@@ -247,3 +247,16 @@ fn holdout_validation_on_the_cdnow_sample() {
         .collect();
     assert!(predicted.windows(2).all(|w| w[0] < w[1]), "{predicted:?}");
 }
+
+#[test]
+fn two_optimisers_agree() {
+    // SPEC §6.3: fitted parameters of two correct optimisers agree within 1e-4 relative.
+    let data = triples(&summary("cdnow_customers_summary.csv"));
+    let quasi_newton = bgnbd::fit(&data, 0.0).unwrap();
+    let simplex = bgnbd::fit_derivative_free(&data, 0.0).unwrap();
+    for name in ["r", "alpha", "a", "b"] {
+        let (q, s) = (quasi_newton.value(name), simplex.value(name));
+        assert!(relative(q, s) < 1e-4, "{name}: L-BFGS {q} vs Nelder-Mead {s}");
+    }
+    assert!((quasi_newton.log_likelihood - simplex.log_likelihood).abs() < 1e-6);
+}
