@@ -178,22 +178,25 @@ pub fn conditional_expected_purchases(p: &Params, t: f64, x: f64, t_x: f64, big_
 mod tests {
     use super::*;
 
+    /// Four kinds of customer, x = 0 to 3.
+    const KINDS: [(f64, f64, f64); 4] = [
+        (0.0, 0.0, 30.0),
+        (1.0, 5.0, 30.0),
+        (3.0, 20.0, 25.0),
+        (2.0, 10.0, 38.0),
+    ];
+
     #[test]
     fn analytic_gradient_matches_central_differences() {
-        let data: Vec<Triple> = [
-            (0.0, 0.0, 30.0),
-            (1.0, 5.0, 30.0),
-            (3.0, 20.0, 25.0),
-            (2.0, 10.0, 38.0),
-        ]
-        .iter()
-        .map(|&(x, t_x, t)| Triple {
-            x,
-            t_x,
-            t,
-            weight: 2.0,
-        })
-        .collect();
+        let data: Vec<Triple> = KINDS
+            .iter()
+            .map(|&(x, t_x, t)| Triple {
+                x,
+                t_x,
+                t,
+                weight: 2.0,
+            })
+            .collect();
         let groups = group_by_x(&data);
         let at = [0.3, 4.0, 0.8, 2.5];
         let (_, analytic) = likelihood(&groups, &at, true);
@@ -216,23 +219,18 @@ mod tests {
     fn grouped_likelihood_equals_the_per_customer_formula() {
         // The fit's grouped evaluation and `log_likelihood` must agree: fit a tiny set
         // and compare the reported total with a direct sum at the optimum.
-        let data: Vec<Triple> = [
-            (0.0, 0.0, 30.0),
-            (1.0, 5.0, 30.0),
-            (3.0, 20.0, 25.0),
-            (2.0, 10.0, 38.0),
-        ]
-        .iter()
-        .cycle()
-        .take(40)
-        .enumerate()
-        .map(|(i, &(x, t_x, t))| Triple {
-            x,
-            t_x: t_x + (i % 3) as f64,
-            t,
-            weight: 1.0 + (i % 2) as f64,
-        })
-        .collect();
+        let data: Vec<Triple> = KINDS
+            .iter()
+            .cycle()
+            .take(40)
+            .enumerate()
+            .map(|(i, &(x, t_x, t))| Triple {
+                x,
+                t_x: t_x + (i % 3) as f64,
+                t,
+                weight: 1.0 + (i % 2) as f64,
+            })
+            .collect();
         let fit = fit(&data, 0.1).unwrap();
         let p = Params::from_fit(&fit);
         let direct: f64 = data

@@ -66,9 +66,27 @@ const LOG_BOUND: f64 = 20.0;
 const DRIFTING: f64 = 10.0;
 const MAX_ITERATIONS: u64 = 20_000;
 
-/// Negative mean log-likelihood of log-parameters, +∞ where undefined.
+/// −(mean log-likelihood − L2 penalty) at parameters e^θ; +∞ past the bounds or where undefined.
+fn penalised_cost(
+    log_likelihood: &dyn Fn(&[f64]) -> f64,
+    log_params: &[f64],
+    total_weight: f64,
+    penalizer: f64,
+) -> f64 {
+    if log_params.iter().any(|p| p.abs() > LOG_BOUND + 5.0) {
+        return f64::INFINITY;
+    }
+    let params: Vec<f64> = log_params.iter().map(|p| p.exp()).collect();
+    let penalty = penalizer * params.iter().map(|p| p * p).sum::<f64>();
+    let value = -(log_likelihood(&params) / total_weight - penalty);
+    if value.is_finite() { value } else { f64::INFINITY }
+}
+
+/// The objective for derivative-free search.
 struct Objective<'a> {
-    f: &'a dyn Fn(&[f64]) -> f64,
+    log_likelihood: &'a dyn Fn(&[f64]) -> f64,
+    total_weight: f64,
+    penalizer: f64,
 }
 
 impl CostFunction for Objective<'_> {
@@ -76,12 +94,12 @@ impl CostFunction for Objective<'_> {
     type Output = f64;
 
     fn cost(&self, log_params: &Self::Param) -> Result<f64, argmin::core::Error> {
-        if log_params.iter().any(|p| p.abs() > LOG_BOUND + 5.0) {
-            return Ok(f64::INFINITY);
-        }
-        let params: Vec<f64> = log_params.iter().map(|p| p.exp()).collect();
-        let value = -(self.f)(&params);
-        Ok(if value.is_finite() { value } else { f64::INFINITY })
+        Ok(penalised_cost(
+            self.log_likelihood,
+            log_params,
+            self.total_weight,
+            self.penalizer,
+        ))
     }
 }
 
@@ -96,13 +114,10 @@ pub fn maximise(
     total_weight: f64,
     penalizer: f64,
 ) -> Result<Fit, FitError> {
-    let objective = |params: &[f64]| {
-        log_likelihood(params) / total_weight - penalizer * params.iter().map(|p| p * p).sum::<f64>()
-    };
-    if !objective(start).is_finite() {
+    let mut best: Vec<f64> = start.iter().map(|p| p.ln()).collect();
+    if !penalised_cost(log_likelihood, &best, total_weight, penalizer).is_finite() {
         return Err(FitError::NonFinite { model: model.into() });
     }
-    let mut best: Vec<f64> = start.iter().map(|p| p.ln()).collect();
     let mut iterations = 0;
     let mut previous = f64::INFINITY;
     for _restart in 0..8 {
@@ -116,7 +131,12 @@ pub fn maximise(
         let solver = NelderMead::new(simplex)
             .with_sd_tolerance(1e-12)
             .map_err(|_| FitError::NonFinite { model: model.into() })?;
-        let result = Executor::new(Objective { f: &objective }, solver)
+        let objective = Objective {
+            log_likelihood,
+            total_weight,
+            penalizer,
+        };
+        let result = Executor::new(objective, solver)
             .configure(|state| state.max_iters(MAX_ITERATIONS))
             .run()
             .map_err(|_| FitError::NonFinite { model: model.into() })?;
@@ -164,13 +184,12 @@ impl CostFunction for Smooth<'_> {
     type Output = f64;
 
     fn cost(&self, log_params: &Self::Param) -> Result<f64, argmin::core::Error> {
-        if log_params.iter().any(|p| p.abs() > LOG_BOUND + 5.0) {
-            return Ok(f64::INFINITY);
-        }
-        let params: Vec<f64> = log_params.iter().map(|p| p.exp()).collect();
-        let penalty = self.penalizer * params.iter().map(|p| p * p).sum::<f64>();
-        let value = -((self.value)(&params) / self.total_weight - penalty);
-        Ok(if value.is_finite() { value } else { f64::INFINITY })
+        Ok(penalised_cost(
+            self.value,
+            log_params,
+            self.total_weight,
+            self.penalizer,
+        ))
     }
 }
 
