@@ -449,3 +449,46 @@ fn fit_prints_the_published_parameters() {
             "is not a summary table: no `recency` (or `t_x`) column",
         ));
 }
+
+#[test]
+fn model_fit_failure_exits_4_or_is_skipped() {
+    let tmp = TempDir::new().unwrap();
+    let orders = tmp.path().join("tiny.parquet");
+    loyalty()
+        .args(["generate", "--customers", "3", "--clean", "--out"])
+        .arg(&orders)
+        .assert()
+        .success();
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "input:\n  orders: {}\noutput:\n  formats: [csv]\n",
+            orders.display()
+        ),
+    );
+    let out = tmp.path().join("out");
+    assert_fails(
+        loyalty()
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(&out),
+        4,
+        &["error: model fit failed: ", "Set clv.on_fit_failure: skip"],
+    );
+    assert!(!out.exists(), "nothing is written when the fit fails");
+    loyalty()
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--set", "clv.on_fit_failure=skip", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let m = manifest(&out);
+    assert!(
+        m["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("predicted columns are null")
+    );
+}
