@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{Command, ConfigArgs, FitArgs, GenerateArgs, RunArgs, TimeUnit};
+use crate::cli::{Command, ConfigArgs, FitArgs, FitModel, GenerateArgs, RunArgs, TimeUnit};
 use crate::config::{self, Format, JobConfig};
 use crate::error::Error;
 use crate::generate::{self, GenerateParams, TrueParameters};
@@ -223,8 +223,9 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 }
 
 fn fit(args: FitArgs) -> anyhow::Result<()> {
+    use crate::config::PurchaseModel;
     use crate::error::InputError;
-    use crate::model::{bgnbd, gamma_gamma, summary};
+    use crate::model::{CountModel, gamma_gamma, summary};
 
     let path = args.summary.display().to_string();
     let text = std::fs::read_to_string(&args.summary)
@@ -240,9 +241,16 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
         TimeUnit::Week => "weeks",
     };
     let triples = summary::triples(&customers);
-    let fitted = bgnbd::fit(&triples, args.penalizer).map_err(|e| Error::Model(e.to_string()))?;
+    let (kind, title) = match args.model {
+        FitModel::Bgnbd => (PurchaseModel::Bgnbd, "BG/NBD"),
+        FitModel::ParetoNbd => (PurchaseModel::ParetoNbd, "Pareto/NBD"),
+        FitModel::Mbgnbd => (PurchaseModel::Mbgnbd, "MBG/NBD"),
+    };
+    let (fitted, _) = CountModel::fit(kind, &triples, args.penalizer)
+        .unwrap_or_else(|| unreachable!("the CLI offers no `none` model"))
+        .map_err(|e| Error::Model(e.to_string()))?;
     println!(
-        "BG/NBD on {} customers ({} distinct (x, t_x, T)), time in {unit}",
+        "{title} on {} customers ({} distinct (x, t_x, T)), time in {unit}",
         customers.len(),
         triples.len()
     );

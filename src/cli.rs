@@ -73,6 +73,9 @@ pub struct FitArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FitModel {
     Bgnbd,
+    #[value(name = "pareto_nbd")]
+    ParetoNbd,
+    Mbgnbd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -192,7 +192,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     let mut warnings = rfm::unreachable_segments(&config.rfm.segments, config.rfm.bins);
     let (fits, predictions) = match config.clv.model {
         PurchaseModel::None => (Vec::new(), None),
-        PurchaseModel::Bgnbd => match timed(&mut stages, "model", || {
+        _ => match timed(&mut stages, "model", || {
             Ok(model::fit_and_predict(&summary, &config.clv))
         }) {
             Ok(Ok(outcome)) => (outcome.fits, Some(outcome.predictions)),
@@ -214,7 +214,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         tracing::info!(model = %fit.model, log_likelihood = fit.log_likelihood, iterations = fit.iterations, "fitted");
     }
     let holdout = match (config.clv.model, config.clv.holdout_days) {
-        (PurchaseModel::Bgnbd, Some(days)) => {
+        (model, Some(days)) if model != PurchaseModel::None => {
             match timed(&mut stages, "holdout", || {
                 holdout::validate(orders.clone(), as_of, days, &config.clv)
             }) {

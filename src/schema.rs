@@ -106,15 +106,16 @@ pub mod kpis {
     pub const CUSTOMERS_FOR_80PCT_SHARE: &str = "customers_for_80pct_share";
     /// Fitted model parameters; null until a predictive model is configured.
     pub const MODEL: &str = "model";
-    pub const MODEL_PARAMETERS: [&str; 7] = [
-        "model_r",
-        "model_alpha",
-        "model_a",
-        "model_b",
-        "gg_p",
-        "gg_q",
-        "gg_v",
+    /// (column, model parameter): BG/NBD and MBG/NBD use r, α, a, b; Pareto/NBD r, α, s, β.
+    pub const MODEL_PARAMETERS: [(&str, &str); 6] = [
+        ("model_r", "r"),
+        ("model_alpha", "alpha"),
+        ("model_a", "a"),
+        ("model_b", "b"),
+        ("model_s", "s"),
+        ("model_beta", "beta"),
     ];
+    pub const GG_PARAMETERS: [(&str, &str); 3] = [("gg_p", "p"), ("gg_q", "q"), ("gg_v", "v")];
     pub const MODEL_LOG_LIKELIHOOD: &str = "model_log_likelihood";
 }
 

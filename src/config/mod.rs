@@ -234,6 +234,8 @@ pub struct ClvConfig {
 #[serde(rename_all = "snake_case")]
 pub enum PurchaseModel {
     Bgnbd,
+    Mbgnbd,
+    ParetoNbd,
     None,
 }
 
@@ -1254,7 +1256,12 @@ choice!(Dimension {
     "abc_class" => Dimension::AbcClass,
     "channel" => Dimension::Channel,
 });
-choice!(PurchaseModel { "bgnbd" => PurchaseModel::Bgnbd, "none" => PurchaseModel::None });
+choice!(PurchaseModel {
+    "bgnbd" => PurchaseModel::Bgnbd,
+    "pareto_nbd" => PurchaseModel::ParetoNbd,
+    "mbgnbd" => PurchaseModel::Mbgnbd,
+    "none" => PurchaseModel::None,
+});
 choice!(TimeUnit { "day" => TimeUnit::Day, "week" => TimeUnit::Week });
 choice!(OnFitFailure { "error" => OnFitFailure::Error, "skip" => OnFitFailure::Skip });
 choice!(Engine { "in_memory" => Engine::InMemory, "streaming" => Engine::Streaming });

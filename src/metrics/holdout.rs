@@ -78,8 +78,14 @@ pub fn validate(orders: LazyFrame, as_of: NaiveDate, days: u32, config: &ClvConf
             monetary: m[i],
         })
         .collect();
-    let scored = holdout::score(&summaries, &actual, days as f64 / unit_days, config.penalizer)
-        .map_err(|e| Error::Model(format!("holdout calibration fit: {e}")))?;
+    let scored = holdout::score(
+        config.model,
+        &summaries,
+        &actual,
+        days as f64 / unit_days,
+        config.penalizer,
+    )
+    .map_err(|e| Error::Model(format!("holdout calibration fit: {e}")))?;
     let predicted: Vec<f64> = scored.iter().map(|s| s.predicted).collect();
     let naive: Vec<f64> = scored.iter().map(|s| s.naive).collect();
     let summary = HoldoutSummary {

@@ -67,33 +67,29 @@ pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> Lazy
     .map(col)
     .collect();
     // Predictive-model columns: null without a fitted model (SPEC §6.3).
-    let bg = inputs.models.iter().find(|f| f.model == "bgnbd");
+    let count = inputs.models.iter().find(|f| f.model != "gamma_gamma");
     let gg = inputs.models.iter().find(|f| f.model == "gamma_gamma");
-    let number = |fit: Option<&crate::model::Fit>, name: &str| match fit {
-        Some(fit) => lit(fit.value(name)),
+    let number = |fit: Option<&crate::model::Fit>, name: &str| match fit
+        .and_then(|f| f.parameters.iter().find(|p| p.name == name))
+    {
+        Some(p) => lit(p.value),
         None => lit(NULL).cast(DataType::Float64),
     };
     columns.push(
-        match bg {
+        match count {
             Some(fit) => lit(fit.model.as_str()),
             None => lit(NULL).cast(DataType::String),
         }
         .alias(MODEL),
     );
-    let sources = [
-        (bg, "r"),
-        (bg, "alpha"),
-        (bg, "a"),
-        (bg, "b"),
-        (gg, "p"),
-        (gg, "q"),
-        (gg, "v"),
-    ];
-    for (name, (fit, parameter)) in MODEL_PARAMETERS.into_iter().zip(sources) {
-        columns.push(number(fit, parameter).alias(name));
+    for (column, parameter) in MODEL_PARAMETERS {
+        columns.push(number(count, parameter).alias(column));
+    }
+    for (column, parameter) in GG_PARAMETERS {
+        columns.push(number(gg, parameter).alias(column));
     }
     columns.push(
-        match bg {
+        match count {
             Some(fit) => lit(fit.log_likelihood),
             None => lit(NULL).cast(DataType::Float64),
         }

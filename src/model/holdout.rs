@@ -4,7 +4,8 @@
 //! calibration purchase rate x / T times the holdout length).
 
 use super::summary::{Summary, triples};
-use super::{FitError, bgnbd};
+use super::{CountModel, FitError};
+use crate::config::PurchaseModel;
 
 /// One calibration customer: summary and purchase days in the holdout.
 #[derive(Debug, Clone, Copy)]
@@ -26,22 +27,26 @@ pub struct Accuracy {
     pub rank_correlation: Option<f64>,
 }
 
-/// Fits BG/NBD on the calibration summaries and scores the holdout of `length` time units.
+/// Fits the model on the calibration summaries and scores the holdout of `length` time units.
 pub fn score(
+    kind: PurchaseModel,
     calibration: &[Summary],
     actual: &[f64],
     length: f64,
     penalizer: f64,
 ) -> Result<Vec<Scored>, FitError> {
-    let fit = bgnbd::fit(&triples(calibration), penalizer)?;
-    let params = bgnbd::Params::from_fit(&fit);
+    let Some(fitted) = CountModel::fit(kind, &triples(calibration), penalizer) else {
+        return Ok(Vec::new());
+    };
+    let (_, model) = fitted?;
     Ok(calibration
         .iter()
         .zip(actual)
         .map(|(c, &actual)| Scored {
             x: c.x,
             actual,
-            predicted: bgnbd::conditional_expected_purchases(&params, length, c.x, c.t_x, c.t)
+            predicted: model
+                .conditional_expected_purchases(length, c.x, c.t_x, c.t)
                 .unwrap_or(f64::NAN),
             naive: if c.t > 0.0 { c.x / c.t * length } else { 0.0 },
         })

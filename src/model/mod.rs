@@ -4,6 +4,8 @@
 pub mod bgnbd;
 pub mod gamma_gamma;
 pub mod holdout;
+pub mod mbgnbd;
+pub mod pareto_nbd;
 pub mod predict;
 pub mod special;
 pub mod summary;
@@ -356,9 +358,54 @@ fn invert(mut m: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
     Some(inv)
 }
 
+/// A fitted purchase-count model, whichever `clv.model` chose.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CountModel {
+    Bgnbd(bgnbd::Params),
+    Mbgnbd(mbgnbd::Params),
+    ParetoNbd(pareto_nbd::Params),
+}
+
+impl CountModel {
+    /// Fits the chosen model; `None` for `clv.model: none`.
+    pub fn fit(
+        kind: crate::config::PurchaseModel,
+        data: &[summary::Triple],
+        penalizer: f64,
+    ) -> Option<Result<(Fit, CountModel), FitError>> {
+        use crate::config::PurchaseModel;
+        Some(match kind {
+            PurchaseModel::None => return None,
+            PurchaseModel::Bgnbd => bgnbd::fit(data, penalizer)
+                .map(|f| (f.clone(), CountModel::Bgnbd(bgnbd::Params::from_fit(&f)))),
+            PurchaseModel::Mbgnbd => mbgnbd::fit(data, penalizer)
+                .map(|f| (f.clone(), CountModel::Mbgnbd(mbgnbd::Params::from_fit(&f)))),
+            PurchaseModel::ParetoNbd => pareto_nbd::fit(data, penalizer)
+                .map(|f| (f.clone(), CountModel::ParetoNbd(pareto_nbd::Params::from_fit(&f)))),
+        })
+    }
+
+    pub fn p_alive(&self, x: f64, t_x: f64, t: f64) -> f64 {
+        match self {
+            CountModel::Bgnbd(p) => bgnbd::p_alive(p, x, t_x, t),
+            CountModel::Mbgnbd(p) => mbgnbd::p_alive(p, x, t_x, t),
+            CountModel::ParetoNbd(p) => pareto_nbd::p_alive(p, x, t_x, t).unwrap_or(f64::NAN),
+        }
+    }
+
+    /// Expected purchases in the next `t` time units.
+    pub fn conditional_expected_purchases(&self, t: f64, x: f64, t_x: f64, big_t: f64) -> Option<f64> {
+        match self {
+            CountModel::Bgnbd(p) => bgnbd::conditional_expected_purchases(p, t, x, t_x, big_t),
+            CountModel::Mbgnbd(p) => mbgnbd::conditional_expected_purchases(p, t, x, t_x, big_t),
+            CountModel::ParetoNbd(p) => pareto_nbd::conditional_expected_purchases(p, t, x, t_x, big_t),
+        }
+    }
+}
+
 /// What the model stage hands the rest of the job.
 pub struct Outcome {
-    /// BG/NBD then Gamma-Gamma.
+    /// The purchase-count model, then Gamma-Gamma.
     pub fits: Vec<Fit>,
     /// `customer_id, p_alive, expected_purchases, expected_spend, predicted_clv`.
     pub predictions: polars::prelude::DataFrame,
@@ -402,8 +449,17 @@ pub fn fit_and_predict(
         seconds = started.elapsed().as_secs_f64(),
         "distinct (x, t_x, T)"
     );
-    let bg_fit = bgnbd::fit(&triples, config.penalizer)?;
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "BG/NBD fitted");
+    let Some(fitted) = CountModel::fit(config.model, &triples, config.penalizer) else {
+        return Err(FitError::NoData {
+            model: "none".into(),
+            reason: "no purchase-count model is configured".into(),
+        });
+    };
+    let (count_fit, count_model) = fitted?;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "purchase-count model fitted"
+    );
     let repeat: Vec<(f64, f64)> = customers.iter().map(|c| (c.x, c.monetary)).collect();
     let gg_fit = gamma_gamma::fit(&repeat, config.penalizer)?;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "Gamma-Gamma fitted");
@@ -421,7 +477,7 @@ pub fn fit_and_predict(
         margin: config.margin,
         unit_days: config.time_unit.days(),
     };
-    let predictions = predict::predict_all(&customers, &bgnbd::Params::from_fit(&bg_fit), &gg, &horizon);
+    let predictions = predict::predict_all(&customers, &count_model, &gg, &horizon);
     let ids = summary_frame
         .column(CUSTOMER_ID)
         .cloned()
@@ -453,7 +509,7 @@ pub fn fit_and_predict(
         reason: e.to_string(),
     })?;
     Ok(Outcome {
-        fits: vec![bg_fit, gg_fit],
+        fits: vec![count_fit, gg_fit],
         predictions: frame,
     })
 }

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::summary::Summary;
-use super::{bgnbd, gamma_gamma};
+use super::{CountModel, gamma_gamma};
 
 /// Days in a month: 365.25 / 12, whatever the model's time unit.
 pub const DAYS_PER_MONTH: f64 = 365.25 / 12.0;
@@ -30,7 +30,7 @@ pub struct Prediction {
 /// d = (1 + annual rate)^(1/12) − 1.
 pub fn predict(
     customer: &Summary,
-    bg: &bgnbd::Params,
+    model: &CountModel,
     gg: &gamma_gamma::Params,
     horizon: &Horizon,
 ) -> Prediction {
@@ -41,7 +41,7 @@ pub fn predict(
     let mut previous = 0.0;
     let mut clv = Some(0.0);
     for m in 1..=horizon.months {
-        let cumulative = bgnbd::conditional_expected_purchases(bg, m as f64 * month, x, t_x, t);
+        let cumulative = model.conditional_expected_purchases(m as f64 * month, x, t_x, t);
         clv = match (clv, cumulative) {
             (Some(total), Some(cumulative)) => {
                 let value = (cumulative - previous) * spend * horizon.margin / (1.0 + monthly).powi(m as i32);
@@ -52,7 +52,7 @@ pub fn predict(
         };
     }
     Prediction {
-        p_alive: bgnbd::p_alive(bg, x, t_x, t),
+        p_alive: model.p_alive(x, t_x, t),
         expected_purchases: clv.map(|_| previous),
         expected_spend: spend,
         predicted_clv: clv,
@@ -62,28 +62,29 @@ pub fn predict(
 /// [`predict`] for every customer, in parallel, in order.
 pub fn predict_all(
     customers: &[Summary],
-    bg: &bgnbd::Params,
+    model: &CountModel,
     gg: &gamma_gamma::Params,
     horizon: &Horizon,
 ) -> Vec<Prediction> {
     customers
         .par_iter()
-        .map(|c| predict(c, bg, gg, horizon))
+        .map(|c| predict(c, model, gg, horizon))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::bgnbd;
 
     #[test]
     fn undiscounted_clv_is_expected_purchases_times_spend() {
-        let bg = bgnbd::Params {
+        let bg = CountModel::Bgnbd(bgnbd::Params {
             r: 0.24,
             alpha: 4.4,
             a: 0.79,
             b: 2.4,
-        };
+        });
         let gg = gamma_gamma::Params {
             p: 6.25,
             q: 3.74,
@@ -105,7 +106,9 @@ mod tests {
         let purchases = p.expected_purchases.unwrap();
         assert!((p.predicted_clv.unwrap() - purchases * p.expected_spend).abs() < 1e-9);
         // 12 months of 365.25 / 12 days, in weeks.
-        let direct = bgnbd::conditional_expected_purchases(&bg, 365.25 / 7.0, 2.0, 30.0, 38.0).unwrap();
+        let direct = bg
+            .conditional_expected_purchases(365.25 / 7.0, 2.0, 30.0, 38.0)
+            .unwrap();
         assert!((purchases - direct).abs() < 1e-12);
         let discounted = predict(
             &customer,

@@ -492,3 +492,14 @@ fn model_fit_failure_exits_4_or_is_skipped() {
             .contains("predicted columns are null")
     );
 }
+
+#[test]
+fn fit_other_models() {
+    loyalty()
+        .args(["fit", "--model", "pareto_nbd", "--summary"])
+        .arg(cdnow("cdnow_customers_summary.csv"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Pareto/NBD on 2357 customers"))
+        .stdout(predicate::str::contains("log-likelihood -9594.97"));
+}

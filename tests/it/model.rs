@@ -260,3 +260,68 @@ fn two_optimisers_agree() {
     }
     assert!((quasi_newton.log_likelihood - simplex.log_likelihood).abs() < 1e-6);
 }
+
+#[test]
+fn pareto_nbd_and_mbgnbd_reproduce_the_published_cdnow_fits() {
+    use loyalty::model::{mbgnbd, pareto_nbd};
+    let data = triples(&summary("cdnow_customers_summary.csv"));
+    let fit = pareto_nbd::fit(&data, 0.0).unwrap();
+    for (name, published) in [
+        ("r", 0.5532),
+        ("alpha", 10.5763),
+        ("s", 0.6062),
+        ("beta", 11.6715),
+    ] {
+        let value = fit.value(name);
+        assert!(
+            relative(value, published) < 1e-3,
+            "pareto_nbd {name}: {value} vs {published}"
+        );
+    }
+    assert!(
+        relative(fit.log_likelihood, -9594.98) < 1e-5,
+        "{}",
+        fit.log_likelihood
+    );
+    let fit = mbgnbd::fit(&data, 0.0).unwrap();
+    for (name, published) in [("r", 0.525), ("alpha", 6.183), ("a", 0.891), ("b", 1.614)] {
+        let value = fit.value(name);
+        assert!(
+            relative(value, published) < 1e-3,
+            "mbgnbd {name}: {value} vs {published}"
+        );
+    }
+}
+
+#[test]
+fn every_model_runs_in_the_job() {
+    let path = cdnow("cdnow_sample_orders.parquet").display().to_string();
+    for model in ["pareto_nbd", "mbgnbd"] {
+        let yaml = format!(
+            "input:\n  orders: {path}\nas_of: 1998-07-01\nclv:\n  model: {model}\n  holdout_days: 273\n"
+        );
+        let config = loyalty::config::from_str(&yaml, "sample.yaml", &[]).unwrap();
+        let inputs = loyalty::io::input::resolve(&config.input.orders).unwrap();
+        let raw = loyalty::io::input::scan(&inputs).unwrap();
+        let computed = loyalty::pipeline::compute(raw, &config, "sample").unwrap();
+        let kpis = table(&computed, "kpis");
+        assert_eq!(str_at(kpis, "model", 0).as_deref(), Some(model));
+        assert!(f64_at(kpis, "model_r", 0).unwrap() > 0.0);
+        let second = if model == "pareto_nbd" {
+            "model_s"
+        } else {
+            "model_a"
+        };
+        assert!(f64_at(kpis, second, 0).unwrap() > 0.0, "{model}");
+        let customers = table(&computed, "customers");
+        for i in 0..customers.height() {
+            let p = f64_at(customers, "p_alive", i).unwrap();
+            assert!((0.0..=1.0).contains(&p), "{model}: p_alive {p}");
+            let clv = f64_at(customers, "predicted_clv", i).unwrap();
+            assert!(clv.is_finite() && clv >= 0.0, "{model}: predicted_clv {clv}");
+        }
+        assert!(
+            f64_at(kpis, "model_holdout_mae", 0).unwrap() < f64_at(kpis, "naive_holdout_mae", 0).unwrap()
+        );
+    }
+}

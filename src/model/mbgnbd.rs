@@ -1,0 +1,85 @@
+//! MBG/NBD (Batislam, Denizel & Filiztekin 2007): BG/NBD in which a customer can
+//! also drop out right after the first purchase. Likelihood and predictions as
+//! in `lifetimes`' ModifiedBetaGeoFitter.
+
+use super::special::{hyp2f1, ln_gamma};
+use super::summary::{Triple, deterministic_sum};
+use super::{Fit, FitError, maximise};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    pub r: f64,
+    pub alpha: f64,
+    pub a: f64,
+    pub b: f64,
+}
+
+impl Params {
+    pub fn from_fit(fit: &Fit) -> Params {
+        Params {
+            r: fit.value("r"),
+            alpha: fit.value("alpha"),
+            a: fit.value("a"),
+            b: fit.value("b"),
+        }
+    }
+}
+
+pub fn log_likelihood(p: &Params, x: f64, t_x: f64, t: f64) -> f64 {
+    let Params { r, alpha, a, b } = *p;
+    let a1 = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln();
+    let a2 = ln_gamma(a + b) + ln_gamma(b + x + 1.0) - ln_gamma(b) - ln_gamma(a + b + x + 1.0);
+    let a3 = -(r + x) * (alpha + t).ln();
+    let a4 = a.ln() - (b + x).ln() + (r + x) * ((alpha + t).ln() - (alpha + t_x).ln());
+    // log(1 + e^a4) without overflow.
+    let softplus = if a4 > 0.0 {
+        a4 + (-a4).exp().ln_1p()
+    } else {
+        a4.exp().ln_1p()
+    };
+    a1 + a2 + a3 + softplus
+}
+
+pub fn fit(data: &[Triple], penalizer: f64) -> Result<Fit, FitError> {
+    if data.is_empty() {
+        return Err(FitError::NoData {
+            model: "mbgnbd".into(),
+            reason: "no customers to fit".into(),
+        });
+    }
+    let total_weight: f64 = data.iter().map(|d| d.weight).sum();
+    let ll = |params: &[f64]| {
+        let p = Params {
+            r: params[0],
+            alpha: params[1],
+            a: params[2],
+            b: params[3],
+        };
+        deterministic_sum(data, |d| d.weight * log_likelihood(&p, d.x, d.t_x, d.t))
+    };
+    maximise(
+        "mbgnbd",
+        &["r", "alpha", "a", "b"],
+        &[1.0, 1.0, 1.0, 1.0],
+        &ll,
+        total_weight,
+        penalizer,
+    )
+}
+
+/// P(alive | x, t_x, T): unlike BG/NBD, below 1 even for x = 0.
+pub fn p_alive(p: &Params, x: f64, t_x: f64, t: f64) -> f64 {
+    1.0 / (1.0 + (p.a / (p.b + x)) * ((p.alpha + t) / (p.alpha + t_x)).powf(p.r + x))
+}
+
+/// E[Y(t) | x, t_x, T].
+pub fn conditional_expected_purchases(p: &Params, t: f64, x: f64, t_x: f64, big_t: f64) -> Option<f64> {
+    let Params { r, alpha, a, b } = *p;
+    if t <= 0.0 {
+        return Some(0.0);
+    }
+    let f = hyp2f1(r + x, b + x + 1.0, a + b + x, t / (alpha + big_t + t))?;
+    let head = (a + b + x) / (a - 1.0);
+    let body = 1.0 - ((alpha + big_t) / (alpha + big_t + t)).powf(r + x) * f;
+    Some(head * body * p_alive(p, x, t_x, big_t))
+}
