@@ -2,8 +2,9 @@
 //! Jiang 1999): a customer's transaction values are Gamma(p, ν) with
 //! ν ~ Gamma(q, γ); fitted on customers with x > 0 and their mean repeat value.
 
-use super::special::ln_gamma;
-use super::{Fit, FitError, maximise};
+use super::special::{digamma, ln_gamma};
+use super::summary::{deterministic_sum, deterministic_sums};
+use super::{Fit, FitError};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
@@ -48,29 +49,49 @@ pub fn fit(data: &[(f64, f64)], penalizer: f64) -> Result<Fit, FitError> {
         by_x.entry(x.to_bits()).or_default().push(*m);
     }
     let groups: Vec<(f64, Vec<f64>)> = by_x.into_iter().map(|(x, g)| (f64::from_bits(x), g)).collect();
-    let ll = |params: &[f64]| {
-        let (p, q, v) = (params[0], params[1], params[2]);
-        let shared = q * v.ln() - ln_gamma(q);
-        groups
-            .iter()
-            .map(|(x, means)| {
-                let px = p * x;
-                let head = shared + ln_gamma(px + q) - ln_gamma(px) + px * x.ln();
-                head * means.len() as f64
-                    + super::summary::deterministic_sum(means, |m| {
-                        (px - 1.0) * m.ln() - (px + q) * (x * m + v).ln()
-                    })
-            })
-            .sum::<f64>()
-    };
-    maximise(
+    let ll = |params: &[f64]| likelihood(&groups, params, false).0;
+    let with_gradient = |params: &[f64]| likelihood(&groups, params, true);
+    super::maximise_smooth(
         "gamma_gamma",
         &["p", "q", "v"],
         &[1.0, 1.0, 1.0],
         &ll,
+        &with_gradient,
         data.len() as f64,
         penalizer,
     )
+}
+
+/// Total log-likelihood over (x, mean) grouped by x, and (when asked) its gradient in (p, q, v).
+fn likelihood(groups: &[(f64, Vec<f64>)], params: &[f64], gradient: bool) -> (f64, Vec<f64>) {
+    let (p, q, v) = (params[0], params[1], params[2]);
+    let shared = q * v.ln() - ln_gamma(q);
+    let mut total = 0.0;
+    let mut grad = [0.0f64; 3];
+    for (x, means) in groups {
+        let (x, n) = (*x, means.len() as f64);
+        let px = p * x;
+        total += (shared + ln_gamma(px + q) - ln_gamma(px) + px * x.ln()) * n;
+        if !gradient {
+            total += deterministic_sum(means, |m| (px - 1.0) * m.ln() - (px + q) * (x * m + v).ln());
+            continue;
+        }
+        let [value, ln_m, ln_xmv, inverse] = deterministic_sums(means, |m| {
+            let (ln_m, ln_xmv) = (m.ln(), (x * m + v).ln());
+            [
+                (px - 1.0) * ln_m - (px + q) * ln_xmv,
+                ln_m,
+                ln_xmv,
+                1.0 / (x * m + v),
+            ]
+        });
+        total += value;
+        let psi = digamma(px + q);
+        grad[0] += x * (n * (psi - digamma(px) + x.ln()) + ln_m - ln_xmv);
+        grad[1] += n * (psi - digamma(q) + v.ln()) - ln_xmv;
+        grad[2] += n * q / v - (px + q) * inverse;
+    }
+    (total, grad.to_vec())
 }
 
 /// E[M | x, m]: the customer's expected value per purchase; the population mean
@@ -81,5 +102,30 @@ pub fn conditional_expected_spend(params: &Params, x: f64, m: f64) -> f64 {
         p * v / (q - 1.0)
     } else {
         p * (v + x * m) / (p * x + q - 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn analytic_gradient_matches_central_differences() {
+        let groups = vec![(1.0, vec![10.0, 20.0]), (3.0, vec![15.0, 5.5, 40.0])];
+        let at = [6.0, 3.5, 15.0];
+        let (_, analytic) = likelihood(&groups, &at, true);
+        for k in 0..3 {
+            let h = 1e-6 * at[k];
+            let (mut up, mut down) = (at, at);
+            up[k] += h;
+            down[k] -= h;
+            let numeric =
+                (likelihood(&groups, &up, false).0 - likelihood(&groups, &down, false).0) / (2.0 * h);
+            assert!(
+                (analytic[k] - numeric).abs() < 1e-6 * numeric.abs().max(1.0),
+                "{k}: {} vs {numeric}",
+                analytic[k]
+            );
+        }
     }
 }

@@ -167,7 +167,7 @@ pub fn maximise(
         }
         previous = cost;
     }
-    finish(model, names, &best, iterations, log_likelihood)
+    finish(model, names, &best, iterations, log_likelihood, None)
 }
 
 /// The log-likelihood and its gradient with respect to the (natural) parameters.
@@ -245,7 +245,14 @@ pub fn maximise_smooth(
         let converged = state.get_iter() < 1_000 && state.get_best_cost().is_finite();
         if let (true, Some(best)) = (converged, state.get_best_param()) {
             let best = best.clone();
-            if let Ok(fit) = finish(model, names, &best, state.get_iter(), log_likelihood) {
+            if let Ok(fit) = finish(
+                model,
+                names,
+                &best,
+                state.get_iter(),
+                log_likelihood,
+                Some(with_gradient),
+            ) {
                 return Ok(fit);
             }
         }
@@ -260,6 +267,7 @@ fn finish(
     best: &[f64],
     iterations: u64,
     log_likelihood: &dyn Fn(&[f64]) -> f64,
+    with_gradient: Option<LikelihoodWithGradient>,
 ) -> Result<Fit, FitError> {
     let params: Vec<f64> = best.iter().map(|p| p.exp()).collect();
     let total = log_likelihood(&params);
@@ -273,7 +281,10 @@ fn finish(
             value: value.exp(),
         });
     }
-    let errors = standard_errors(&|p: &[f64]| log_likelihood(p), &params);
+    let errors = match with_gradient {
+        Some(gradient) => standard_errors_from_gradient(gradient, &params),
+        None => standard_errors(&|p: &[f64]| log_likelihood(p), &params),
+    };
     // A parameter far out on a flat likelihood (no positive-definite Hessian) is running
     // to its bound, even if the simplex stopped before reaching it.
     if errors.is_none()
@@ -319,6 +330,36 @@ fn standard_errors(log_likelihood: &dyn Fn(&[f64]) -> f64, params: &[f64]) -> Op
             hessian[i][j] = (at(i, 1.0, j, 1.0) - at(i, 1.0, j, -1.0) - at(i, -1.0, j, 1.0)
                 + at(i, -1.0, j, -1.0))
                 / (4.0 * step[i] * step[j]);
+        }
+    }
+    let inverse = invert(hessian)?;
+    (0..n)
+        .map(|i| (inverse[i][i] > 0.0).then(|| inverse[i][i].sqrt()))
+        .collect()
+}
+
+/// As [`standard_errors`], the Hessian by central differences of the analytic
+/// gradient: 2n gradient calls instead of 4n² likelihood calls.
+fn standard_errors_from_gradient(with_gradient: LikelihoodWithGradient, params: &[f64]) -> Option<Vec<f64>> {
+    let n = params.len();
+    let mut hessian = vec![vec![0.0; n]; n];
+    for i in 0..n {
+        let h = 1e-5 * params[i].abs().max(1e-3);
+        let mut up = params.to_vec();
+        let mut down = params.to_vec();
+        up[i] += h;
+        down[i] -= h;
+        let (g_up, g_down) = (with_gradient(&up).1, with_gradient(&down).1);
+        for j in 0..n {
+            // Of the *negative* log-likelihood.
+            hessian[i][j] = -(g_up[j] - g_down[j]) / (2.0 * h);
+        }
+    }
+    for i in 0..n {
+        for j in 0..i {
+            let mean = (hessian[i][j] + hessian[j][i]) / 2.0;
+            hessian[i][j] = mean;
+            hessian[j][i] = mean;
         }
     }
     let inverse = invert(hessian)?;

@@ -34,7 +34,7 @@ mod tests {
     #[test]
     fn hyp2f1_closed_forms() {
         // 2F1(1, 1; 2; z) = -ln(1 - z) / z.
-        for z in [0.1, 0.5, 0.9, 0.99] {
+        for z in [0.1, 0.5, 0.9, 0.99, 0.999, 0.9999] {
             let expected = -(1.0f64 - z).ln() / z;
             let got = hyp2f1(1.0, 1.0, 2.0, z).unwrap();
             assert!(
