@@ -355,14 +355,10 @@ fn standard_errors_from_gradient(with_gradient: LikelihoodWithGradient, params: 
             hessian[i][j] = -(g_up[j] - g_down[j]) / (2.0 * h);
         }
     }
-    for i in 0..n {
-        for j in 0..i {
-            let mean = (hessian[i][j] + hessian[j][i]) / 2.0;
-            hessian[i][j] = mean;
-            hessian[j][i] = mean;
-        }
-    }
-    let inverse = invert(hessian)?;
+    let symmetric: Vec<Vec<f64>> = (0..n)
+        .map(|i| (0..n).map(|j| (hessian[i][j] + hessian[j][i]) / 2.0).collect())
+        .collect();
+    let inverse = invert(symmetric)?;
     (0..n)
         .map(|i| (inverse[i][i] > 0.0).then(|| inverse[i][i].sqrt()))
         .collect()
