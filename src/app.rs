@@ -228,8 +228,12 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
     use crate::model::{CountModel, gamma_gamma, summary};
 
     let path = args.summary.display().to_string();
-    let text = std::fs::read_to_string(&args.summary)
-        .map_err(|_| Error::from(InputError::MissingFile { path: path.clone() }))?;
+    let text = std::fs::read_to_string(&args.summary).map_err(|e| {
+        Error::from(InputError::BadSummary {
+            path: path.clone(),
+            reason: format!("cannot read it ({e})"),
+        })
+    })?;
     let customers = summary::read_csv(&text).map_err(|reason| {
         Error::from(InputError::BadSummary {
             path: path.clone(),
