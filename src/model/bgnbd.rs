@@ -48,12 +48,7 @@ pub fn log_likelihood(p: &Params, x: f64, t_x: f64, t: f64) -> f64 {
 /// few distinct values, so each evaluation computes them once per x and only
 /// the logarithms per triple.
 pub fn fit(data: &[Triple], penalizer: f64) -> Result<Fit, FitError> {
-    if data.is_empty() {
-        return Err(FitError::NoData {
-            model: "bgnbd".into(),
-            reason: "no customers to fit".into(),
-        });
-    }
+    super::require_customers("bgnbd", data)?;
     let total_weight: f64 = data.iter().map(|d| d.weight).sum();
     let groups = group_by_x(data);
     let ll = |params: &[f64]| likelihood(&groups, params, false).0;
@@ -198,21 +193,7 @@ mod tests {
             })
             .collect();
         let groups = group_by_x(&data);
-        let at = [0.3, 4.0, 0.8, 2.5];
-        let (_, analytic) = likelihood(&groups, &at, true);
-        for k in 0..4 {
-            let h = 1e-6 * at[k];
-            let (mut up, mut down) = (at, at);
-            up[k] += h;
-            down[k] -= h;
-            let numeric =
-                (likelihood(&groups, &up, false).0 - likelihood(&groups, &down, false).0) / (2.0 * h);
-            assert!(
-                (analytic[k] - numeric).abs() < 1e-6 * numeric.abs().max(1.0),
-                "{k}: {} vs {numeric}",
-                analytic[k]
-            );
-        }
+        crate::model::assert_gradient_matches(|p, g| likelihood(&groups, p, g), &[0.3, 4.0, 0.8, 2.5]);
     }
 
     #[test]

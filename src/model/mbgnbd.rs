@@ -3,27 +3,11 @@
 //! in `lifetimes`' ModifiedBetaGeoFitter.
 
 use super::special::{hyp2f1, ln_gamma};
-use super::summary::{Triple, deterministic_sum};
-use super::{Fit, FitError, maximise};
+use super::summary::Triple;
+use super::{Fit, FitError};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Params {
-    pub r: f64,
-    pub alpha: f64,
-    pub a: f64,
-    pub b: f64,
-}
-
-impl Params {
-    pub fn from_fit(fit: &Fit) -> Params {
-        Params {
-            r: fit.value("r"),
-            alpha: fit.value("alpha"),
-            a: fit.value("a"),
-            b: fit.value("b"),
-        }
-    }
-}
+/// The same four parameters as BG/NBD.
+pub use super::bgnbd::Params;
 
 pub fn log_likelihood(p: &Params, x: f64, t_x: f64, t: f64) -> f64 {
     let Params { r, alpha, a, b } = *p;
@@ -41,30 +25,15 @@ pub fn log_likelihood(p: &Params, x: f64, t_x: f64, t: f64) -> f64 {
 }
 
 pub fn fit(data: &[Triple], penalizer: f64) -> Result<Fit, FitError> {
-    if data.is_empty() {
-        return Err(FitError::NoData {
-            model: "mbgnbd".into(),
-            reason: "no customers to fit".into(),
-        });
-    }
-    let total_weight: f64 = data.iter().map(|d| d.weight).sum();
-    let ll = |params: &[f64]| {
+    super::fit_triples("mbgnbd", &["r", "alpha", "a", "b"], data, penalizer, |p, d| {
         let p = Params {
-            r: params[0],
-            alpha: params[1],
-            a: params[2],
-            b: params[3],
+            r: p[0],
+            alpha: p[1],
+            a: p[2],
+            b: p[3],
         };
-        deterministic_sum(data, |d| d.weight * log_likelihood(&p, d.x, d.t_x, d.t))
-    };
-    maximise(
-        "mbgnbd",
-        &["r", "alpha", "a", "b"],
-        &[1.0, 1.0, 1.0, 1.0],
-        &ll,
-        total_weight,
-        penalizer,
-    )
+        log_likelihood(&p, d.x, d.t_x, d.t)
+    })
 }
 
 /// P(alive | x, t_x, T): unlike BG/NBD, below 1 even for x = 0.

@@ -62,6 +62,39 @@ pub enum FitError {
     NoData { model: String, reason: String },
 }
 
+/// Refuses to fit nothing, naming the model.
+fn require_customers(model: &str, data: &[summary::Triple]) -> Result<(), FitError> {
+    if data.is_empty() {
+        return Err(FitError::NoData {
+            model: model.into(),
+            reason: "no customers to fit".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Derivative-free fit of a purchase model over weighted triples, from all
+/// parameters at 1: `per_customer(params, triple)` is one customer's log-likelihood.
+fn fit_triples(
+    model: &str,
+    names: &[&str],
+    data: &[summary::Triple],
+    penalizer: f64,
+    per_customer: impl Fn(&[f64], &summary::Triple) -> f64 + Sync,
+) -> Result<Fit, FitError> {
+    require_customers(model, data)?;
+    let total_weight: f64 = data.iter().map(|d| d.weight).sum();
+    let ll = |params: &[f64]| summary::deterministic_sum(data, |d| d.weight * per_customer(params, d));
+    maximise(
+        model,
+        names,
+        &vec![1.0; names.len()],
+        &ll,
+        total_weight,
+        penalizer,
+    )
+}
+
 /// Bounds on log-parameters: outside them a parameter is "running to its bound".
 const LOG_BOUND: f64 = 20.0;
 /// A log-parameter this far out when the iterations run out is drifting to its bound.
@@ -549,4 +582,22 @@ pub fn fit_and_predict(
         fits: vec![count_fit, gg_fit],
         predictions: frame,
     })
+}
+
+/// Test helper: an analytic gradient agrees with central differences of the value.
+#[cfg(test)]
+pub(crate) fn assert_gradient_matches(likelihood: impl Fn(&[f64], bool) -> (f64, Vec<f64>), at: &[f64]) {
+    let (_, analytic) = likelihood(at, true);
+    for k in 0..at.len() {
+        let h = 1e-6 * at[k];
+        let (mut up, mut down) = (at.to_vec(), at.to_vec());
+        up[k] += h;
+        down[k] -= h;
+        let numeric = (likelihood(&up, false).0 - likelihood(&down, false).0) / (2.0 * h);
+        assert!(
+            (analytic[k] - numeric).abs() < 1e-6 * numeric.abs().max(1.0),
+            "parameter {k}: analytic {} vs numeric {numeric}",
+            analytic[k]
+        );
+    }
 }

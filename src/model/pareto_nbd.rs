@@ -3,8 +3,8 @@
 //! Likelihood as in Fader & Hardie's note and `lifetimes`' ParetoNBDFitter.
 
 use super::special::{hyp2f1, ln_gamma};
-use super::summary::{Triple, deterministic_sum};
-use super::{Fit, FitError, maximise};
+use super::summary::Triple;
+use super::{Fit, FitError};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
@@ -60,29 +60,20 @@ pub fn log_likelihood(p: &Params, x: f64, t_x: f64, t: f64) -> f64 {
 }
 
 pub fn fit(data: &[Triple], penalizer: f64) -> Result<Fit, FitError> {
-    if data.is_empty() {
-        return Err(FitError::NoData {
-            model: "pareto_nbd".into(),
-            reason: "no customers to fit".into(),
-        });
-    }
-    let total_weight: f64 = data.iter().map(|d| d.weight).sum();
-    let ll = |params: &[f64]| {
-        let p = Params {
-            r: params[0],
-            alpha: params[1],
-            s: params[2],
-            beta: params[3],
-        };
-        deterministic_sum(data, |d| d.weight * log_likelihood(&p, d.x, d.t_x, d.t))
-    };
-    maximise(
+    super::fit_triples(
         "pareto_nbd",
         &["r", "alpha", "s", "beta"],
-        &[1.0, 1.0, 1.0, 1.0],
-        &ll,
-        total_weight,
+        data,
         penalizer,
+        |p, d| {
+            let p = Params {
+                r: p[0],
+                alpha: p[1],
+                s: p[2],
+                beta: p[3],
+            };
+            log_likelihood(&p, d.x, d.t_x, d.t)
+        },
     )
 }
 
