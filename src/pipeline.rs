@@ -152,11 +152,11 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             .unwrap_or_else(|| format!("{} orders, none with value > 0", cleaning[4].rows_out));
         return Err(InputError::NothingLeft(step).into());
     }
-    let orders = clean::kept_orders(orders, &cleaned).collect()?;
+    let orders_frame = clean::kept_orders(orders, &cleaned).collect()?;
 
     // Stage 2: the customer table and the model summary, in memory; their
     // scalars and the fitted models feed the metrics below.
-    let orders = orders.lazy();
+    let orders = orders_frame.clone().lazy();
     let customer_plan = customers::customers(
         orders.clone(),
         &CustomerParams {
@@ -166,16 +166,15 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             has_channel: normalised.has_channel,
         },
     );
-    let summary_plan =
-        summary::summary_frame(orders.clone(), as_of - Days::new(1), config.clv.time_unit.days());
-    let mut frames = collect_all(
-        &mut stages,
-        "customers",
-        vec![customer_plan.logical_plan, summary_plan.logical_plan],
-        engine,
-    )?;
-    let summary = frames.pop().unwrap_or_default();
+    let mut frames = collect_all(&mut stages, "customers", vec![customer_plan.logical_plan], engine)?;
     let customers = frames.pop().unwrap_or_default();
+    let summary = timed(&mut stages, "model summary", || {
+        Ok(summary::summary_frame(
+            &orders_frame,
+            as_of - Days::new(1),
+            config.clv.time_unit.days(),
+        )?)
+    })?;
     let customer_count = customers.height() as u64;
     let annual_churn_rate = customers
         .clone()

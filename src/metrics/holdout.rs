@@ -31,13 +31,11 @@ pub struct HoldoutSummary {
 pub fn validate(orders: LazyFrame, as_of: NaiveDate, days: u32, config: &ClvConfig) -> Result<Holdout> {
     let calibration_end = as_of - Days::new(days as u64);
     let unit_days = config.time_unit.days();
-    let calibration = summary_frame(
-        orders
-            .clone()
-            .filter(col(ORDER_DATE).lt(date_lit(calibration_end))),
-        calibration_end - Days::new(1),
-        unit_days,
-    );
+    let calibration_orders = orders
+        .clone()
+        .filter(col(ORDER_DATE).lt(date_lit(calibration_end)))
+        .collect()?;
+    let calibration = summary_frame(&calibration_orders, calibration_end - Days::new(1), unit_days)?.lazy();
     // Holdout purchases counted by day, as the summary counts them.
     let actual = orders
         .filter(
@@ -55,6 +53,8 @@ pub fn validate(orders: LazyFrame, as_of: NaiveDate, days: u32, config: &ClvConf
             JoinArgs::new(JoinType::Left),
         )
         .with_columns([col(ACTUAL).fill_null(lit(0.0))])
+        // The summary's rows come in no particular order; the accuracy sums want one.
+        .sort([CUSTOMER_ID], SortMultipleOptions::default())
         .collect()?;
     let column =
         |name: &str| -> Result<Vec<f64>> { Ok(joined.column(name)?.f64()?.into_no_null_iter().collect()) };

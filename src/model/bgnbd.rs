@@ -3,8 +3,8 @@
 //! the customer drops out with probability p ~ Beta(a, b). Formulas as in the
 //! paper and the `lifetimes` package.
 
-use super::special::{digamma, hyp2f1, ln_beta, ln_gamma};
-use super::summary::{Triple, deterministic_sum, deterministic_sums};
+use super::special::{gamma_ratios, hyp2f1, ln_beta, ln_gamma};
+use super::summary::{Indexed, IndexedTriple, Triple, deterministic_sum, deterministic_sums};
 use super::{Fit, FitError};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,94 +44,106 @@ pub fn log_likelihood(p: &Params, x: f64, t_x: f64, t: f64) -> f64 {
 
 /// Maximum-likelihood fit over weighted (x, t_x, T) triples.
 ///
-/// The gamma-function terms depend on x and the parameters only, and x takes
-/// few distinct values, so each evaluation computes them once per x and only
-/// the logarithms per triple.
+/// The gamma-function terms depend on x and the parameters only, so each
+/// evaluation computes them once per distinct x, the logarithms once per
+/// distinct time, and only a log-sum-exp per triple.
 pub fn fit(data: &[Triple], penalizer: f64) -> Result<Fit, FitError> {
     super::require_customers("bgnbd", data)?;
-    let total_weight: f64 = data.iter().map(|d| d.weight).sum();
-    let groups = group_by_x(data);
-    let ll = |params: &[f64]| likelihood(&groups, params, false).0;
-    let with_gradient = |params: &[f64]| likelihood(&groups, params, true);
+    let start = super::warm_start(data, |sample| fit_from(sample, penalizer, &[1.0; 4]));
+    fit_from(data, penalizer, start.as_deref().unwrap_or(&[1.0; 4]))
+}
+
+fn fit_from(data: &[Triple], penalizer: f64, start: &[f64]) -> Result<Fit, FitError> {
+    let indexed = Indexed::new(data);
+    let ll = |params: &[f64]| likelihood(&indexed, params, false).0;
+    let with_gradient = |params: &[f64]| likelihood(&indexed, params, true);
     super::maximise_smooth(
         "bgnbd",
         &["r", "alpha", "a", "b"],
-        &[1.0, 1.0, 1.0, 1.0],
+        start,
         &ll,
         &with_gradient,
-        total_weight,
+        indexed.total_weight(),
         penalizer,
     )
 }
 
 /// The same fit by derivative-free Nelder-Mead: a second optimiser to check the first.
 pub fn fit_derivative_free(data: &[Triple], penalizer: f64) -> Result<Fit, FitError> {
-    let groups = group_by_x(data);
-    let total_weight: f64 = data.iter().map(|d| d.weight).sum();
-    let ll = |params: &[f64]| likelihood(&groups, params, false).0;
+    let indexed = Indexed::new(data);
+    let ll = |params: &[f64]| likelihood(&indexed, params, false).0;
     super::maximise(
         "bgnbd",
         &["r", "alpha", "a", "b"],
         &[1.0, 1.0, 1.0, 1.0],
         &ll,
-        total_weight,
+        indexed.total_weight(),
         penalizer,
     )
 }
 
-fn group_by_x(data: &[Triple]) -> Vec<(f64, Vec<Triple>)> {
-    let mut by_x: std::collections::BTreeMap<u64, Vec<Triple>> = std::collections::BTreeMap::new();
-    for d in data {
-        by_x.entry(d.x.to_bits()).or_default().push(*d);
-    }
-    by_x.into_iter().map(|(x, g)| (f64::from_bits(x), g)).collect()
-}
-
-/// Total log-likelihood over triples grouped by x, and (when asked) its gradient
-/// in (r, α, a, b). Digamma terms, like the gamma terms, are once per distinct x.
-fn likelihood(groups: &[(f64, Vec<Triple>)], params: &[f64], gradient: bool) -> (f64, Vec<f64>) {
+/// Total log-likelihood and (when asked) its gradient in (r, α, a, b).
+fn likelihood(data: &Indexed, params: &[f64], gradient: bool) -> (f64, Vec<f64>) {
     let (r, alpha, a, b) = (params[0], params[1], params[2], params[3]);
-    let shared = r * alpha.ln() - ln_gamma(r) - ln_beta(a, b);
+    let ln_time: Vec<f64> = data.times.iter().map(|t| (alpha + t).ln()).collect();
+    let inverse_time: Vec<f64> = data.times.iter().map(|t| 1.0 / (alpha + t)).collect();
+    // Per distinct x: r + x, ln(a / (b + x − 1)) and 1 / (b + x − 1) (x > 0 only).
+    let per_x: Vec<(f64, f64, f64)> = data
+        .xs
+        .iter()
+        .map(|&x| {
+            if x > 0.0 {
+                (r + x, a.ln() - (b + x - 1.0).ln(), 1.0 / (b + x - 1.0))
+            } else {
+                (r, f64::NEG_INFINITY, 0.0)
+            }
+        })
+        .collect();
+    // Per triple: the tail ln(e^A3 + e^A4) = A3 + softplus(A4 − A3), and the share
+    // w4 of e^A4 in it (0 when x = 0, where there is no A4).
+    let tail = |row: &IndexedTriple| {
+        let (rx, drop, inverse_b) = per_x[row.x as usize];
+        let (l_t, l_tx) = (ln_time[row.t as usize], ln_time[row.t_x as usize]);
+        let a3 = -rx * l_t;
+        if drop == f64::NEG_INFINITY {
+            return (a3, 0.0, l_t, l_tx, rx, inverse_b);
+        }
+        let d = drop - rx * (l_tx - l_t);
+        let e = (-d.abs()).exp();
+        let w4 = if d > 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+        (a3 + d.max(0.0) + e.ln_1p(), w4, l_t, l_tx, rx, inverse_b)
+    };
     let mut total = 0.0;
     let mut grad = [0.0f64; 4];
-    for (x, group) in groups {
-        let x = *x;
-        let weight: f64 = group.iter().map(|d| d.weight).sum();
-        let drop = if x > 0.0 { a.ln() - (b + x - 1.0).ln() } else { 0.0 };
-        total += (shared + ln_gamma(r + x) + ln_beta(a, b + x)) * weight;
-        // Per triple: the tail ln(e^A3 + e^A4) (or A3 when x = 0) and its derivatives.
-        let per = |d: &Triple| {
-            let (l_t, l_tx) = ((alpha + d.t).ln(), (alpha + d.t_x).ln());
-            let a3 = -(r + x) * l_t;
-            let (value, w3) = if x > 0.0 {
-                let a4 = drop - (r + x) * l_tx;
-                let m = a3.max(a4);
-                let (e3, e4) = ((a3 - m).exp(), (a4 - m).exp());
-                (m + (e3 + e4).ln(), e3 / (e3 + e4))
-            } else {
-                (a3, 1.0)
-            };
-            let w4 = 1.0 - w3;
-            let dr = -w3 * l_t - w4 * l_tx;
-            let dalpha = -(r + x) * (w3 / (alpha + d.t) + w4 / (alpha + d.t_x));
-            let (da, db) = if x > 0.0 {
-                (w4 / a, -w4 / (b + x - 1.0))
-            } else {
-                (0.0, 0.0)
-            };
-            [value, dr, dalpha, da, db].map(|v| v * d.weight)
-        };
-        if !gradient {
-            total += deterministic_sum(group, |d| per(d)[0]);
-            continue;
-        }
-        let sums = deterministic_sums(group, per);
+    if gradient {
+        let sums = deterministic_sums(&data.rows, |row| {
+            let (value, w4, l_t, l_tx, rx, inverse_b) = tail(row);
+            let w3 = 1.0 - w4;
+            let dalpha = -rx * (w3 * inverse_time[row.t as usize] + w4 * inverse_time[row.t_x as usize]);
+            [value, -w3 * l_t - w4 * l_tx, dalpha, w4, -w4 * inverse_b].map(|v| v * row.weight)
+        });
         total += sums[0];
-        let (psi_a_b_x, psi_a_b) = (digamma(a + b + x), digamma(a + b));
-        grad[0] += sums[1] + weight * (digamma(r + x) - digamma(r) + alpha.ln());
-        grad[1] += sums[2] + weight * r / alpha;
-        grad[2] += sums[3] + weight * (psi_a_b - psi_a_b_x);
-        grad[3] += sums[4] + weight * (digamma(b + x) - psi_a_b_x - digamma(b) + psi_a_b);
+        grad = [sums[1], sums[2], sums[3] / a, sums[4]];
+    } else {
+        total += deterministic_sum(&data.rows, |row| tail(row).0 * row.weight);
+    }
+    // The gamma-function terms, per distinct x: ln Γ(r + x) − ln Γ(r) + r ln α
+    // + ln B(a, b + x) − ln B(a, b), as ratios that stay exact for huge parameters.
+    let (rising_r, rising_b, rising_ab) = (
+        gamma_ratios(r, &data.xs),
+        gamma_ratios(b, &data.xs),
+        gamma_ratios(a + b, &data.xs),
+    );
+    for k in 0..data.xs.len() {
+        let weight = data.x_weights[k];
+        let ((ln_r, psi_r), (ln_b, psi_b), (ln_ab, psi_ab)) = (rising_r[k], rising_b[k], rising_ab[k]);
+        total += (ln_r + r * alpha.ln() + ln_b - ln_ab) * weight;
+        if gradient {
+            grad[0] += weight * (psi_r + alpha.ln());
+            grad[1] += weight * r / alpha;
+            grad[2] -= weight * psi_ab;
+            grad[3] += weight * (psi_b - psi_ab);
+        }
     }
     (total, grad.to_vec())
 }
@@ -154,19 +166,18 @@ pub fn expected_purchases(p: &Params, t: f64) -> Option<f64> {
 
 /// E[Y(t) | x, t_x, T]: expected purchases in the next `t` (eq. 10).
 pub fn conditional_expected_purchases(p: &Params, t: f64, x: f64, t_x: f64, big_t: f64) -> Option<f64> {
+    Some(expected_purchases_if_alive(p, t, x, big_t)? * p_alive(p, x, t_x, big_t))
+}
+
+/// E[Y(t) | alive, x, T]: eq. 10 without its P(alive) factor; it does not depend on t_x.
+pub fn expected_purchases_if_alive(p: &Params, t: f64, x: f64, big_t: f64) -> Option<f64> {
     let Params { r, alpha, a, b } = *p;
     if t <= 0.0 {
         return Some(0.0);
     }
     let f = hyp2f1(r + x, b + x, a + b + x - 1.0, t / (alpha + big_t + t))?;
     let head = (a + b + x - 1.0) / (a - 1.0);
-    let body = 1.0 - ((alpha + big_t) / (alpha + big_t + t)).powf(r + x) * f;
-    let tail = if x > 0.0 {
-        1.0 + (a / (b + x - 1.0)) * ((alpha + big_t) / (alpha + t_x)).powf(r + x)
-    } else {
-        1.0
-    };
-    Some(head * body / tail)
+    Some(head * (1.0 - ((alpha + big_t) / (alpha + big_t + t)).powf(r + x) * f))
 }
 
 #[cfg(test)]
@@ -192,8 +203,8 @@ mod tests {
                 weight: 2.0,
             })
             .collect();
-        let groups = group_by_x(&data);
-        crate::model::assert_gradient_matches(|p, g| likelihood(&groups, p, g), &[0.3, 4.0, 0.8, 2.5]);
+        let indexed = Indexed::new(&data);
+        crate::model::assert_gradient_matches(|p, g| likelihood(&indexed, p, g), &[0.3, 4.0, 0.8, 2.5]);
     }
 
     #[test]

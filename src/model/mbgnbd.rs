@@ -43,12 +43,16 @@ pub fn p_alive(p: &Params, x: f64, t_x: f64, t: f64) -> f64 {
 
 /// E[Y(t) | x, t_x, T].
 pub fn conditional_expected_purchases(p: &Params, t: f64, x: f64, t_x: f64, big_t: f64) -> Option<f64> {
+    Some(expected_purchases_if_alive(p, t, x, big_t)? * p_alive(p, x, t_x, big_t))
+}
+
+/// E[Y(t) | alive, x, T]: the expectation without its P(alive) factor.
+pub fn expected_purchases_if_alive(p: &Params, t: f64, x: f64, big_t: f64) -> Option<f64> {
     let Params { r, alpha, a, b } = *p;
     if t <= 0.0 {
         return Some(0.0);
     }
     let f = hyp2f1(r + x, b + x + 1.0, a + b + x, t / (alpha + big_t + t))?;
     let head = (a + b + x) / (a - 1.0);
-    let body = 1.0 - ((alpha + big_t) / (alpha + big_t + t)).powf(r + x) * f;
-    Some(head * body * p_alive(p, x, t_x, big_t))
+    Some(head * (1.0 - ((alpha + big_t) / (alpha + big_t + t)).powf(r + x) * f))
 }

@@ -95,6 +95,22 @@ fn fit_triples(
     )
 }
 
+/// A starting point for a large fit: the same fit on an evenly spaced sample of
+/// about `WARM_START_SAMPLE` rows. It lands the full fit a few iterations from its
+/// optimum, and each full iteration costs a pass over all the rows. `None` for
+/// small data, or when the sample's fit fails (the full fit then starts cold).
+fn warm_start<T: Copy>(data: &[T], fit: impl Fn(&[T]) -> Result<Fit, FitError>) -> Option<Vec<f64>> {
+    let step = data.len() / WARM_START_SAMPLE;
+    if step < 4 {
+        return None;
+    }
+    let sample: Vec<T> = data.iter().step_by(step).copied().collect();
+    let fit = fit(&sample).ok()?;
+    Some(fit.parameters.iter().map(|p| p.value).collect())
+}
+
+const WARM_START_SAMPLE: usize = 20_000;
+
 /// Bounds on log-parameters: outside them a parameter is "running to its bound".
 const LOG_BOUND: f64 = 20.0;
 /// A log-parameter this far out when the iterations run out is drifting to its bound.
@@ -200,18 +216,64 @@ pub fn maximise(
         }
         previous = cost;
     }
-    finish(model, names, &best, iterations, log_likelihood, None)
+    finish(
+        model,
+        names,
+        &best,
+        iterations,
+        log_likelihood,
+        None,
+        (total_weight, penalizer),
+    )
 }
 
 /// The log-likelihood and its gradient with respect to the (natural) parameters.
 pub type LikelihoodWithGradient<'a> = &'a (dyn Fn(&[f64]) -> (f64, Vec<f64>) + Sync);
 
 /// Negative penalised mean log-likelihood and its gradient, in log-parameter space.
+/// The line search asks for the value and the gradient at the same points, and one
+/// pass over the data gives both, so the last point's pair is kept.
 struct Smooth<'a> {
-    value: &'a dyn Fn(&[f64]) -> f64,
     with_gradient: LikelihoodWithGradient<'a>,
     total_weight: f64,
     penalizer: f64,
+    last: std::sync::Mutex<Option<Evaluated>>,
+}
+
+/// Log-parameters, the cost there and its gradient.
+type Evaluated = (Vec<f64>, f64, Vec<f64>);
+
+impl Smooth<'_> {
+    fn evaluate(&self, log_params: &[f64]) -> (f64, Vec<f64>) {
+        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, value, gradient)) = last.as_ref()
+            && at.as_slice() == log_params
+        {
+            return (*value, gradient.clone());
+        }
+        let n = log_params.len();
+        let (value, gradient) = if log_params.iter().any(|p| p.abs() > LOG_BOUND + 5.0) {
+            (f64::INFINITY, vec![0.0; n])
+        } else {
+            let params: Vec<f64> = log_params.iter().map(|p| p.exp()).collect();
+            let (total, gradient) = (self.with_gradient)(&params);
+            let penalty = self.penalizer * params.iter().map(|p| p * p).sum::<f64>();
+            let value = -(total / self.total_weight - penalty);
+            // d/dθ = p · d/dp for θ = ln p.
+            let gradient: Vec<f64> = params
+                .iter()
+                .zip(gradient)
+                .map(|(p, g)| -(p * g / self.total_weight - self.penalizer * 2.0 * p * p))
+                .collect();
+            if value.is_finite() && gradient.iter().all(|g| g.is_finite()) {
+                (value, gradient)
+            } else {
+                (f64::INFINITY, vec![0.0; n])
+            }
+        };
+        *last = Some((log_params.to_vec(), value, gradient.clone()));
+        (value, gradient)
+    }
 }
 
 impl CostFunction for Smooth<'_> {
@@ -219,12 +281,7 @@ impl CostFunction for Smooth<'_> {
     type Output = f64;
 
     fn cost(&self, log_params: &Self::Param) -> Result<f64, argmin::core::Error> {
-        Ok(penalised_cost(
-            self.value,
-            log_params,
-            self.total_weight,
-            self.penalizer,
-        ))
+        Ok(self.evaluate(log_params).0)
     }
 }
 
@@ -233,14 +290,7 @@ impl Gradient for Smooth<'_> {
     type Gradient = Vec<f64>;
 
     fn gradient(&self, log_params: &Self::Param) -> Result<Vec<f64>, argmin::core::Error> {
-        let params: Vec<f64> = log_params.iter().map(|p| p.exp()).collect();
-        let (_, gradient) = (self.with_gradient)(&params);
-        // d/dθ = p · d/dp for θ = ln p.
-        Ok(params
-            .iter()
-            .zip(gradient)
-            .map(|(p, g)| -(p * g / self.total_weight - self.penalizer * 2.0 * p * p))
-            .collect())
+        Ok(self.evaluate(log_params).1)
     }
 }
 
@@ -256,14 +306,17 @@ pub fn maximise_smooth(
     penalizer: f64,
 ) -> Result<Fit, FitError> {
     let problem = Smooth {
-        value: log_likelihood,
         with_gradient,
         total_weight,
         penalizer,
+        last: std::sync::Mutex::new(None),
     };
-    let attempt = LBFGS::new(MoreThuenteLineSearch::new(), 7)
-        .with_tolerance_grad(1e-12)
-        .and_then(|solver| solver.with_tolerance_cost(1e-15))
+    // Near the optimum the cost changes by less than its rounding noise, and a line
+    // search bisecting towards 1e-10 would spend dozens of evaluations there.
+    let attempt = MoreThuenteLineSearch::new()
+        .with_width_tolerance(1e-3)
+        .and_then(|line_search| LBFGS::new(line_search, 7).with_tolerance_grad(1e-10))
+        .and_then(|solver| solver.with_tolerance_cost(1e-13))
         .and_then(|solver| {
             Executor::new(problem, solver)
                 .configure(|state| {
@@ -285,6 +338,7 @@ pub fn maximise_smooth(
                 state.get_iter(),
                 log_likelihood,
                 Some(with_gradient),
+                (total_weight, penalizer),
             ) {
                 return Ok(fit);
             }
@@ -301,6 +355,7 @@ fn finish(
     iterations: u64,
     log_likelihood: &dyn Fn(&[f64]) -> f64,
     with_gradient: Option<LikelihoodWithGradient>,
+    (total_weight, penalizer): (f64, f64),
 ) -> Result<Fit, FitError> {
     let params: Vec<f64> = best.iter().map(|p| p.exp()).collect();
     let total = log_likelihood(&params);
@@ -313,6 +368,28 @@ fn finish(
             parameter: names[i].into(),
             value: value.exp(),
         });
+    }
+    // Parameters far out where ten times further is no worse: the likelihood has no
+    // interior maximum there, and the optimiser merely stopped on the flat. (They
+    // escape together: r and α with r/α fixed, a and b with a/(a + b) fixed.)
+    let cost = |log_params: &[f64]| penalised_cost(log_likelihood, log_params, total_weight, penalizer);
+    let far: Vec<usize> = (0..best.len()).filter(|&i| best[i].abs() >= DRIFTING).collect();
+    if let Some(&farthest) = far
+        .iter()
+        .max_by(|&&i, &&j| best[i].abs().total_cmp(&best[j].abs()))
+    {
+        let mut further = best.to_vec();
+        for &i in &far {
+            further[i] += best[i].signum() * std::f64::consts::LN_10;
+        }
+        let here = cost(best);
+        if cost(&further) <= here + 1e-9 * here.abs() {
+            return Err(FitError::Bound {
+                model: model.into(),
+                parameter: names[farthest].into(),
+                value: best[farthest].exp(),
+            });
+        }
     }
     let errors = match with_gradient {
         Some(gradient) => standard_errors_from_gradient(gradient, &params),
@@ -471,6 +548,16 @@ impl CountModel {
             CountModel::ParetoNbd(p) => pareto_nbd::conditional_expected_purchases(p, t, x, t_x, big_t),
         }
     }
+
+    /// Expected purchases in the next `t` time units if the customer is alive: the
+    /// conditional expectation is this times P(alive), and it does not depend on t_x.
+    pub fn expected_purchases_if_alive(&self, t: f64, x: f64, big_t: f64) -> Option<f64> {
+        match self {
+            CountModel::Bgnbd(p) => bgnbd::expected_purchases_if_alive(p, t, x, big_t),
+            CountModel::Mbgnbd(p) => mbgnbd::expected_purchases_if_alive(p, t, x, big_t),
+            CountModel::ParetoNbd(p) => pareto_nbd::expected_purchases_if_alive(p, t, x, big_t),
+        }
+    }
 }
 
 /// What the model stage hands the rest of the job.
@@ -513,7 +600,7 @@ pub fn fit_and_predict(
         })
         .collect();
     let started = std::time::Instant::now();
-    let triples = summary::triples(&customers);
+    let (triples, triple_of) = summary::triples_indexed(&customers);
     tracing::debug!(
         triples = triples.len(),
         seconds = started.elapsed().as_secs_f64(),
@@ -547,7 +634,8 @@ pub fn fit_and_predict(
         margin: config.margin,
         unit_days: config.time_unit.days(),
     };
-    let predictions = predict::predict_all(&customers, &count_model, &gg, &horizon);
+    let predictions = predict::predict_all(&customers, &triples, &triple_of, &count_model, &gg, &horizon);
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "predicted");
     let ids = summary_frame
         .column(CUSTOMER_ID)
         .cloned()
@@ -578,6 +666,10 @@ pub fn fit_and_predict(
         model: "predictions".into(),
         reason: e.to_string(),
     })?;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "prediction frame built"
+    );
     Ok(Outcome {
         fits: vec![count_fit, gg_fit],
         predictions: frame,

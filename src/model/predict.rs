@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::summary::Summary;
+use super::summary::{Summary, Triple};
 use super::{CountModel, gamma_gamma};
 
 /// Days in a month: 365.25 / 12, whatever the model's time unit.
@@ -35,47 +35,169 @@ pub fn predict(
     horizon: &Horizon,
 ) -> Prediction {
     let Summary { x, t_x, t, monetary } = *customer;
+    combine(
+        model.p_alive(x, t_x, t),
+        horizon_if_alive(model, x, t, horizon),
+        gamma_gamma::conditional_expected_spend(gg, x, monetary),
+        horizon.margin,
+    )
+}
+
+/// The horizon's expected purchases if alive, plain and with each month's discounted.
+/// Every model's conditional expectation is P(alive | x, t_x, T) × E[Y(t) | alive, x, T],
+/// so these depend on (x, T) only.
+fn horizon_if_alive(model: &CountModel, x: f64, big_t: f64, horizon: &Horizon) -> Option<(f64, f64)> {
     let month = DAYS_PER_MONTH / horizon.unit_days;
     let monthly = (1.0 + horizon.discount_rate_annual).powf(1.0 / 12.0) - 1.0;
-    let spend = gamma_gamma::conditional_expected_spend(gg, x, monetary);
     let mut previous = 0.0;
-    let mut clv = Some(0.0);
+    let mut discounted = 0.0;
     for m in 1..=horizon.months {
-        let cumulative = model.conditional_expected_purchases(m as f64 * month, x, t_x, t);
-        clv = match (clv, cumulative) {
-            (Some(total), Some(cumulative)) => {
-                let value = (cumulative - previous) * spend * horizon.margin / (1.0 + monthly).powi(m as i32);
-                previous = cumulative;
-                Some(total + value)
-            }
-            _ => None,
-        };
+        let cumulative = model.expected_purchases_if_alive(m as f64 * month, x, big_t)?;
+        discounted += (cumulative - previous) / (1.0 + monthly).powi(m as i32);
+        previous = cumulative;
     }
+    Some((previous, discounted))
+}
+
+fn combine(p_alive: f64, if_alive: Option<(f64, f64)>, spend: f64, margin: f64) -> Prediction {
+    let if_alive = if_alive.filter(|_| p_alive.is_finite());
     Prediction {
-        p_alive: model.p_alive(x, t_x, t),
-        expected_purchases: clv.map(|_| previous),
+        p_alive,
+        expected_purchases: if_alive.map(|(purchases, _)| p_alive * purchases),
         expected_spend: spend,
-        predicted_clv: clv,
+        predicted_clv: if_alive.map(|(_, discounted)| p_alive * discounted * spend * margin),
     }
 }
 
-/// [`predict`] for every customer, in parallel, in order.
+/// [`predict`] for every customer, in parallel, in order: P(alive) once per distinct
+/// (x, t_x, T) and the horizon once per distinct (x, T), which customers share.
+/// `triples` and `triple_of` are [`super::summary::triples_indexed`] of `customers`.
 pub fn predict_all(
     customers: &[Summary],
+    triples: &[Triple],
+    triple_of: &[u32],
     model: &CountModel,
     gg: &gamma_gamma::Params,
     horizon: &Horizon,
 ) -> Vec<Prediction> {
+    let p_alive: Vec<f64> = triples
+        .par_iter()
+        .map(|d| model.p_alive(d.x, d.t_x, d.t))
+        .collect();
+    let pair = |d: &Triple| (d.x.to_bits(), d.t.to_bits());
+    let mut pairs: Vec<(u64, u64)> = triples.iter().map(pair).collect();
+    pairs.par_sort_unstable();
+    pairs.dedup();
+    let curves: Vec<Option<(f64, f64)>> = pairs
+        .par_iter()
+        .map(|&(x, t)| horizon_if_alive(model, f64::from_bits(x), f64::from_bits(t), horizon))
+        .collect();
+    // Every triple's pair is in `pairs`, so the search always finds it.
+    let curve_of: Vec<usize> = triples
+        .par_iter()
+        .map(|d| pairs.binary_search(&pair(d)).unwrap_or_else(|i| i))
+        .collect();
     customers
         .par_iter()
-        .map(|c| predict(c, model, gg, horizon))
+        .zip(triple_of)
+        .map(|(c, &k)| {
+            let k = k as usize;
+            combine(
+                p_alive[k],
+                curves[curve_of[k]],
+                gamma_gamma::conditional_expected_spend(gg, c.x, c.monetary),
+                horizon.margin,
+            )
+        })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::bgnbd;
+    use crate::model::summary::triples_indexed;
+    use crate::model::{bgnbd, pareto_nbd};
+
+    /// Customers sharing triples and (x, T) pairs, as real ones do.
+    fn customers() -> Vec<Summary> {
+        (0..60)
+            .map(|i| {
+                let x = f64::from(i % 4);
+                let t = 10.0 + f64::from(i % 5) * 7.0;
+                Summary {
+                    x,
+                    t_x: if x > 0.0 { t * f64::from(i % 3) / 3.0 } else { 0.0 },
+                    t,
+                    monetary: if x > 0.0 { 5.0 + f64::from(i) } else { 0.0 },
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shared_predictions_equal_the_month_by_month_definition() {
+        let models = [
+            CountModel::Bgnbd(bgnbd::Params {
+                r: 0.24,
+                alpha: 4.4,
+                a: 0.79,
+                b: 2.4,
+            }),
+            CountModel::Mbgnbd(bgnbd::Params {
+                r: 0.52,
+                alpha: 6.2,
+                a: 0.89,
+                b: 1.6,
+            }),
+            CountModel::ParetoNbd(pareto_nbd::Params {
+                r: 0.55,
+                alpha: 10.6,
+                s: 0.61 + 1.0,
+                beta: 11.7,
+            }),
+        ];
+        let gg = gamma_gamma::Params {
+            p: 6.25,
+            q: 3.74,
+            v: 15.44,
+        };
+        let horizon = Horizon {
+            months: 6,
+            discount_rate_annual: 0.1,
+            margin: 0.3,
+            unit_days: 7.0,
+        };
+        let customers = customers();
+        let (triples, triple_of) = triples_indexed(&customers);
+        assert!(triples.len() < customers.len());
+        for model in &models {
+            let shared = predict_all(&customers, &triples, &triple_of, model, &gg, &horizon);
+            for (c, p) in customers.iter().zip(&shared) {
+                // SPEC §6.3 month by month, from the conditional expectation itself.
+                let month = DAYS_PER_MONTH / 7.0;
+                let monthly = 1.1f64.powf(1.0 / 12.0) - 1.0;
+                let spend = gamma_gamma::conditional_expected_spend(&gg, c.x, c.monetary);
+                let cumulative = |m: u32| {
+                    model
+                        .conditional_expected_purchases(f64::from(m) * month, c.x, c.t_x, c.t)
+                        .unwrap()
+                };
+                let clv: f64 = (1..=6)
+                    .map(|m| {
+                        (cumulative(m) - cumulative(m - 1)) * spend * 0.3 / (1.0 + monthly).powi(m as i32)
+                    })
+                    .sum();
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1.0);
+                assert!(close(p.predicted_clv.unwrap(), clv), "{model:?} {c:?}");
+                assert!(
+                    close(p.expected_purchases.unwrap(), cumulative(6)),
+                    "{model:?} {c:?}"
+                );
+                assert_eq!(p.p_alive, model.p_alive(c.x, c.t_x, c.t));
+                assert_eq!(*p, predict(c, model, &gg, &horizon));
+            }
+        }
+    }
 
     #[test]
     fn undiscounted_clv_is_expected_purchases_times_spend() {
