@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{Command, ConfigArgs, FitArgs, FitModel, GenerateArgs, RunArgs, TimeUnit};
+use crate::cli::{Command, ConfigArgs, FitArgs, FitModel, GenerateArgs, ReportArgs, RunArgs, TimeUnit};
 use crate::config::{self, Format, JobConfig};
 use crate::error::Error;
 use crate::generate::{self, GenerateParams, TrueParameters};
@@ -20,6 +20,7 @@ pub fn main(command: Command) -> anyhow::Result<()> {
         Command::Validate(args) => validate(args),
         Command::Generate(args) => generate(args),
         Command::Fit(args) => fit(args),
+        Command::Report(args) => report(args),
     }
 }
 
@@ -90,7 +91,24 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         name: "write".into(),
         seconds: 0.0,
     });
-    output::publish(&dir, &mut computed.tables, &config.output.formats, &mut manifest)?;
+    let mut documents = Vec::new();
+    if config.output.report {
+        let json = serde_json::to_value(&manifest).map_err(|e| Error::Output(e.to_string()))?;
+        let html = crate::report::render(&crate::report::ReportData::from_tables(&computed.tables, json)?)?;
+        documents.push(output::Document {
+            name: "report",
+            format: "html",
+            file: crate::report::FILE,
+            bytes: html.into_bytes(),
+        });
+    }
+    output::publish(
+        &dir,
+        &mut computed.tables,
+        &config.output.formats,
+        &documents,
+        &mut manifest,
+    )?;
     tracing::info!(stage = "write", seconds = write_start.elapsed().as_secs_f64(), dir = %dir.display(), "finished");
     for warning in &computed.warnings {
         tracing::warn!("{warning}");
@@ -269,6 +287,12 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
         println!("\nGamma-Gamma on {} customers with x > 0", repeat.len());
         print_fit(&fitted);
     }
+    Ok(())
+}
+
+fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let path = crate::report::rebuild(&args.dir)?;
+    println!("wrote {}", path.display());
     Ok(())
 }
 

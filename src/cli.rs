@@ -49,6 +49,16 @@ pub enum Command {
     /// Fit the predictive models to a ready summary table and print parameters, standard errors and log-likelihood.
     #[command(after_help = EXIT_CODES)]
     Fit(FitArgs),
+    /// Rebuild report.html in an output directory from its tables and manifest.json.
+    #[command(after_help = EXIT_CODES)]
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// An output directory written by `loyalty run`.
+    #[arg(value_name = "OUT_DIR")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

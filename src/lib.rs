@@ -13,4 +13,5 @@ pub mod manifest;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod report;
 pub mod schema;

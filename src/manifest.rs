@@ -40,6 +40,19 @@ pub struct OutputFile {
     pub sha256: String,
 }
 
+impl OutputFile {
+    pub fn new(table: &str, format: &str, file: &str, rows: u64, bytes: &[u8]) -> OutputFile {
+        OutputFile {
+            table: table.into(),
+            format: format.into(),
+            file: file.into(),
+            rows,
+            bytes: bytes.len() as u64,
+            sha256: crate::checksum::sha256_hex(bytes),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Stage {
     pub name: String,

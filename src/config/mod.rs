@@ -289,6 +289,8 @@ pub struct OutputConfig {
     /// May contain `{as_of}` and `{run_date}`.
     pub dir: String,
     pub formats: Vec<Format>,
+    /// Write `report.html` (KPIs, charts, tables) beside the tables.
+    pub report: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -1072,8 +1074,9 @@ impl Reader {
         if formats.is_empty() {
             self.invalid(&section, "formats", "must list at least one of parquet, csv");
         }
+        let report = self.field(&mut section, "report", true);
         self.finish(section);
-        OutputConfig { dir, formats }
+        OutputConfig { dir, formats, report }
     }
 }
 

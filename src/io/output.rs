@@ -70,6 +70,7 @@ pub fn publish(
     dir: &Path,
     tables: &mut [(&'static str, DataFrame)],
     formats: &[Format],
+    documents: &[Document],
     manifest: &mut Manifest,
 ) -> Result<()> {
     check_dir(dir)?;
@@ -91,7 +92,7 @@ pub fn publish(
             dir.display()
         ))
     })?;
-    let result = write_all(&tmp, tables, formats, manifest).and_then(|()| {
+    let result = write_all(&tmp, tables, formats, documents, manifest).and_then(|()| {
         if let Some(ms) = std::env::var(HOLD_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
@@ -103,10 +104,19 @@ pub fn publish(
     result
 }
 
+/// A file other than a table that is published with them (the report).
+pub struct Document {
+    pub name: &'static str,
+    pub format: &'static str,
+    pub file: &'static str,
+    pub bytes: Vec<u8>,
+}
+
 fn write_all(
     tmp: &Path,
     tables: &mut [(&'static str, DataFrame)],
     formats: &[Format],
+    documents: &[Document],
     manifest: &mut Manifest,
 ) -> Result<()> {
     manifest.outputs.clear();
@@ -130,6 +140,19 @@ fn write_all(
             });
         }
     }
+    for document in documents {
+        let path = tmp.join(document.file);
+        write_synced(&path, |f| {
+            f.write_all(&document.bytes).map_err(|e| Error::io(&path, e))
+        })?;
+        manifest.outputs.push(OutputFile::new(
+            document.name,
+            document.format,
+            document.file,
+            0,
+            &document.bytes,
+        ));
+    }
     let path = tmp.join(MANIFEST_FILE);
     let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Output(e.to_string()))?;
     write_synced(&path, |f| f.write_all(&json).map_err(|e| Error::io(&path, e)))
@@ -148,6 +171,22 @@ pub fn write_table(path: &Path, frame: &mut DataFrame, format: Format) -> Result
         }
         Ok(())
     })
+}
+
+/// Replaces one file atomically: written beside it under a hidden name, synced,
+/// then renamed over it.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let written = write_synced(&tmp, |f| f.write_all(bytes).map_err(|e| Error::io(&tmp, e)))
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn write_synced(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {

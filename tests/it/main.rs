@@ -8,3 +8,4 @@ mod fixtures;
 mod metrics;
 mod model;
 mod properties;
+mod report;
