@@ -138,7 +138,8 @@ pub fn kpi_columns(summary: Option<HoldoutSummary>) -> Vec<Expr> {
     let number = |v: Option<f64>| v.map_or_else(|| lit(NULL).cast(DataType::Float64), lit);
     let mut columns = vec![
         summary
-            .map_or_else(|| lit(NULL).cast(DataType::Int64), |s| lit(s.days as i64))
+            .map_or_else(|| lit(NULL), |s| lit(s.days as i64))
+            .cast(DataType::Int64)
             .alias(HOLDOUT_DAYS),
     ];
     for predictor in PREDICTORS {

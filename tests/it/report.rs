@@ -263,3 +263,36 @@ fn report_renders_in_headless_chromium() {
     assert_eq!(rendered.matches("<svg").count(), CHARTS.len());
     eprintln!("screenshot: {}", screenshot.display());
 }
+
+#[test]
+fn every_parquet_column_has_a_documented_type() {
+    // README: ids and labels are strings, dates are dates, counts Int64, money and
+    // rates Float64, flags Boolean; nothing unsigned, 32-bit, decimal or nested.
+    use polars::prelude::*;
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out");
+    run_sample(&out, &["output.formats=[parquet]"]);
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let file = std::fs::File::open(&path).unwrap();
+        let frame = ParquetReader::new(file).finish().unwrap();
+        for (name, dtype) in frame.schema().iter() {
+            let allowed = matches!(
+                dtype,
+                DataType::String | DataType::Date | DataType::Int64 | DataType::Float64 | DataType::Boolean
+            );
+            assert!(allowed, "{}: column {name} is {dtype}", path.display());
+            let is_date = name.ends_with("_date") || name == "cohort" || name == "as_of";
+            assert_eq!(is_date, *dtype == DataType::Date, "{}: {name} is {dtype}", path.display());
+            if name.ends_with("_id") {
+                assert_eq!(*dtype, DataType::String, "{name}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "only {checked} columns");
+}
