@@ -35,7 +35,9 @@ pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> Lazy
         ratio(to_currency(col(REVENUE_MICROS).sum()), orders()).alias(AOV),
         ratio(orders(), customers()).alias(PURCHASE_FREQUENCY),
         ratio(col(ORDERS).gt_eq(lit(2i64)).sum(), customers()).alias(REPEAT_PURCHASE_RATE),
-        lit(churn_window_days as i64).cast(DataType::Int64).alias(CHURN_WINDOW_DAYS),
+        lit(churn_window_days as i64)
+            .cast(DataType::Int64)
+            .alias(CHURN_WINDOW_DAYS),
         churned(churn_window_days).alias(CHURN_RATE),
         churned(365).alias(ANNUAL_CHURN_RATE),
     ]);

@@ -287,7 +287,12 @@ fn every_parquet_column_has_a_documented_type() {
             );
             assert!(allowed, "{}: column {name} is {dtype}", path.display());
             let is_date = name.ends_with("_date") || name == "cohort" || name == "as_of";
-            assert_eq!(is_date, *dtype == DataType::Date, "{}: {name} is {dtype}", path.display());
+            assert_eq!(
+                is_date,
+                *dtype == DataType::Date,
+                "{}: {name} is {dtype}",
+                path.display()
+            );
             if name.ends_with("_id") {
                 assert_eq!(*dtype, DataType::String, "{name}");
             }
