@@ -1,19 +1,63 @@
 #!/usr/bin/env bash
-# Whole-process benchmark of the release binary on a generated history.
-# Usage: scripts/bench.sh [CUSTOMERS] (default 2300000, about 10M lines)
-# Prints wall time and peak RSS (GNU time) for generate and for the full job.
+# Whole-process benchmark suite of the release binary (BENCHMARKS.md).
+#
+# Usage: scripts/bench.sh [LINES...]      e.g. scripts/bench.sh 1M 10M 30M   (default: 1M 10M)
+#
+# For each size: generates a history with `loyalty generate` (about 4.8 lines per
+# customer; kept in BENCH_DIR, default /tmp/loyalty-bench), then times, best of 3
+# (BENCH_RUNS), each as a whole process under GNU time (wall, user, peak RSS):
+#   floor     a bare Parquet scan of the four needed columns (pyarrow)
+#   duckdb    benches/duckdb/loyalty.sql, the same contract without the model
+#   loyalty   the job without the predictive model (--set clv.model=none)
+#   +model    the job with BG/NBD + Gamma-Gamma (the default)
+# DuckDB's headline KPIs are checked against ours on every size.
+# Needs: pip install duckdb pyarrow (notebooks/requirements.txt has both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-customers=${1:-2300000}
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(1M 10M)
 work=${BENCH_DIR:-/tmp/loyalty-bench}
+runs=${BENCH_RUNS:-3}
+threads=$(nproc)
 mkdir -p "$work"
 cargo build --release --quiet
 bin=target/release/loyalty
-orders="$work/orders-$customers.parquet"
-if [ ! -f "$orders" ]; then
-    /usr/bin/time -f "generate: %e s wall, %M KB peak RSS" "$bin" generate --customers "$customers" --seed 7 --out "$orders"
-fi
-cat > "$work/bench.yaml" <<YAML
+
+lines_of() {
+    case $1 in
+        *M) echo $(( ${1%M} * 1000000 )) ;;
+        *k) echo $(( ${1%k} * 1000 )) ;;
+        *) echo "$1" ;;
+    esac
+}
+
+# best LABEL COMMAND...: runs COMMAND $runs times; prints the best wall time with its user time and peak RSS.
+best() {
+    local label=$1; shift
+    local best_line="" best_wall=""
+    for _ in $(seq "$runs"); do
+        /usr/bin/time -f "%e %U %M" -o "$work/time.txt" "$@" >/dev/null 2>"$work/stderr.txt" || {
+            echo "$label failed:"; cat "$work/stderr.txt"; return 1; }
+        read -r wall user rss < "$work/time.txt"
+        if [ -z "$best_wall" ] || awk "BEGIN{exit !($wall < $best_wall)}"; then
+            best_wall=$wall
+            best_line=$(awk -v w="$wall" -v u="$user" -v r="$rss" 'BEGIN{printf "%8.2f s wall %8.2f s user %7.2f GiB peak RSS", w, u, r/1048576}')
+        fi
+    done
+    printf "  %-8s %s\n" "$label" "$best_line"
+}
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo); best of $runs"
+for size in "${sizes[@]}"; do
+    lines=$(lines_of "$size")
+    customers=$(( lines * 10 / 48 ))
+    orders="$work/orders-$customers.parquet"
+    if [ ! -f "$orders" ]; then
+        "$bin" --log-level warn generate --customers "$customers" --seed 7 --out "$orders" >/dev/null
+    fi
+    rows=$(python3 -c "import pyarrow.parquet as pq; print(pq.ParquetFile('$orders').metadata.num_rows)")
+    bytes=$(stat -c %s "$orders")
+    cat > "$work/bench.yaml" <<YAML
 input:
   orders: $orders
   columns:
@@ -22,8 +66,13 @@ input:
 output:
   dir: $work/out
   formats: [parquet]
+  report: false
 YAML
-for run in 1 2 3; do
-    /usr/bin/time -f "run $run: %e s wall, %U s user, %M KB peak RSS" \
-        "$bin" --log-level warn run --config "$work/bench.yaml" >/dev/null
+    echo "$size: $rows lines, $customers customers, $(( bytes / 1048576 )) MiB Parquet"
+    best floor python3 -c "import pyarrow.parquet as pq; pq.read_table('$orders', columns=['customer_id','order_id','order_date','amount'])"
+    best duckdb python3 benches/duckdb/run.py "$orders" "$work/duck" --threads "$threads"
+    best loyalty "$bin" --log-level warn run --config "$work/bench.yaml" --set clv.model=none
+    python3 benches/duckdb/run.py "$orders" "$work/duck" --threads "$threads" --compare "$work/out" >/dev/null ||
+        { echo "  DuckDB and loyalty disagree:"; python3 benches/duckdb/run.py "$orders" "$work/duck" --compare "$work/out"; }
+    best +model "$bin" --log-level warn run --config "$work/bench.yaml"
 done
