@@ -194,8 +194,8 @@ COPY (
          avg(CASE WHEN recency_days > 365 THEN 1.0 ELSE 0.0 END) AS churn_rate,
          getvariable('annual_churn') AS annual_churn_rate,
          avg(CASE WHEN categories >= 2 THEN 1.0 ELSE 0.0 END) AS upsell_ratio,
-         (SELECT 2 * sum((getvariable('n_pos') - rank + 1) * revenue_micros)::DOUBLE
-                 / (getvariable('n_pos') * getvariable('total'))
+         (SELECT 2 * sum((getvariable('n_pos') - rank + 1)::HUGEINT * revenue_micros)::DOUBLE
+                 / (getvariable('n_pos')::DOUBLE * getvariable('total'))
                  - (getvariable('n_pos') + 1) / getvariable('n_pos') FROM ranked_revenue) AS gini,
          (SELECT min(rank) FROM ranked_revenue WHERE cum * 10 >= getvariable('total') * 8) AS customers_for_80pct
   FROM customers
