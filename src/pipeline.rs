@@ -87,6 +87,9 @@ fn collect_all(
     if std::env::var_os("LOYALTY_EXPLAIN").is_some() {
         eprintln!("{}", LazyFrame::explain_all(plans.clone(), OptFlags::default())?);
     }
+    if std::env::var_os("LOYALTY_PROFILE").is_some() {
+        profile(name, &plans)?;
+    }
     timed(stages, name, || {
         Ok(LazyFrame::collect_all_with_engine(
             plans,
@@ -94,6 +97,26 @@ fn collect_all(
             OptFlags::default(),
         )?)
     })
+}
+
+/// `LOYALTY_PROFILE=1`: runs each plan of a stage on its own first and prints its
+/// slowest nodes (Polars' profile), for performance work.
+fn profile(stage: &str, plans: &[DslPlan]) -> Result<()> {
+    for (i, plan) in plans.iter().enumerate() {
+        let started = Instant::now();
+        let (_, timings) = LazyFrame::from(plan.clone()).profile()?;
+        let sorted = timings
+            .lazy()
+            .with_column((col("end") - col("start")).alias("us"))
+            .sort(["us"], SortMultipleOptions::default().with_order_descending(true))
+            .limit(8)
+            .collect()?;
+        eprintln!(
+            "profile {stage} plan {i}: {:.2} s\n{sorted}",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 /// Runs the whole job on a raw order scan. `source` names the input in messages.
@@ -247,21 +270,20 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             JoinArgs::new(JoinType::Left),
         );
 
-    // Stage 3: every output table from the two in-memory frames.
-    let pareto = pareto::pareto(customers.clone(), &config.pareto);
-    let kpis = kpis::kpis(
-        kpis::KpiInputs {
-            customers: customers.clone(),
-            pareto_summary: pareto.summary,
-            models: fits.clone(),
-            holdout: holdout.as_ref().map(|h| h.summary),
-            upsell: normalised
-                .has_category
-                .then(|| customers::upsell_customers(orders.clone())),
-        },
-        as_of,
-        config.kpis.churn_window_days,
-    );
+    // Stage 3: the customer table with the model's columns, and the revenue ranking
+    // (a sort), each computed once: every table below reads them from memory.
+    let mut frames = collect_all(
+        &mut stages,
+        "ranking",
+        vec![
+            pareto::ranked(customers.clone()).logical_plan,
+            customers.logical_plan,
+        ],
+        engine,
+    )?;
+    let customers = frames.pop().unwrap_or_default().lazy();
+    let ranked = frames.pop().unwrap_or_default().lazy();
+    let pareto = pareto::pareto(ranked, &config.pareto);
     let enriched = customers
         .clone()
         .join(
@@ -277,6 +299,25 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         &config.clv,
         config.customers.min_tenure_days,
         annual_churn_rate,
+    );
+    let enriched = collect_all(&mut stages, "scores", vec![enriched.logical_plan], engine)?
+        .pop()
+        .unwrap_or_default()
+        .lazy();
+
+    // Stage 4: every output table.
+    let kpis = kpis::kpis(
+        kpis::KpiInputs {
+            customers: customers.clone(),
+            pareto_summary: pareto.summary,
+            models: fits.clone(),
+            holdout: holdout.as_ref().map(|h| h.summary),
+            upsell: normalised
+                .has_category
+                .then(|| customers::upsell_customers(orders.clone())),
+        },
+        as_of,
+        config.kpis.churn_window_days,
     );
     let rfm_segments = rfm::rfm_segments(enriched.clone());
     let clv_by_segment = clv::clv_by_segment(enriched.clone(), &config.clv.segment_by);

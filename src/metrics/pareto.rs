@@ -29,9 +29,9 @@ pub struct ParetoFrames {
     pub abc: LazyFrame,
 }
 
-/// Expects `customer_id` and `__revenue_micros` columns.
-pub fn pareto(customers: LazyFrame, config: &ParetoConfig) -> ParetoFrames {
-    let ranked = ranked(customers);
+/// From [`ranked`] (collect it first when several tables use it: its sort is the
+/// expensive part).
+pub fn pareto(ranked: LazyFrame, config: &ParetoConfig) -> ParetoFrames {
     let shares = config
         .top_shares
         .iter()
@@ -79,7 +79,8 @@ pub fn pareto(customers: LazyFrame, config: &ParetoConfig) -> ParetoFrames {
 }
 
 /// Customers with revenue > 0 with their rank and cumulative revenue, best first.
-fn ranked(customers: LazyFrame) -> LazyFrame {
+/// Expects `customer_id` and `__revenue_micros` columns.
+pub fn ranked(customers: LazyFrame) -> LazyFrame {
     customers
         .select([col(CUSTOMER_ID), col(REV)])
         .filter(col(REV).gt(lit(0i64)))
