@@ -15,6 +15,10 @@ use crate::manifest::Manifest;
 use crate::{clean, pipeline};
 
 pub fn main(command: Command) -> anyhow::Result<()> {
+    // Test hook: a bug, to check that panics reach the user as exit 1 with a report line.
+    if std::env::var_os("LOYALTY_TEST_PANIC").is_some() {
+        panic!("LOYALTY_TEST_PANIC is set");
+    }
     match command {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),
@@ -53,7 +57,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let run_date = started.date_naive();
     if !config.output.dir.contains("{as_of}") {
-        output::check_dir(&output::resolve_dir(&config.output.dir, run_date, run_date))?;
+        let dir = output::resolve_dir(&config.output.dir, run_date, run_date);
+        output::check_dir(&dir)?;
+        output::check_outside_inputs(&dir, &config.input.orders)?;
     }
 
     let inputs = input::resolve(&config.input.orders)?;
@@ -62,6 +68,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         rows = inputs.total_rows(),
         "input resolved"
     );
+    if inputs.total_rows() == 0 {
+        return Err(Error::from(crate::error::InputError::Empty {
+            label: inputs.label(),
+        })
+        .into());
+    }
     let raw = input::scan(&inputs)?;
     let bar = spinner("computing");
     let computed = pipeline::compute(raw, &config, &inputs.label());
@@ -69,6 +81,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut computed = computed?;
 
     let dir = output::resolve_dir(&config.output.dir, computed.as_of, run_date);
+    output::check_outside_inputs(&dir, &config.input.orders)?;
     let mut manifest = Manifest {
         tool: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),

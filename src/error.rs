@@ -87,8 +87,13 @@ pub enum InputError {
     #[error("no Parquet files match {pattern} (input.orders){hint}")]
     NoFiles { pattern: String, hint: String },
 
-    #[error("cannot read {path} as Parquet: {reason}")]
+    #[error(
+        "cannot read {path} as Parquet: {reason}; it is not a Parquet file, or it is truncated (check how it was written or copied)"
+    )]
     NotParquet { path: String, reason: String },
+
+    #[error("{label} has no rows: nothing to analyse (input.orders); check that the export ran")]
+    Empty { label: String },
 
     #[error(
         "column `{physical}` (mapped to `{logical}` by input.columns.{logical}) is not in {file}; \

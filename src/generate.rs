@@ -139,6 +139,10 @@ pub fn generate(params: &GenerateParams) -> PolarsResult<DataFrame> {
     ])
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "the fallback distributions have constant, valid parameters"
+)]
 fn generate_chunk(params: &GenerateParams, chunk: u64) -> Columns {
     let t = params.truth;
     let mut rng = StdRng::seed_from_u64(chunk_seed(params.seed, chunk));

@@ -1,6 +1,8 @@
 //! `loyalty`: customer-loyalty analytics from order history (see `SPEC.md` in the
 //! shared folder for the metric contract every number here implements).
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod app;
 pub mod checksum;
 pub mod clean;

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
+    stop_on_termination_signals();
     match std::panic::catch_unwind(|| loyalty::app::main(cli.command)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(err)) => {
@@ -29,6 +30,26 @@ fn main() -> ExitCode {
         }
         Err(_) => ExitCode::from(1),
     }
+}
+
+/// SIGTERM and SIGINT stop the run at once: its temporary files are removed, the
+/// previous outputs stay as they were, and the exit code is 128 + the signal (143
+/// for SIGTERM, 130 for SIGINT), distinct from every error code.
+fn stop_on_termination_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let _no_publish_after_this = loyalty::io::output::remove_in_progress();
+            let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+            eprintln!(
+                "error: stopped by {name}; nothing was published and the previous outputs are untouched"
+            );
+            std::process::exit(128 + signal);
+        }
+    });
 }
 
 fn init_logging(format: LogFormat, level: &str) {

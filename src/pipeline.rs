@@ -212,6 +212,17 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         .unwrap_or(0.0);
 
     let mut warnings = rfm::unreachable_segments(&config.rfm.segments, config.rfm.bins);
+    warnings.extend(rfm::collapsed_bins(&customers, &config.rfm)?);
+    let latest = customers
+        .column(schema::customers::RECENCY_DAYS)?
+        .i64()?
+        .min()
+        .unwrap_or(1);
+    if latest > 365 {
+        warnings.push(format!(
+            "as_of {as_of} is {latest} days after the latest purchase: every customer looks churned; is as_of right?"
+        ));
+    }
     let (fits, predictions) = match config.clv.model {
         PurchaseModel::None => (Vec::new(), None),
         _ => match timed(&mut stages, "model", || {

@@ -24,6 +24,48 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// so fault tests can kill a run that has half-finished files on disk.
 const HOLD_ENV: &str = "LOYALTY_TEST_HOLD_BEFORE_PUBLISH_MS";
 
+/// Temporary paths of writes in progress, so a termination signal can remove them
+/// (see `main.rs`): a stopped run leaves nothing behind, not even for the next run
+/// to clean up.
+static IN_PROGRESS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn in_progress() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    IN_PROGRESS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Registers a temporary path for [`remove_in_progress`] until it is dropped.
+struct InProgress(PathBuf);
+
+impl InProgress {
+    fn new(path: &Path) -> InProgress {
+        in_progress().push(path.to_path_buf());
+        InProgress(path.to_path_buf())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        in_progress().retain(|p| p != &self.0);
+    }
+}
+
+/// Removes every temporary path of a write in progress and returns holding the
+/// registry's lock, so no publish can start or finish afterwards: for a signal
+/// handler about to exit the process.
+pub fn remove_in_progress() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    let mut paths = in_progress();
+    for path in paths.drain(..) {
+        if path.is_dir() {
+            let _ = fs::remove_dir_all(&path);
+        } else {
+            let _ = fs::remove_file(&path);
+        }
+    }
+    paths
+}
+
 /// `output.dir` with `{as_of}` and `{run_date}` filled in.
 pub fn resolve_dir(template: &str, as_of: NaiveDate, run_date: NaiveDate) -> PathBuf {
     PathBuf::from(
@@ -48,6 +90,27 @@ pub fn check_dir(dir: &Path) -> Result<()> {
             dir.display(),
             parent.display()
         )));
+    }
+    Ok(())
+}
+
+/// Refuses an output directory inside an input directory: the next run would read
+/// its own outputs as orders.
+pub fn check_outside_inputs(dir: &Path, inputs: &[String]) -> Result<()> {
+    let Ok(out) = std::path::absolute(dir) else {
+        return Ok(());
+    };
+    for input in inputs {
+        let path = Path::new(input);
+        if path.is_dir()
+            && let Ok(input_dir) = std::path::absolute(path)
+            && out.starts_with(&input_dir)
+        {
+            return Err(Error::Output(format!(
+                "output.dir {} is inside the input directory {input}: the next run would read its own outputs; choose an output.dir outside it",
+                dir.display()
+            )));
+        }
     }
     Ok(())
 }
@@ -92,12 +155,17 @@ pub fn publish(
             dir.display()
         ))
     })?;
+    let registered = InProgress::new(&tmp);
     let result = write_all(&tmp, tables, formats, documents, manifest).and_then(|()| {
         if let Some(ms) = std::env::var(HOLD_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
+        // Under the registry's lock: a signal either removes the temporary directory
+        // before the swap, or waits until the new outputs are in place.
+        let _lock = in_progress();
         swap_into_place(&tmp, dir)
     });
+    drop(registered);
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
     }
@@ -162,11 +230,17 @@ fn write_all(
 pub fn write_table(path: &Path, frame: &mut DataFrame, format: Format) -> Result<()> {
     write_synced(path, |file| {
         match format {
+            // A failed write (a full disk) names the file, not the query engine.
             Format::Parquet => {
-                ParquetWriter::new(file).finish(frame)?;
+                ParquetWriter::new(file)
+                    .finish(frame)
+                    .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
             }
             Format::Csv => {
-                CsvWriter::new(file).include_header(true).finish(frame)?;
+                CsvWriter::new(file)
+                    .include_header(true)
+                    .finish(frame)
+                    .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
             }
         }
         Ok(())
@@ -181,6 +255,7 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let _registered = InProgress::new(&tmp);
     let written = write_synced(&tmp, |f| f.write_all(bytes).map_err(|e| Error::io(&tmp, e)))
         .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if written.is_err() {

@@ -136,6 +136,46 @@ pub fn unreachable_segments(rules: &[SegmentRule], bins: u32) -> Vec<String> {
     warnings
 }
 
+/// Warnings for RFM dimensions with one value among all customers (every customer
+/// bought once, say): equal values get equal scores (SPEC §4), so everyone gets 1.
+pub fn collapsed_bins(customers: &DataFrame, config: &RfmConfig) -> PolarsResult<Vec<String>> {
+    use crate::schema::customers::AOV;
+    let monetary = match config.monetary {
+        Monetary::Total => REVENUE_MICROS,
+        Monetary::Average => AOV,
+    };
+    let dimensions = [
+        ("r_score", RECENCY_DAYS),
+        ("f_score", ORDERS),
+        ("m_score", monetary),
+    ];
+    let counts = customers
+        .clone()
+        .lazy()
+        .select(
+            dimensions
+                .iter()
+                .map(|(_, column)| col(*column).n_unique().cast(DataType::Int64).alias(*column))
+                .collect::<Vec<_>>(),
+        )
+        .collect()?;
+    let mut warnings = Vec::new();
+    for (score, column) in dimensions {
+        let distinct = counts.column(column)?.i64()?.get(0).unwrap_or(0);
+        if distinct == 1 {
+            let shown = if column == REVENUE_MICROS {
+                "revenue"
+            } else {
+                column
+            };
+            warnings.push(format!(
+                "every customer has the same {shown}: {score} is 1 for everyone (the RFM bins collapse)"
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
 /// Mean of a micro-unit column in currency, from its exact integer sum.
 fn mean_money(micros_column: &str) -> Expr {
     money_sum(micros_column) / len().cast(DataType::Float64)

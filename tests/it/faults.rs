@@ -116,3 +116,130 @@ fn sigkill_at_any_moment_leaves_old_or_new_outputs_whole() {
     assert!(spawn_run(&out, None).wait().unwrap().success());
     assert!(temporaries(tmp.path()).is_empty());
 }
+
+/// Sends SIGTERM to a child.
+fn terminate(child: &Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+#[test]
+fn sigterm_stops_promptly_with_exit_143_and_leaves_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out");
+    assert!(spawn_run(&out, None).wait().unwrap().success());
+    let mut stopped = 0;
+    for delay_ms in [0u64, 50, 150, 400, 800, 1500] {
+        let before = snapshot(&out);
+        let mut child = spawn_run(&out, None);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let sent = Instant::now();
+        terminate(&child);
+        let status = child.wait().unwrap();
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "SIGTERM at {delay_ms} ms took {:?} to stop the run",
+            sent.elapsed()
+        );
+        match status.code() {
+            Some(143) => stopped += 1,
+            Some(0) => {}
+            // Before the handler is installed the default action applies.
+            None => stopped += 1,
+            other => panic!("SIGTERM at {delay_ms} ms: exit {other:?}"),
+        }
+        assert!(
+            snapshot(&out) == before || is_complete(&out),
+            "after SIGTERM at {delay_ms} ms the output is neither the old one nor a complete new one"
+        );
+        // Nothing left behind, without waiting for the next run to clean up.
+        assert_eq!(temporaries(tmp.path()), Vec::<String>::new(), "at {delay_ms} ms");
+    }
+    assert!(stopped >= 3, "only {stopped} of 6 runs were stopped by SIGTERM");
+}
+
+#[test]
+fn sigterm_while_held_before_publishing_exits_143_with_a_message() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out");
+    assert!(spawn_run(&out, None).wait().unwrap().success());
+    let before = snapshot(&out);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("loyalty"));
+    let child = cmd
+        .current_dir(repo())
+        .args(["run", "--config", "config/example.yaml", "--out"])
+        .arg(&out)
+        .env("LOYALTY_TEST_HOLD_BEFORE_PUBLISH_MS", "60000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !temporaries(tmp.path())
+        .iter()
+        .any(|t| tmp.path().join(t).join("manifest.json").exists())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the run never wrote its files"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    terminate(&child);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(143));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("stopped by SIGTERM; nothing was published and the previous outputs are untouched"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&out), before);
+    assert_eq!(temporaries(tmp.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_full_disk_fails_cleanly() {
+    // A 200 KB limit on file size (RLIMIT_FSIZE) stands in for a full disk: writes
+    // past it fail with EFBIG, as they would with ENOSPC.
+    use std::os::unix::process::CommandExt;
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out");
+    assert!(spawn_run(&out, None).wait().unwrap().success());
+    let before = snapshot(&out);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("loyalty"));
+    cmd.current_dir(repo())
+        .args([
+            "--log-level",
+            "warn",
+            "run",
+            "--config",
+            "config/example.yaml",
+            "--out",
+        ])
+        .arg(&out);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 200_000,
+                rlim_max: 200_000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("File too large") && stderr.contains(".parquet"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&out), before, "previous outputs changed");
+    assert_eq!(temporaries(tmp.path()), Vec::<String>::new());
+}
