@@ -1,11 +1,16 @@
 //! The config loader never panics, whatever it is given (RELIABILITY.md): arbitrary
 //! bytes, YAML-ish token soup (anchors, aliases, flow and block collections), and
 //! mutations of the shipped example, with and without `--set` overrides. Runs in
-//! every `cargo test` (3 × 1,000 cases).
+//! every `cargo test` (3 × 1,000 cases; `LOYALTY_FUZZ_CASES=N` for more, as CI does).
 
 use proptest::prelude::*;
 
-const CASES: u32 = 1_000;
+fn cases() -> u32 {
+    std::env::var("LOYALTY_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000)
+}
 
 fn load(text: &str, sets: &[String]) {
     // Ok or Err are both fine; a panic fails the property.
@@ -71,7 +76,7 @@ fn token() -> impl Strategy<Value = &'static str> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
