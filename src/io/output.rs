@@ -187,6 +187,7 @@ fn write_all(
     documents: &[Document],
     manifest: &mut Manifest,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
     manifest.outputs.clear();
     for (table, frame) in tables.iter_mut() {
         for format in formats {
@@ -220,6 +221,10 @@ fn write_all(
             0,
             &document.bytes,
         ));
+    }
+    // The manifest's own write is the only part of the stage it cannot time.
+    if let Some(stage) = manifest.stages.iter_mut().find(|s| s.name == "write") {
+        stage.seconds = started.elapsed().as_secs_f64();
     }
     let path = tmp.join(MANIFEST_FILE);
     let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Output(e.to_string()))?;
