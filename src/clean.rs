@@ -234,14 +234,6 @@ fn required_present() -> Expr {
         .and(col(VALUE).is_not_null())
 }
 
-/// The default `as_of`: a small plan (latest valid order date, and the parse
-/// checks, which must fail before an empty result is blamed on the data).
-pub fn latest_date_plan(normalised: &Normalised) -> LazyFrame {
-    let mut aggregates = vec![col(ORDER_DATE).filter(required_present()).max()];
-    aggregates.extend(parse_check_aggregates(normalised));
-    normalised.lf.clone().select(aggregates)
-}
-
 /// Per parse check: how many values failed, and the first one.
 fn parse_check_aggregates(normalised: &Normalised) -> Vec<Expr> {
     let mut aggregates = Vec::new();
@@ -306,9 +298,14 @@ fn dropped_column(i: usize) -> String {
     format!("__dropped_{i}")
 }
 
+/// In `required_and_as_of`: the latest order date among lines with every required value.
+pub const LATEST_VALID_DATE: &str = "latest valid order_date";
+
 /// Steps 1–5 of SPEC §1, in order.
-pub fn clean(normalised: &Normalised, cleaning: &CleaningConfig, as_of: NaiveDate) -> Cleaned {
-    let before_as_of = col(ORDER_DATE).lt(date_lit(as_of));
+/// Without `as_of`, step 2 keeps every line (the default as_of is the latest valid
+/// date + 1, reported as [`LATEST_VALID_DATE`] in `required_and_as_of`).
+pub fn clean(normalised: &Normalised, cleaning: &CleaningConfig, as_of: Option<NaiveDate>) -> Cleaned {
+    let before_as_of = as_of.map_or_else(|| lit(true), |d| col(ORDER_DATE).lt(date_lit(d)));
 
     // Step 1 reasons are exclusive: a row is counted under the first that applies.
     let mut aggregates = vec![
@@ -333,6 +330,10 @@ pub fn clean(normalised: &Normalised, cleaning: &CleaningConfig, as_of: NaiveDat
         (required_present().and(before_as_of.clone().not()))
             .sum()
             .alias("dated on or after as_of"),
+        col(ORDER_DATE)
+            .filter(required_present())
+            .max()
+            .alias(LATEST_VALID_DATE),
     ];
     aggregates.extend(parse_check_aggregates(normalised));
     let required_and_as_of = normalised.lf.clone().select(aggregates);

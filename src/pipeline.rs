@@ -130,15 +130,23 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         EngineChoice::Streaming => Engine::Streaming,
     };
 
+    // Stage 1, one pass over the lines: the orders, with steps 3–4 counted inside,
+    // and the step 1–2 counts. Without a configured as_of, step 2 keeps every valid
+    // line (as_of = the latest valid date + 1), and that date comes out of this pass.
+    let cleaned = clean::clean(&normalised, &config.cleaning, config.as_of);
+    let plans = vec![
+        cleaned.orders.clone().logical_plan,
+        cleaned.required_and_as_of.clone().logical_plan,
+    ];
+    let mut frames = collect_all(&mut stages, "scan and clean", plans, engine)?;
+    let first_counts = frames.pop().unwrap_or_default();
+    let orders = frames.pop().unwrap_or_default();
+    clean::check_parse_failures(&normalised, &first_counts)?;
     let as_of = match config.as_of {
         Some(date) => date,
-        None => timed(&mut stages, "default as_of", || {
-            let latest = clean::latest_date_plan(&normalised)
-                .collect_with_engine(engine)?
-                .unwrap_single();
-            clean::check_parse_failures(&normalised, &latest)?;
-            let days = latest
-                .column(schema::internal::ORDER_DATE)?
+        None => {
+            let days = first_counts
+                .column(clean::LATEST_VALID_DATE)?
                 .cast(&DataType::Int32)?
                 .i32()?
                 .get(0)
@@ -147,22 +155,10 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
                         "no row has a customer_id, order_id, order_date and amount".into(),
                     )
                 })?;
-            let latest = NaiveDate::default() + chrono::Duration::days(days as i64);
-            Ok(latest + Days::new(1))
-        })?,
+            NaiveDate::default() + chrono::Duration::days(days as i64) + Days::new(1)
+        }
     };
     tracing::info!(%as_of, "analysis date (exclusive)");
-
-    // Stage 1, one pass over the lines: the orders, with steps 3–4 counted inside,
-    // and the step 1–2 counts.
-    let cleaned = clean::clean(&normalised, &config.cleaning, as_of);
-    let plans = vec![
-        cleaned.orders.clone().logical_plan,
-        cleaned.required_and_as_of.clone().logical_plan,
-    ];
-    let mut frames = collect_all(&mut stages, "scan and clean", plans, engine)?;
-    let first_counts = frames.pop().unwrap_or_default();
-    let orders = frames.pop().unwrap_or_default();
     let (cleaning, n_purchases) = clean::cleaning_steps(&normalised, &cleaned, &first_counts, &orders)?;
     for step in &cleaning {
         tracing::info!(step = step.step, name = %step.name, rows_in = step.rows_in, rows_out = step.rows_out, "cleaning");
