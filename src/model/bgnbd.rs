@@ -48,24 +48,7 @@ pub fn log_likelihood(p: &Params, x: f64, t_x: f64, t: f64) -> f64 {
 /// evaluation computes them once per distinct x, the logarithms once per
 /// distinct time, and only a log-sum-exp per triple.
 pub fn fit(data: &[Triple], penalizer: f64) -> Result<Fit, FitError> {
-    super::require_customers("bgnbd", data)?;
-    let start = super::warm_start(data, |sample| fit_from(sample, penalizer, &[1.0; 4]));
-    fit_from(data, penalizer, start.as_deref().unwrap_or(&[1.0; 4]))
-}
-
-fn fit_from(data: &[Triple], penalizer: f64, start: &[f64]) -> Result<Fit, FitError> {
-    let indexed = Indexed::new(data);
-    let ll = |params: &[f64]| likelihood(&indexed, params, false).0;
-    let with_gradient = |params: &[f64]| likelihood(&indexed, params, true);
-    super::maximise_smooth(
-        "bgnbd",
-        &["r", "alpha", "a", "b"],
-        start,
-        &ll,
-        &with_gradient,
-        indexed.total_weight(),
-        penalizer,
-    )
+    super::fit_indexed("bgnbd", &["r", "alpha", "a", "b"], data, penalizer, likelihood)
 }
 
 /// The same fit by derivative-free Nelder-Mead: a second optimiser to check the first.

@@ -46,8 +46,7 @@ pub fn fit(data: &[(f64, f64)], penalizer: f64) -> Result<Fit, FitError> {
     }
     // A fixed order makes the sums, and so the fit, independent of the input order.
     data.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    let start = super::warm_start(&data, |sample| fit_from(sample, penalizer, &[1.0; 3]));
-    fit_from(&data, penalizer, start.as_deref().unwrap_or(&[1.0; 3]))
+    super::warm_started(&data, 3, |data, start| fit_from(data, penalizer, start))
 }
 
 /// The fit over `data` sorted by x, from `start`.

@@ -95,18 +95,54 @@ fn fit_triples(
     )
 }
 
-/// A starting point for a large fit: the same fit on an evenly spaced sample of
-/// about `WARM_START_SAMPLE` rows. It lands the full fit a few iterations from its
-/// optimum, and each full iteration costs a pass over all the rows. `None` for
-/// small data, or when the sample's fit fails (the full fit then starts cold).
-fn warm_start<T: Copy>(data: &[T], fit: impl Fn(&[T]) -> Result<Fit, FitError>) -> Option<Vec<f64>> {
+/// Fits `data` from a warm start: the same fit, from all parameters at 1, on an
+/// evenly spaced sample of about `WARM_START_SAMPLE` rows. That lands the full fit
+/// a few iterations from its optimum, and each full iteration costs a pass over all
+/// the rows. Small data, or a sample whose fit fails, starts cold.
+fn warm_started<T: Copy>(
+    data: &[T],
+    parameters: usize,
+    fit_from: impl Fn(&[T], &[f64]) -> Result<Fit, FitError>,
+) -> Result<Fit, FitError> {
+    let cold = vec![1.0; parameters];
     let step = data.len() / WARM_START_SAMPLE;
-    if step < 4 {
-        return None;
-    }
-    let sample: Vec<T> = data.iter().step_by(step).copied().collect();
-    let fit = fit(&sample).ok()?;
-    Some(fit.parameters.iter().map(|p| p.value).collect())
+    let warm = (step >= 4)
+        .then(|| {
+            let sample: Vec<T> = data.iter().step_by(step).copied().collect();
+            fit_from(&sample, &cold).ok()
+        })
+        .flatten()
+        .map(|fit| fit.parameters.iter().map(|p| p.value).collect::<Vec<f64>>());
+    fit_from(data, warm.as_deref().unwrap_or(&cold))
+}
+
+/// A purchase model's log-likelihood over indexed triples, with its gradient when asked.
+type IndexedLikelihood = fn(&summary::Indexed, &[f64], bool) -> (f64, Vec<f64>);
+
+/// Maximum-likelihood fit of a purchase model over weighted triples, by L-BFGS with
+/// its analytic gradient, from a warm start.
+fn fit_indexed(
+    model: &str,
+    names: &[&str],
+    data: &[summary::Triple],
+    penalizer: f64,
+    likelihood: IndexedLikelihood,
+) -> Result<Fit, FitError> {
+    require_customers(model, data)?;
+    warm_started(data, names.len(), |data, start| {
+        let indexed = summary::Indexed::new(data);
+        let ll = |params: &[f64]| likelihood(&indexed, params, false).0;
+        let with_gradient = |params: &[f64]| likelihood(&indexed, params, true);
+        maximise_smooth(
+            model,
+            names,
+            start,
+            &ll,
+            &with_gradient,
+            indexed.total_weight(),
+            penalizer,
+        )
+    })
 }
 
 const WARM_START_SAMPLE: usize = 20_000;
@@ -124,13 +160,22 @@ fn penalised_cost(
     total_weight: f64,
     penalizer: f64,
 ) -> f64 {
-    if log_params.iter().any(|p| p.abs() > LOG_BOUND + 5.0) {
+    let Some(params) = natural(log_params) else {
         return f64::INFINITY;
-    }
-    let params: Vec<f64> = log_params.iter().map(|p| p.exp()).collect();
-    let penalty = penalizer * params.iter().map(|p| p * p).sum::<f64>();
-    let value = -(log_likelihood(&params) / total_weight - penalty);
+    };
+    let value = penalised(log_likelihood(&params), &params, total_weight, penalizer);
     if value.is_finite() { value } else { f64::INFINITY }
+}
+
+/// The parameters e^θ, or `None` past the search region.
+fn natural(log_params: &[f64]) -> Option<Vec<f64>> {
+    (!log_params.iter().any(|p| p.abs() > LOG_BOUND + 5.0))
+        .then(|| log_params.iter().map(|p| p.exp()).collect())
+}
+
+/// −(mean log-likelihood − L2 penalty), from the total log-likelihood at `params`.
+fn penalised(total: f64, params: &[f64], total_weight: f64, penalizer: f64) -> f64 {
+    -(total / total_weight - penalizer * params.iter().map(|p| p * p).sum::<f64>())
 }
 
 /// The objective for derivative-free search.
@@ -252,13 +297,9 @@ impl Smooth<'_> {
             return (*value, gradient.clone());
         }
         let n = log_params.len();
-        let (value, gradient) = if log_params.iter().any(|p| p.abs() > LOG_BOUND + 5.0) {
-            (f64::INFINITY, vec![0.0; n])
-        } else {
-            let params: Vec<f64> = log_params.iter().map(|p| p.exp()).collect();
+        let (value, gradient) = if let Some(params) = natural(log_params) {
             let (total, gradient) = (self.with_gradient)(&params);
-            let penalty = self.penalizer * params.iter().map(|p| p * p).sum::<f64>();
-            let value = -(total / self.total_weight - penalty);
+            let value = penalised(total, &params, self.total_weight, self.penalizer);
             // d/dθ = p · d/dp for θ = ln p.
             let gradient: Vec<f64> = params
                 .iter()
@@ -270,6 +311,8 @@ impl Smooth<'_> {
             } else {
                 (f64::INFINITY, vec![0.0; n])
             }
+        } else {
+            (f64::INFINITY, vec![0.0; n])
         };
         *last = Some((log_params.to_vec(), value, gradient.clone()));
         (value, gradient)
