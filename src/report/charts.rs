@@ -21,7 +21,7 @@ pub struct Chart {
 
 type Drawn = Result<(), Box<dyn std::error::Error>>;
 
-/// Runs `draw` on a fresh SVG canvas and returns the SVG text.
+/// Runs `draw` on a fresh white SVG canvas and returns the SVG text.
 fn svg(
     size: (u32, u32),
     draw: impl FnOnce(DrawingArea<SVGBackend, plotters::coord::Shift>) -> Drawn,
@@ -29,9 +29,33 @@ fn svg(
     let mut text = String::new();
     {
         let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
-        draw(root).map_err(|e| polars_err!(ComputeError: "drawing a chart: {e}"))?;
+        let drawn: Drawn = (|| {
+            root.fill(&WHITE)?;
+            draw(root.clone())?;
+            root.present()?;
+            Ok(())
+        })();
+        drawn.map_err(|e| polars_err!(ComputeError: "drawing a chart: {e}"))?;
     }
     Ok(text)
+}
+
+type Plot<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// The series legend, in one style for every chart.
+fn legend<'a, 'b: 'a>(chart: &mut Plot<'a, 'b>, position: SeriesLabelPosition) -> Drawn {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .label_font((FONT, 11))
+        .draw()?;
+    Ok(())
 }
 
 /// White (0) to dark blue (1).
@@ -121,7 +145,6 @@ pub fn retention_heatmap(cohort: &DataFrame) -> PolarsResult<Option<Chart>> {
         .max(1e-9);
     let rows = cohorts.len();
     let svg = svg((SIZE.0, (140 + 18 * rows as u32).clamp(260, 900)), |root| {
-        root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
             .x_label_area_size(36)
@@ -156,7 +179,6 @@ pub fn retention_heatmap(cohort: &DataFrame) -> PolarsResult<Option<Chart>> {
                 color.filled(),
             ))
         }))?;
-        root.present()?;
         Ok(())
     })?;
     Ok(Some(Chart {
@@ -209,7 +231,6 @@ fn cohort_lines(
         .fold(0.0, f64::max)
         * 1.1;
     let svg = svg(SIZE, |root| {
-        root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
             .x_label_area_size(36)
@@ -228,13 +249,7 @@ fn cohort_lines(
                 .label(name.clone())
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 11))
-            .draw()?;
-        root.present()?;
+        legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
         Ok(())
     })?;
     Ok(Some(Chart {
@@ -285,7 +300,6 @@ pub fn lorenz(lorenz: &DataFrame, kpis: &DataFrame) -> PolarsResult<Option<Chart
         .flatten();
     let gini = floats(kpis, "gini")?.first().copied().flatten();
     let svg = svg(SIZE, |root| {
-        root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
             .x_label_area_size(36)
@@ -317,14 +331,7 @@ pub fn lorenz(lorenz: &DataFrame, kpis: &DataFrame) -> PolarsResult<Option<Chart
                 (FONT, 12).into_font().color(&red),
             )])?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 11))
-            .draw()?;
-        root.present()?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     })?;
     Ok(Some(Chart {
@@ -353,7 +360,6 @@ fn grouped_bars(
         * 1.15;
     let height = (90 + rows as u32 * (12 * series.len() as u32 + 14)).clamp(220, 1200);
     svg((SIZE.0, height), |root| {
-        root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
             .x_label_area_size(36)
@@ -379,14 +385,7 @@ fn grouped_bars(
                 .label(*name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 11))
-            .draw()?;
-        root.present()?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         Ok(())
     })
 }
@@ -504,7 +503,6 @@ fn frequency_recency_matrix(
     );
     let top = means.iter().flatten().fold(0.0f64, |a, &b| a.max(b)).max(1e-9);
     let svg = svg(SIZE, |root| {
-        root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
             .x_label_area_size(36)
@@ -534,7 +532,6 @@ fn frequency_recency_matrix(
                 blue(m / top).filled(),
             ))
         }))?;
-        root.present()?;
         Ok(())
     })?;
     Ok(Some(Chart {
@@ -594,7 +591,6 @@ pub fn holdout(holdout: &DataFrame) -> PolarsResult<Option<Chart>> {
         * 1.15;
     let n = labels.len();
     let svg = svg(SIZE, |root| {
-        root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
             .x_label_area_size(36)
@@ -636,14 +632,7 @@ pub fn holdout(holdout: &DataFrame) -> PolarsResult<Option<Chart>> {
                     .map(|(i, &v)| Circle::new((i as f64, v), 3, color.filled())),
             )?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 11))
-            .draw()?;
-        root.present()?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     })?;
     Ok(Some(Chart {

@@ -127,6 +127,14 @@ struct Kpi {
     value: String,
 }
 
+/// A titled table of the report.
+#[derive(Serialize)]
+struct Section {
+    id: &'static str,
+    title: &'static str,
+    table: Table,
+}
+
 #[derive(Serialize)]
 struct Table {
     header: Vec<String>,
@@ -358,9 +366,11 @@ pub fn render(data: &ReportData) -> Result<String> {
         input_files => manifest["inputs"].as_array().map_or(0, Vec::len),
         kpis => serde_value(kpis(&data.kpis)?),
         charts => serde_value(charts),
-        segments => serde_value(segments),
-        pareto => serde_value(pareto),
-        cleaning => serde_value(cleaning(manifest)),
+        tables => serde_value([
+            Section { id: "segments", title: "RFM segments", table: segments },
+            Section { id: "pareto", title: "Pareto shares", table: pareto },
+            Section { id: "cleaning", title: "Data cleaning", table: cleaning(manifest) },
+        ]),
         models => models(manifest),
         warnings => serde_value(manifest["warnings"].as_array().cloned().unwrap_or_default()),
     };

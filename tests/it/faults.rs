@@ -32,7 +32,8 @@ fn temporaries(parent: &Path) -> Vec<String> {
         .collect()
 }
 
-fn spawn_run(out: &Path, hold_ms: Option<u64>) -> Child {
+/// The sample job into `out`, optionally held before publishing.
+fn run_command(out: &Path, hold_ms: Option<u64>) -> std::process::Command {
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("loyalty"));
     cmd.current_dir(repo())
         .args(["run", "--config", "config/example.yaml", "--out"])
@@ -42,7 +43,26 @@ fn spawn_run(out: &Path, hold_ms: Option<u64>) -> Child {
     if let Some(ms) = hold_ms {
         cmd.env("LOYALTY_TEST_HOLD_BEFORE_PUBLISH_MS", ms.to_string());
     }
-    cmd.spawn().unwrap()
+    cmd
+}
+
+fn spawn_run(out: &Path, hold_ms: Option<u64>) -> Child {
+    run_command(out, hold_ms).spawn().unwrap()
+}
+
+/// Waits until a run beside `parent` has written every file into its temporary directory.
+fn wait_until_written(parent: &Path) {
+    let start = Instant::now();
+    while !temporaries(parent)
+        .iter()
+        .any(|t| parent.join(t).join("manifest.json").exists())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the run never wrote its files"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A complete output: every file the manifest lists, with its checksum.
@@ -67,20 +87,7 @@ fn sigkill_while_writing_leaves_previous_outputs_byte_identical() {
 
     // Hold the run after it has written every file into its temporary directory.
     let mut child = spawn_run(&out, Some(60_000));
-    let start = Instant::now();
-    loop {
-        let written = temporaries(tmp.path())
-            .iter()
-            .any(|t| tmp.path().join(t).join("manifest.json").exists());
-        if written {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "the run never wrote its files"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_written(tmp.path());
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert_eq!(snapshot(&out), before, "previous outputs changed");
@@ -166,27 +173,11 @@ fn sigterm_while_held_before_publishing_exits_143_with_a_message() {
     let out = tmp.path().join("out");
     assert!(spawn_run(&out, None).wait().unwrap().success());
     let before = snapshot(&out);
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("loyalty"));
-    let child = cmd
-        .current_dir(repo())
-        .args(["run", "--config", "config/example.yaml", "--out"])
-        .arg(&out)
-        .env("LOYALTY_TEST_HOLD_BEFORE_PUBLISH_MS", "60000")
-        .stdout(Stdio::null())
+    let child = run_command(&out, Some(60_000))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !temporaries(tmp.path())
-        .iter()
-        .any(|t| tmp.path().join(t).join("manifest.json").exists())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "the run never wrote its files"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_written(tmp.path());
     terminate(&child);
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(143));

@@ -237,27 +237,25 @@ fn report_renders_in_headless_chromium() {
 
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
     let _ = std::fs::remove_file(&screenshot);
-    let shot = headless(&chromium, &tmp.path().join("profile-1"))
-        .arg(format!("--screenshot={}", screenshot.display()))
-        .arg(&page)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&shot.stderr);
-    assert!(shot.status.success(), "chromium failed: {stderr}");
-    assert_eq!(console_errors(&stderr), Vec::<String>::new());
+    // Each run of Chromium must succeed without a console message.
+    let render = |profile: &str, action: String| {
+        let output = headless(&chromium, &tmp.path().join(profile))
+            .arg(action)
+            .arg(&page)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "chromium failed: {stderr}");
+        assert_eq!(console_errors(&stderr), Vec::<String>::new());
+        output
+    };
+    render("profile-1", format!("--screenshot={}", screenshot.display()));
     let png = std::fs::read(&screenshot).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     // A blank page compresses to a few KB; a page of charts does not.
     assert!(png.len() > 100_000, "screenshot only {} bytes", png.len());
 
-    let dom = headless(&chromium, &tmp.path().join("profile-2"))
-        .arg("--dump-dom")
-        .arg(&page)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&dom.stderr);
-    assert!(dom.status.success(), "chromium failed: {stderr}");
-    assert_eq!(console_errors(&stderr), Vec::<String>::new());
+    let dom = render("profile-2", "--dump-dom".into());
     let rendered = String::from_utf8_lossy(&dom.stdout);
     assert_eq!(chart_ids(&rendered), CHARTS, "charts in the rendered page");
     assert_eq!(rendered.matches("<svg").count(), CHARTS.len());
