@@ -110,13 +110,29 @@ fn likelihood(data: &Indexed, params: &[f64], gradient: bool) -> (f64, Vec<f64>)
     } else {
         total += deterministic_sum(&data.rows, |row| tail(row).0 * row.weight);
     }
-    // The gamma-function terms, per distinct x: ln Γ(r + x) − ln Γ(r) + r ln α
-    // + ln B(a, b + x) − ln B(a, b), as ratios that stay exact for huge parameters.
+    let (gamma_total, gamma_grad) = gamma_terms(data, params, 0.0, gradient);
+    total += gamma_total;
+    for (g, extra) in grad.iter_mut().zip(gamma_grad) {
+        *g += extra;
+    }
+    (total, grad.to_vec())
+}
+
+/// The gamma-function terms of BG/NBD (`shift` 0) and MBG/NBD (`shift` 1), summed
+/// over the distinct x with their weights, and (when asked) their gradient in
+/// (r, α, a, b): ln Γ(r + x) − ln Γ(r) + r ln α + ln Γ(b + x + shift) − ln Γ(b)
+/// − (ln Γ(a + b + x + shift) − ln Γ(a + b)), as ratios that stay exact for huge
+/// parameters.
+pub(super) fn gamma_terms(data: &Indexed, params: &[f64], shift: f64, gradient: bool) -> (f64, [f64; 4]) {
+    let (r, alpha, a, b) = (params[0], params[1], params[2], params[3]);
+    let shifted: Vec<f64> = data.xs.iter().map(|x| x + shift).collect();
     let (rising_r, rising_b, rising_ab) = (
         gamma_ratios(r, &data.xs),
-        gamma_ratios(b, &data.xs),
-        gamma_ratios(a + b, &data.xs),
+        gamma_ratios(b, &shifted),
+        gamma_ratios(a + b, &shifted),
     );
+    let mut total = 0.0;
+    let mut grad = [0.0f64; 4];
     for k in 0..data.xs.len() {
         let weight = data.x_weights[k];
         let ((ln_r, psi_r), (ln_b, psi_b), (ln_ab, psi_ab)) = (rising_r[k], rising_b[k], rising_ab[k]);
@@ -128,7 +144,7 @@ fn likelihood(data: &Indexed, params: &[f64], gradient: bool) -> (f64, Vec<f64>)
             grad[3] += weight * (psi_b - psi_ab);
         }
     }
-    (total, grad.to_vec())
+    (total, grad)
 }
 
 /// P(alive | x, t_x, T).

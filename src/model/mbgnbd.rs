@@ -2,7 +2,7 @@
 //! also drop out right after the first purchase. Likelihood and predictions as
 //! in `lifetimes`' ModifiedBetaGeoFitter.
 
-use super::special::{gamma_ratios, hyp2f1, ln_gamma};
+use super::special::{hyp2f1, ln_gamma};
 use super::summary::{Indexed, IndexedTriple, Triple, deterministic_sum, deterministic_sums};
 use super::{Fit, FitError};
 
@@ -78,23 +78,10 @@ fn likelihood(data: &Indexed, params: &[f64], gradient: bool) -> (f64, Vec<f64>)
     } else {
         total += deterministic_sum(&data.rows, |row| tail(row).0 * row.weight);
     }
-    // ln Γ(r + x) − ln Γ(r) + r ln α + ln Γ(b + x + 1) − ln Γ(b) − (ln Γ(a + b + x + 1) − ln Γ(a + b)).
-    let plus_one: Vec<f64> = data.xs.iter().map(|x| x + 1.0).collect();
-    let (rising_r, rising_b, rising_ab) = (
-        gamma_ratios(r, &data.xs),
-        gamma_ratios(b, &plus_one),
-        gamma_ratios(a + b, &plus_one),
-    );
-    for k in 0..data.xs.len() {
-        let weight = data.x_weights[k];
-        let ((ln_r, psi_r), (ln_b, psi_b), (ln_ab, psi_ab)) = (rising_r[k], rising_b[k], rising_ab[k]);
-        total += (ln_r + r * alpha.ln() + ln_b - ln_ab) * weight;
-        if gradient {
-            grad[0] += weight * (psi_r + alpha.ln());
-            grad[1] += weight * r / alpha;
-            grad[2] -= weight * psi_ab;
-            grad[3] += weight * (psi_b - psi_ab);
-        }
+    let (gamma_total, gamma_grad) = super::bgnbd::gamma_terms(data, params, 1.0, gradient);
+    total += gamma_total;
+    for (g, extra) in grad.iter_mut().zip(gamma_grad) {
+        *g += extra;
     }
     (total, grad.to_vec())
 }
