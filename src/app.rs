@@ -81,7 +81,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut computed = computed?;
 
     let dir = output::resolve_dir(&config.output.dir, computed.as_of, run_date);
-    output::check_outside_inputs(&dir, &config.input.orders)?;
+    if config.output.dir.contains("{as_of}") {
+        // Only now known; otherwise checked before the work.
+        output::check_outside_inputs(&dir, &config.input.orders)?;
+    }
     let mut manifest = Manifest {
         tool: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
