@@ -1,10 +1,9 @@
-//! SPEC §1: the orders table, from physical input columns to cleaned lines and orders.
+//! SPEC §1: the order lines, from physical input columns to typed lines.
 //!
-//! [`normalise`] maps physical columns to typed logical ones (ids as strings,
-//! dates as calendar days, line values in integer micro-units) and rejects wrong
-//! types from the schema alone. [`clean`] applies cleaning steps 1–4 in SPEC
-//! order and rolls lines up to orders (step 5), counting steps 3–4 inside the
-//! roll-up so that the data is deduplicated once and never re-read to count.
+//! [`normalise`] maps physical columns to typed logical ones (ids as text, trimmed
+//! by the fold, dates as calendar days, line values in integer micro-units) and rejects
+//! wrong types from the schema alone. [`line_plan`] adds step 4's verdict and what
+//! the exact-duplicate check needs; [`crate::ingest`] folds the lines into orders.
 
 use chrono::NaiveDate;
 use polars::prelude::*;
@@ -13,7 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{CleaningConfig, ExcludeRule, InputConfig, Matcher, Returns};
 use crate::error::{InputError, Result};
-use crate::schema::internal::{CATEGORIES, CATEGORY, CHANNEL, CUSTOMER_ID, ORDER_DATE, ORDER_ID, VALUE};
+use crate::schema::internal::{CATEGORY, CHANNEL, CUSTOMER_ID, ORDER_DATE, ORDER_ID, VALUE};
 
 const MICROS_PER_UNIT: i64 = 1_000_000;
 
@@ -22,6 +21,8 @@ pub struct Normalised {
     pub lf: LazyFrame,
     /// The physical columns of the input: exact duplicates are judged on these.
     pub raw_columns: Vec<PlSmallStr>,
+    /// The physical columns the typed ones are computed from.
+    typed_from: Vec<String>,
     pub has_category: bool,
     pub has_channel: bool,
     /// Columns that are parsed from text, whose failures must be reported, not dropped.
@@ -107,10 +108,9 @@ pub fn normalise(raw: LazyFrame, schema: &Schema, input: &InputConfig, file: &st
             DataType::Categorical(..) => col(physical).cast(DataType::String),
             d => return Err(wrong_type(logical, physical, d, "a string or integer id").into()),
         };
-        let trimmed = as_text.str().strip_chars(lit(NULL));
-        Ok(when(trimmed.clone().eq(lit("")))
-            .then(lit(NULL).cast(DataType::String))
-            .otherwise(trimmed))
+        // Trimming (and empty = missing, step 1) is left to the fold, which reads each
+        // id once anyway: a trimmed copy of every id cost a tenth of the job.
+        Ok(as_text)
     };
     let customer_id = id("customer_id", &columns.customer_id)?;
     let order_id = id("order_id", &columns.order_id)?;
@@ -219,136 +219,52 @@ pub fn normalise(raw: LazyFrame, schema: &Schema, input: &InputConfig, file: &st
     Ok(Normalised {
         lf: raw.with_columns(typed),
         raw_columns: schema.iter_names().cloned().collect(),
+        typed_from: columns
+            .mapped()
+            .into_iter()
+            .filter(|(logical, _)| *logical != "quantity" || input.amount_is_unit_price)
+            .map(|(_, physical)| physical.to_string())
+            .collect(),
         has_category: columns.category.is_some(),
         has_channel: columns.channel.is_some(),
         parse_checks,
     })
 }
 
-/// Step 1's condition: all required values present.
-fn required_present() -> Expr {
-    col(CUSTOMER_ID)
-        .is_not_null()
-        .and(col(ORDER_ID).is_not_null())
-        .and(col(ORDER_DATE).is_not_null())
-        .and(col(VALUE).is_not_null())
-}
+/// Internal columns of the line stream beyond the typed ones.
+pub mod line {
+    /// The line's position in the input (for re-reading duplicate candidates).
+    pub const ROW: &str = "__row";
+    /// Step 4's verdict: 0 kept, i + 1 dropped by reason i (the first that applies).
+    pub const DROPPED_BY: &str = "__dropped_by";
+    /// A hash of the raw columns that no typed column is derived from.
+    pub const OTHER_COLUMNS_HASH: &str = "__other_columns_hash";
 
-/// Per parse check: how many values failed, and the first one.
-fn parse_check_aggregates(normalised: &Normalised) -> Vec<Expr> {
-    let mut aggregates = Vec::new();
-    for (i, check) in normalised.parse_checks.iter().enumerate() {
-        aggregates.push(check.failed.clone().sum().alias(format!("parse_failed_{i}")));
-        aggregates.push(
-            check
-                .raw
-                .clone()
-                .cast(DataType::String)
-                .filter(check.failed.clone())
-                .first()
-                .alias(format!("parse_example_{i}")),
-        );
+    pub fn parse_failed(i: usize) -> String {
+        format!("__parse_failed_{i}")
     }
-    aggregates
-}
 
-/// Text that does not parse is an error naming the column and an example, never silently dropped.
-pub fn check_parse_failures(normalised: &Normalised, counts: &DataFrame) -> Result<()> {
-    for (i, check) in normalised.parse_checks.iter().enumerate() {
-        let failed = scalar_u64(counts, &format!("parse_failed_{i}"));
-        if failed > 0 {
-            let example = counts
-                .column(&format!("parse_example_{i}"))
-                .ok()
-                .and_then(|c| c.get(0).ok().map(|v| v.str_value().to_string()))
-                .unwrap_or_default();
-            return Err(InputError::Unparseable {
-                logical: check.logical.into(),
-                physical: check.physical.clone(),
-                count: failed,
-                example,
-                what: check.what.clone(),
-                fix: check.fix.clone(),
-            }
-            .into());
-        }
+    pub fn parse_raw(i: usize) -> String {
+        format!("__parse_raw_{i}")
     }
-    Ok(())
 }
 
-/// The cleaning plan. Steps 1–2 are counted over every input row; steps 3–4 are
-/// counted inside the roll-up to orders (step 5), so the exact-duplicate pass,
-/// the costliest part of the job, runs once.
-pub struct Cleaned {
-    /// One-row aggregate: step 1 reasons, step 2 drops, parse-failure checks.
-    pub required_and_as_of: LazyFrame,
-    /// Orders keyed by (customer, order), with per-order line counts for steps 3–4;
-    /// pass the collected frame to [`cleaning_steps`] and then [`kept_orders`].
-    pub orders: LazyFrame,
-    /// Step 4 reasons, in the order of their `__dropped_i` columns.
-    reasons: Vec<String>,
+/// The lines as the streaming pass reads them (see [`crate::ingest`]): the typed
+/// columns, step 4's verdict, and what the exact-duplicate pass and the parse
+/// checks need. Every condition is a Polars expression; the pass only folds.
+pub struct LinePlan {
+    pub lines: LazyFrame,
+    /// Step 4 reasons; `__dropped_by` = i + 1 names `reasons[i]`.
+    pub reasons: Vec<String>,
+    pub parse_checks: usize,
+    pub has_other_columns: bool,
+    /// Step 4's verdict as an expression over the normalised lines (`None`: keep all).
+    verdict: Option<Expr>,
 }
 
-/// Lines of the order after dedupe (step 3), and of those kept by step 4.
-const LINES: &str = "__lines";
-const KEPT: &str = "__kept_lines";
-const KEEP: &str = "__keep";
-
-fn dropped_column(i: usize) -> String {
-    format!("__dropped_{i}")
-}
-
-/// In `required_and_as_of`: the latest order date among lines with every required value.
-pub const LATEST_VALID_DATE: &str = "latest valid order_date";
-
-/// Steps 1–5 of SPEC §1, in order.
-/// Without `as_of`, step 2 keeps every line (the default as_of is the latest valid
-/// date + 1, reported as [`LATEST_VALID_DATE`] in `required_and_as_of`).
-pub fn clean(normalised: &Normalised, cleaning: &CleaningConfig, as_of: Option<NaiveDate>) -> Cleaned {
-    let before_as_of = as_of.map_or_else(|| lit(true), |d| col(ORDER_DATE).lt(date_lit(d)));
-
-    // Step 1 reasons are exclusive: a row is counted under the first that applies.
-    let mut aggregates = vec![
-        len().cast(DataType::Int64).alias("rows"),
-        col(CUSTOMER_ID).is_null().sum().alias("null customer_id"),
-        (col(CUSTOMER_ID).is_not_null().and(col(ORDER_ID).is_null()))
-            .sum()
-            .alias("null order_id"),
-        (col(CUSTOMER_ID)
-            .is_not_null()
-            .and(col(ORDER_ID).is_not_null())
-            .and(col(ORDER_DATE).is_null()))
-        .sum()
-        .alias("null order_date"),
-        (col(CUSTOMER_ID)
-            .is_not_null()
-            .and(col(ORDER_ID).is_not_null())
-            .and(col(ORDER_DATE).is_not_null())
-            .and(col(VALUE).is_null()))
-        .sum()
-        .alias("null or non-finite line value"),
-        (required_present().and(before_as_of.clone().not()))
-            .sum()
-            .alias("dated on or after as_of"),
-        col(ORDER_DATE)
-            .filter(required_present())
-            .max()
-            .alias(LATEST_VALID_DATE),
-    ];
-    aggregates.extend(parse_check_aggregates(normalised));
-    let required_and_as_of = normalised.lf.clone().select(aggregates);
-
-    let in_window = normalised.lf.clone().filter(required_present().and(before_as_of));
-    let deduped = if cleaning.dedupe {
-        exact_duplicates_removed(in_window, &normalised.raw_columns)
-    } else {
-        in_window
-    };
-
-    // Step 4 as flags, each line counted under the first reason that drops it.
-    let mut dropped = lit(false);
-    let mut flags = Vec::new();
-    let mut reasons = Vec::new();
+/// Builds the line stream for SPEC §1 steps 1–4 (the fold applies steps 1–3 and 5).
+pub fn line_plan(normalised: &Normalised, cleaning: &CleaningConfig) -> LinePlan {
+    // Step 4 as one small integer per line: the first reason that drops it.
     let mut conditions: Vec<(String, Expr)> = cleaning
         .exclude
         .iter()
@@ -363,85 +279,88 @@ pub fn clean(normalised: &Normalised, cleaning: &CleaningConfig, as_of: Option<N
     if cleaning.returns == Returns::Drop {
         conditions.push(("negative line (returns: drop)".into(), col(VALUE).lt(lit(0i64))));
     }
-    for (i, (reason, condition)) in conditions.into_iter().enumerate() {
-        flags.push(
-            condition
-                .clone()
-                .and(dropped.clone().not())
-                .alias(dropped_column(i)),
-        );
-        reasons.push(reason);
-        dropped = dropped.or(condition);
-    }
-    flags.push(dropped.not().alias(KEEP));
-
-    let kept = |e: Expr, otherwise: Expr| when(col(KEEP)).then(e).otherwise(otherwise);
-    let mut aggs = vec![
-        kept(col(ORDER_DATE), lit(NULL).cast(DataType::Date))
-            .min()
-            .alias(ORDER_DATE),
-        kept(col(VALUE), lit(0i64)).sum().alias(VALUE),
-        len().cast(DataType::Int64).alias(LINES),
-        col(KEEP).sum().cast(DataType::Int64).alias(KEPT),
+    let mut columns = vec![
+        col(line::ROW),
+        col(CUSTOMER_ID),
+        col(ORDER_ID),
+        col(ORDER_DATE),
+        col(VALUE),
     ];
-    aggs.extend((0..reasons.len()).map(|i| col(dropped_column(i)).sum().cast(DataType::Int64)));
+    let reasons: Vec<String> = conditions.iter().map(|(reason, _)| reason.clone()).collect();
+    let verdict = (!conditions.is_empty()).then(|| {
+        conditions
+            .into_iter()
+            .enumerate()
+            .rev()
+            .fold(lit(0i32), |otherwise, (i, (_, condition))| {
+                when(condition).then(lit(i as i32 + 1)).otherwise(otherwise)
+            })
+            .alias(line::DROPPED_BY)
+    });
+    columns.extend(verdict.clone());
     if normalised.has_channel {
-        // An order's channel: the smallest non-null channel among its kept lines.
-        aggs.push(
-            kept(col(CHANNEL), lit(NULL).cast(DataType::String))
-                .min()
-                .alias(CHANNEL),
-        );
+        columns.push(col(CHANNEL));
     }
     if normalised.has_category {
-        // Distinct categories of the order's kept positive lines (for upsell_ratio).
-        aggs.push(
-            col(CATEGORY)
-                .filter(col(KEEP).and(col(VALUE).gt(lit(0i64))))
-                .drop_nulls()
-                .unique()
-                .alias(CATEGORIES),
-        );
+        columns.push(col(CATEGORY));
     }
-    let orders = deduped
-        .with_columns(flags)
-        .group_by([col(CUSTOMER_ID), col(ORDER_ID)])
-        .agg(aggs);
-    Cleaned {
-        required_and_as_of,
-        orders,
+    // Exact duplicates agree on every raw column, so on the typed columns and on the
+    // rest: the fold fingerprints lines by their order, typed values and this hash.
+    let others: Vec<Expr> = normalised
+        .raw_columns
+        .iter()
+        .filter(|c| !normalised.typed_from.iter().any(|t| t == c.as_str()))
+        .map(|c| col(c.clone()))
+        .collect();
+    let has_other_columns = cleaning.dedupe && !others.is_empty();
+    if has_other_columns {
+        columns.push(as_struct(others).hash(0, 0, 0, 0).alias(line::OTHER_COLUMNS_HASH));
+    }
+    for (i, check) in normalised.parse_checks.iter().enumerate() {
+        columns.push(check.failed.clone().alias(line::parse_failed(i)));
+        columns.push(check.raw.clone().cast(DataType::String).alias(line::parse_raw(i)));
+    }
+    LinePlan {
+        lines: normalised.lf.clone().with_row_index(line::ROW, None).select(columns),
         reasons,
+        parse_checks: normalised.parse_checks.len(),
+        has_other_columns,
+        verdict,
     }
 }
 
-/// Step 3: drops exact duplicate rows (equal in every raw column). Equal rows have
-/// equal hashes, so a row whose hash is unique has no duplicate and is kept as it is;
-/// only the few rows whose hash repeats are compared value by value. The hash only
-/// narrows the search — equality is decided on the values — and hashing is several
-/// times cheaper than the full comparison over every row (3.8 s at 10M lines).
-fn exact_duplicates_removed(lines: LazyFrame, raw_columns: &[PlSmallStr]) -> LazyFrame {
-    const HASH: &str = "__row_hash";
-    let row = as_struct(raw_columns.iter().map(|c| col(c.clone())).collect());
-    // The plain comparison over every row: only used if the union cannot be formed.
-    let everything = lines
+/// The given input rows with their raw columns and the typed ones, to decide
+/// exact duplicates value by value (step 3) among lines whose fingerprints repeat.
+pub fn rows_with_raw_values(normalised: &Normalised, plan: &LinePlan, rows: Vec<IdxSize>) -> LazyFrame {
+    let rows = Series::new("rows".into(), rows);
+    let mut columns: Vec<Expr> = normalised.raw_columns.iter().map(|c| col(c.clone())).collect();
+    columns.extend([col(CUSTOMER_ID), col(ORDER_ID), col(VALUE)]);
+    columns.push(plan.verdict.clone().unwrap_or_else(|| lit(0i32).alias(line::DROPPED_BY)));
+    normalised
+        .lf
         .clone()
-        .unique(Some(cols(raw_columns.to_vec())), UniqueKeepStrategy::Any);
-    let hashed = lines.with_column(row.hash(0, 0, 0, 0).alias(HASH));
-    let repeated = col(HASH).is_duplicated();
-    let alone = hashed.clone().filter(repeated.clone().not());
-    let candidates = hashed
-        .filter(repeated)
-        .unique(Some(cols(raw_columns.to_vec())), UniqueKeepStrategy::Any);
-    concat([alone, candidates], UnionArgs::default())
-        .map(|lines| lines.drop(cols([HASH])))
-        .unwrap_or(everything)
+        .with_row_index(line::ROW, None)
+        .filter(col(line::ROW).is_in(lit(rows).implode(true), false))
+        .select(columns)
 }
 
-/// The orders that survive step 4 (at least one kept line), without the count columns.
-pub fn kept_orders(orders: DataFrame, cleaned: &Cleaned) -> LazyFrame {
-    let mut helpers = vec![LINES.to_string(), KEPT.to_string()];
-    helpers.extend((0..cleaned.reasons.len()).map(dropped_column));
-    orders.lazy().filter(col(KEPT).gt(lit(0i64))).drop(cols(helpers))
+/// Text that does not parse is an error naming the column and an example, never
+/// silently dropped. `failures[i]`: check i's count and its first failing value.
+pub fn check_parse_failures(normalised: &Normalised, failures: &[(u64, Option<String>)]) -> Result<()> {
+    for (check, (failed, example)) in normalised.parse_checks.iter().zip(failures) {
+        if *failed > 0 {
+            return Err(InputError::Unparseable {
+                logical: check.logical.into(),
+                physical: check.physical.clone(),
+                count: *failed,
+                example: example.clone().unwrap_or_default(),
+                what: check.what.clone(),
+                fix: check.fix.clone(),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn exclude_matches(rule: &ExcludeRule) -> Expr {
@@ -475,134 +394,4 @@ pub struct CleaningStep {
     pub rows_out: u64,
     pub dropped: u64,
     pub reasons: BTreeMap<String, u64>,
-}
-
-fn scalar_u64(df: &DataFrame, name: &str) -> u64 {
-    df.column(name)
-        .ok()
-        .and_then(|c| c.get(0).ok())
-        .and_then(|v| v.extract::<i64>())
-        .unwrap_or(0)
-        .max(0) as u64
-}
-
-/// Turns the collected step 1–2 counts and the raw orders frame into manifest steps;
-/// text that failed to parse is an error. Returns the steps and the purchase count.
-pub fn cleaning_steps(
-    normalised: &Normalised,
-    cleaned: &Cleaned,
-    first: &DataFrame,
-    orders: &DataFrame,
-) -> Result<(Vec<CleaningStep>, u64)> {
-    check_parse_failures(normalised, first)?;
-    let mut sums = vec![
-        col(LINES).sum().alias(LINES),
-        col(KEPT).sum().alias(KEPT),
-        col(KEPT)
-            .gt(lit(0i64))
-            .sum()
-            .cast(DataType::Int64)
-            .alias("orders"),
-        col(KEPT)
-            .gt(lit(0i64))
-            .and(col(VALUE).gt(lit(0i64)))
-            .sum()
-            .cast(DataType::Int64)
-            .alias("purchases"),
-    ];
-    sums.extend((0..cleaned.reasons.len()).map(|i| col(dropped_column(i)).sum()));
-    let totals = orders.clone().lazy().select(sums).collect()?;
-
-    let rows_in = scalar_u64(first, "rows");
-    let reasons1: BTreeMap<String, u64> = [
-        "null customer_id",
-        "null order_id",
-        "null order_date",
-        "null or non-finite line value",
-    ]
-    .iter()
-    .map(|r| (r.to_string(), scalar_u64(first, r)))
-    .collect();
-    let dropped1: u64 = reasons1.values().sum();
-    let after1 = rows_in - dropped1;
-    let dropped2 = scalar_u64(first, "dated on or after as_of");
-    let after2 = after1 - dropped2;
-    let after3 = scalar_u64(&totals, LINES);
-    let after4 = scalar_u64(&totals, KEPT);
-    let reasons4: BTreeMap<String, u64> = cleaned
-        .reasons
-        .iter()
-        .enumerate()
-        .map(|(i, reason)| (reason.clone(), scalar_u64(&totals, &dropped_column(i))))
-        .collect();
-    let (n_orders, purchases) = (scalar_u64(&totals, "orders"), scalar_u64(&totals, "purchases"));
-    let step =
-        |step: u8, name: &str, rows_in: u64, rows_out: u64, reasons: BTreeMap<String, u64>| CleaningStep {
-            step,
-            name: name.into(),
-            rows_in,
-            rows_out,
-            dropped: rows_in - rows_out,
-            reasons,
-        };
-    let steps = vec![
-        step(1, "required values present", rows_in, after1, reasons1),
-        step(
-            2,
-            "dated before as_of",
-            after1,
-            after2,
-            BTreeMap::from([("dated on or after as_of".into(), dropped2)]),
-        ),
-        step(
-            3,
-            "exact duplicate rows",
-            after2,
-            after3,
-            BTreeMap::from([("exact duplicate".into(), after2 - after3)]),
-        ),
-        step(4, "exclude filters and returns", after3, after4, reasons4),
-        CleaningStep {
-            step: 5,
-            name: "lines rolled up to orders".into(),
-            rows_in: after4,
-            rows_out: n_orders,
-            dropped: 0,
-            reasons: BTreeMap::from([
-                ("orders".into(), n_orders),
-                ("purchases (value > 0)".into(), purchases),
-            ]),
-        },
-    ];
-    Ok((steps, purchases))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The hash-narrowed dedupe keeps exactly the rows a full comparison keeps,
-    /// including signed zeros, NaN, nulls and rows equal in all but one column.
-    #[test]
-    fn hashed_dedupe_equals_the_full_comparison() {
-        let frame = df!(
-            "id" => [Some("a"), Some("a"), Some("a"), None, None, Some("b"), Some("b"), Some("b"), Some("b")],
-            "amount" => [1.0, 1.0, 2.0, 3.0, 3.0, 0.0, -0.0, f64::NAN, f64::NAN],
-            "qty" => [Some(1i64), Some(1), Some(1), None, None, Some(2), Some(2), Some(3), Some(3)],
-        )
-        .unwrap();
-        let columns: Vec<PlSmallStr> = frame.get_column_names_owned();
-        let sorted = |lf: LazyFrame| {
-            lf.sort(
-                ["id", "amount", "qty"],
-                SortMultipleOptions::default().with_nulls_last(true),
-            )
-            .collect()
-            .unwrap()
-        };
-        let hashed = sorted(exact_duplicates_removed(frame.clone().lazy(), &columns));
-        let full = sorted(frame.lazy().unique(Some(cols(columns)), UniqueKeepStrategy::Any));
-        assert_eq!(hashed.height(), full.height(), "{hashed}\n{full}");
-        assert!(hashed.equals_missing(&full), "{hashed}\n{full}");
-    }
 }

@@ -36,6 +36,10 @@ pub enum Error {
 
     #[error("internal error in the query engine: {0}")]
     Polars(#[from] polars::prelude::PolarsError),
+
+    /// A broken invariant of our own: a bug, reported as one.
+    #[error("internal error: {0}; this is a bug, please report it")]
+    Internal(String),
 }
 
 impl Error {
@@ -44,7 +48,7 @@ impl Error {
             Error::Config(_) | Error::Output(_) => 2,
             Error::Input(_) => 3,
             Error::Model(_) => 4,
-            Error::Io { .. } | Error::Polars(_) => 1,
+            Error::Io { .. } | Error::Polars(_) | Error::Internal(_) => 1,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod ingest;
 pub mod io;
 pub mod manifest;
 pub mod metrics;

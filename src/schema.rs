@@ -11,8 +11,11 @@ pub mod internal {
     pub const VALUE: &str = "__value_micros";
     pub const CATEGORY: &str = "__category";
     pub const CHANNEL: &str = "__channel";
-    /// An order's distinct categories among its positive lines (a list).
-    pub const CATEGORIES: &str = "__categories";
+    /// An order's row number among the orders sorted by customer, then order_id.
+    pub const ORDER_RANK: &str = "__order_rank";
+    /// The smallest and largest category number among an order's positive lines.
+    pub const CATEGORY_MIN: &str = "__category_min";
+    pub const CATEGORY_MAX: &str = "__category_max";
     /// Revenue of a customer in micro-units.
     pub const REVENUE_MICROS: &str = "__revenue_micros";
 }

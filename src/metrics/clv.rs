@@ -108,11 +108,15 @@ pub fn clv_by_segment(customers: LazyFrame, dimensions: &[Dimension]) -> LazyFra
             aggs.extend(stats(FORMULA_CLV, FORMULA_CLV_FIXED));
             aggs.extend(stats(PREDICTED_CLV, PREDICTED_CLV_FIXED));
             aggs.push(fixed_mean(P_ALIVE_FIXED).alias(MEAN_P_ALIVE));
+            // Grouped on the typed column; only the few group keys become text.
             customers
                 .clone()
-                .group_by([col(dimension.column()).cast(DataType::String).alias(VALUE)])
+                .group_by([col(dimension.column()).alias(VALUE)])
                 .agg(aggs)
-                .with_columns([lit(dimension.column()).alias(DIMENSION)])
+                .with_columns([
+                    col(VALUE).cast(DataType::String),
+                    lit(dimension.column()).alias(DIMENSION),
+                ])
         })
         .collect();
     let mut columns = vec![col(DIMENSION), col(VALUE), col(CUSTOMERS)];

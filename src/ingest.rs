@@ -1,0 +1,654 @@
+//! SPEC §1 steps 1–5 in one streaming pass: lines in, orders out.
+//!
+//! Polars reads the input in batches and types every line ([`clean::line_plan`]);
+//! [`OrderBook`] folds each batch into per-order aggregates as it arrives. No line
+//! table is ever held in memory, and each customer and order id is hashed once,
+//! here, into a dense integer key, so every later group-by, join and sort works on
+//! integers (hashing the string ids again at each stage cost most of the job).
+//!
+//! Step 3 (exact duplicates) is decided in two moves: every line in the window gets
+//! a fingerprint — its order, date, value, channel, category and a hash of the
+//! other raw columns, all equal for equal rows — and only lines whose fingerprint
+//! repeats are read again and compared on their raw values. Taking a duplicate out
+//! changes its order's sums and counts but never its earliest date, channel or
+//! categories (an equal line stays), so the fold can take duplicates out afterwards.
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+
+use chrono::NaiveDate;
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+use polars::prelude::*;
+use polars::series::IsSorted;
+use rayon::prelude::*;
+
+use crate::clean::{self, CleaningStep, LinePlan, Normalised, epoch_days, line};
+use crate::config::CleaningConfig;
+use crate::error::{Error, InputError, Result};
+use crate::schema::internal::{
+    CATEGORY, CATEGORY_MAX, CATEGORY_MIN, CHANNEL, CUSTOMER_ID, ORDER_DATE, ORDER_ID, ORDER_RANK, VALUE,
+};
+
+/// No channel or category.
+const NONE: u32 = u32::MAX;
+
+/// Distinct strings, each stored once, numbered in order of first appearance.
+#[derive(Default)]
+struct Interner {
+    table: HashTable<u32>,
+    text: String,
+    ends: Vec<usize>,
+    /// Each string's hash, so that growing the table never re-hashes text.
+    hashes: Vec<u64>,
+}
+
+/// The bytes of string `i` of an arena (bytes: no char-boundary checks in hot loops).
+fn bytes_of<'a>(text: &'a str, ends: &[usize], i: u32) -> &'a [u8] {
+    let i = i as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    &text.as_bytes()[start..ends[i]]
+}
+
+impl Interner {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: u32) -> &str {
+        let i = i as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    fn intern(&mut self, hasher: &FixedState, s: &str) -> u32 {
+        let hash = hasher.hash_one(s.as_bytes());
+        let Self {
+            table,
+            text,
+            ends,
+            hashes,
+        } = self;
+        let entry = table.entry(
+            hash,
+            |&i| bytes_of(text, ends, i) == s.as_bytes(),
+            |&i| hashes[i as usize],
+        );
+        match entry {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let i = ends.len() as u32;
+                e.insert(i);
+                self.push(s, hash);
+                i
+            }
+        }
+    }
+
+    fn push(&mut self, s: &str, hash: u64) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+        self.hashes.push(hash);
+    }
+
+    fn find(&self, hasher: &FixedState, s: &str) -> Option<u32> {
+        self.table
+            .find(hasher.hash_one(s.as_bytes()), |&i| {
+                bytes_of(&self.text, &self.ends, i) == s.as_bytes()
+            })
+            .copied()
+    }
+}
+
+/// Per order, indexed by the order's number: the step 5 aggregates of its kept lines.
+#[derive(Default)]
+struct Orders {
+    /// (customer, order_id) -> order number.
+    table: HashTable<u32>,
+    /// order_id text per order.
+    ids: Interner,
+    customer: Vec<u32>,
+    /// Earliest date of a kept line; `i32::MAX` while none.
+    first_day: Vec<i32>,
+    value: Vec<i64>,
+    kept_lines: Vec<u32>,
+    /// Smallest channel (in text order) among kept lines.
+    channel: Vec<u32>,
+    /// Smallest and largest category number among kept positive lines: two
+    /// distinct categories exist exactly when they differ.
+    category_min: Vec<u32>,
+    category_max: Vec<u32>,
+}
+
+impl Orders {
+    fn hash(hasher: &FixedState, customer: u32, id: &[u8]) -> u64 {
+        hasher.hash_one((customer, id))
+    }
+
+    fn number(&mut self, hasher: &FixedState, customer: u32, id: &str) -> u32 {
+        let Self {
+            table,
+            ids,
+            customer: customers,
+            ..
+        } = self;
+        let id_bytes = id.as_bytes();
+        let hash = Self::hash(hasher, customer, id_bytes);
+        let entry = table.entry(
+            hash,
+            |&o| customers[o as usize] == customer && bytes_of(&ids.text, &ids.ends, o) == id_bytes,
+            |&o| ids.hashes[o as usize],
+        );
+        match entry {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let o = customers.len() as u32;
+                e.insert(o);
+                // Order ids are stored per order, not deduplicated: (customer, id) is the key.
+                ids.push(id, hash);
+                customers.push(customer);
+                self.first_day.push(i32::MAX);
+                self.value.push(0);
+                self.kept_lines.push(0);
+                self.channel.push(NONE);
+                self.category_min.push(NONE);
+                self.category_max.push(NONE);
+                o
+            }
+        }
+    }
+
+    fn find(&self, hasher: &FixedState, customer: u32, id: &str) -> Option<u32> {
+        self.table
+            .find(Self::hash(hasher, customer, id.as_bytes()), |&o| {
+                self.customer[o as usize] == customer && bytes_of(&self.ids.text, &self.ids.ends, o) == id.as_bytes()
+            })
+            .copied()
+    }
+}
+
+/// Row counts of SPEC §1 steps 1–4.
+#[derive(Default, Debug, Clone)]
+struct Counts {
+    rows: u64,
+    null_customer: u64,
+    null_order: u64,
+    null_date: u64,
+    null_value: u64,
+    after_as_of: u64,
+    /// Lines left after step 2, before step 3.
+    in_window: u64,
+    duplicates: u64,
+    /// Step 4 drops per reason.
+    dropped: Vec<u64>,
+    /// Latest date among lines with every required value (the default as_of − 1).
+    latest_valid_day: Option<i32>,
+}
+
+/// The fold of the line stream into orders; see the module documentation.
+pub struct OrderBook {
+    hasher: FixedState,
+    as_of: Option<i32>,
+    dedupe: bool,
+    customers: Interner,
+    channels: Interner,
+    categories: Interner,
+    orders: Orders,
+    counts: Counts,
+    /// Per parse check: failures and the example with the smallest row number.
+    parse_failures: Vec<(u64, Option<(IdxSize, String)>)>,
+    /// (fingerprint, row) of every line in the window, for step 3.
+    fingerprints: Vec<(u64, IdxSize)>,
+    /// Time spent folding, and batches folded (for the debug log).
+    busy_seconds: f64,
+    batches: u64,
+}
+
+/// An id as the fold sees it: trimmed, and missing when empty (SPEC §1 step 1).
+fn present(id: Option<&str>) -> Option<&str> {
+    id.map(str::trim).filter(|id| !id.is_empty())
+}
+
+/// A column of a batch as one contiguous array.
+fn array<'a, T: PolarsDataType>(ca: &'a std::borrow::Cow<'a, ChunkedArray<T>>) -> &'a T::Array {
+    ca.downcast_as_array()
+}
+
+impl OrderBook {
+    pub fn new(plan: &LinePlan, as_of: Option<NaiveDate>, dedupe: bool) -> Self {
+        Self {
+            hasher: FixedState::with_seed(0x6c6f_7961_6c74_79),
+            as_of: as_of.map(epoch_days),
+            dedupe,
+            customers: Interner::default(),
+            channels: Interner::default(),
+            categories: Interner::default(),
+            orders: Orders::default(),
+            counts: Counts {
+                dropped: vec![0; plan.reasons.len()],
+                ..Counts::default()
+            },
+            parse_failures: vec![(0, None); plan.parse_checks],
+            fingerprints: Vec::new(),
+            busy_seconds: 0.0,
+            batches: 0,
+        }
+    }
+
+    /// Folds one batch of the line stream (the columns of [`clean::line_plan`]).
+    pub fn add(&mut self, batch: &DataFrame) -> PolarsResult<()> {
+        let series = |name: &str| -> PolarsResult<&Series> {
+            Ok(batch.column(name)?.as_materialized_series())
+        };
+        let optional = |name: &str| batch.column(name).ok().map(|c| c.as_materialized_series());
+        let rows = series(line::ROW)?.idx()?.rechunk();
+        let customers = series(CUSTOMER_ID)?.str()?.rechunk();
+        let order_ids = series(ORDER_ID)?.str()?.rechunk();
+        let days = series(ORDER_DATE)?.date()?.physical().rechunk();
+        let values = series(VALUE)?.i64()?.rechunk();
+        let verdicts = optional(line::DROPPED_BY).map(|s| s.i32().map(|c| c.rechunk())).transpose()?;
+        let channels = optional(CHANNEL).map(|s| s.str().map(|c| c.rechunk())).transpose()?;
+        let categories = optional(CATEGORY).map(|s| s.str().map(|c| c.rechunk())).transpose()?;
+        let others = optional(line::OTHER_COLUMNS_HASH)
+            .map(|s| s.u64().map(|c| c.rechunk()))
+            .transpose()?;
+        let (rows, customers, order_ids, days, values) = (
+            array(&rows),
+            array(&customers),
+            array(&order_ids),
+            array(&days),
+            array(&values),
+        );
+        let verdicts = verdicts.as_ref().map(array);
+        let channels = channels.as_ref().map(array);
+        let categories = categories.as_ref().map(array);
+        let others = others.as_ref().map(array);
+
+        for check in 0..self.parse_failures.len() {
+            let failed = series(&line::parse_failed(check))?.bool()?.rechunk();
+            let raw = series(&line::parse_raw(check))?.str()?.rechunk();
+            let (failed, raw) = (array(&failed), array(&raw));
+            for i in (0..batch.height()).filter(|&i| failed.get(i) == Some(true)) {
+                let (count, example) = &mut self.parse_failures[check];
+                *count += 1;
+                let row = rows.value(i);
+                if example.as_ref().is_none_or(|(first, _)| row < *first) {
+                    *example = Some((row, raw.get(i).unwrap_or_default().to_string()));
+                }
+            }
+        }
+
+        let hasher = self.hasher.clone();
+        let mut last_customer: Option<(&str, u32)> = None;
+        let mut last_order: Option<(u32, &str, u32)> = None;
+        self.counts.rows += batch.height() as u64;
+        for i in 0..batch.height() {
+            // Step 1: the first missing required value is the reason.
+            let (customer, order_id, day, value) =
+                match (present(customers.get(i)), present(order_ids.get(i)), days.get(i), values.get(i)) {
+                    (Some(c), Some(o), Some(d), Some(v)) => (c, o, d, v),
+                    (None, ..) => {
+                        self.counts.null_customer += 1;
+                        continue;
+                    }
+                    (_, None, ..) => {
+                        self.counts.null_order += 1;
+                        continue;
+                    }
+                    (_, _, None, _) => {
+                        self.counts.null_date += 1;
+                        continue;
+                    }
+                    (.., None) => {
+                        self.counts.null_value += 1;
+                        continue;
+                    }
+                };
+            self.counts.latest_valid_day = self.counts.latest_valid_day.max(Some(day));
+            // Step 2.
+            if self.as_of.is_some_and(|as_of| day >= as_of) {
+                self.counts.after_as_of += 1;
+                continue;
+            }
+            self.counts.in_window += 1;
+
+            // Lines of one order usually arrive together: reuse the last lookups.
+            let (customer_text, order_text) = (customer, order_id);
+            let customer = match last_customer {
+                Some((text, key)) if text == customer => key,
+                _ => self.customers.intern(&hasher, customer),
+            };
+            last_customer = Some((customer_text, customer));
+            let order = match last_order {
+                Some((c, text, key)) if c == customer && text == order_id => key,
+                _ => self.orders.number(&hasher, customer, order_id),
+            };
+            last_order = Some((customer, order_text, order));
+            let channel = channels
+                .and_then(|a| a.get(i))
+                .map_or(NONE, |c| self.channels.intern(&hasher, c));
+            let category = categories
+                .and_then(|a| a.get(i))
+                .map_or(NONE, |c| self.categories.intern(&hasher, c));
+
+            // Step 4's verdict, then step 5's aggregates over the kept lines.
+            let verdict = verdicts.and_then(|a| a.get(i)).unwrap_or(0);
+            if verdict == 0 {
+                let o = order as usize;
+                let orders = &mut self.orders;
+                orders.kept_lines[o] += 1;
+                orders.value[o] = orders.value[o].wrapping_add(value);
+                orders.first_day[o] = orders.first_day[o].min(day);
+                let current = orders.channel[o];
+                if channel != NONE
+                    && channel != current
+                    && (current == NONE || self.channels.get(channel) < self.channels.get(current))
+                {
+                    orders.channel[o] = channel;
+                }
+                if value > 0 && category != NONE {
+                    let (min, max) = (&mut orders.category_min[o], &mut orders.category_max[o]);
+                    *min = if *min == NONE { category } else { (*min).min(category) };
+                    *max = if *max == NONE { category } else { (*max).max(category) };
+                }
+            } else {
+                self.counts.dropped[verdict as usize - 1] += 1;
+            }
+            if self.dedupe {
+                let other = others.and_then(|a| a.get(i)).unwrap_or(0);
+                let fingerprint = hasher.hash_one((order, day, value, channel, category, other));
+                self.fingerprints.push((fingerprint, rows.value(i)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Per parse check: how many values failed, and the first failing value.
+    pub fn parse_failures(&self) -> Vec<(u64, Option<String>)> {
+        self.parse_failures
+            .iter()
+            .map(|(count, example)| (*count, example.as_ref().map(|(_, text)| text.clone())))
+            .collect()
+    }
+
+    /// The rows whose fingerprint repeats: the only candidates for exact duplicates.
+    pub fn duplicate_candidates(&mut self) -> Vec<IdxSize> {
+        let mut fingerprints = std::mem::take(&mut self.fingerprints);
+        fingerprints.par_sort_unstable();
+        let mut rows = Vec::new();
+        for run in fingerprints.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
+            rows.extend(run.iter().map(|(_, row)| *row));
+        }
+        rows.sort_unstable();
+        rows
+    }
+
+    /// Step 3 decided on the raw values of the candidate rows (from
+    /// [`clean::rows_with_raw_values`]): each group of equal rows keeps one line.
+    pub fn remove_duplicates(&mut self, candidates: DataFrame, raw_columns: &[PlSmallStr]) -> Result<()> {
+        let groups = candidates
+            .lazy()
+            .group_by(raw_columns.iter().map(|c| col(c.clone())).collect::<Vec<_>>())
+            .agg([
+                len().alias("__copies"),
+                col(CUSTOMER_ID).first(),
+                col(ORDER_ID).first(),
+                col(VALUE).first(),
+                col(line::DROPPED_BY).first(),
+            ])
+            .filter(col("__copies").gt(lit(1)))
+            .collect()?;
+        let column = |name: &str| -> Result<&Series> { Ok(groups.column(name)?.as_materialized_series()) };
+        let copies = column("__copies")?.cast(&DataType::UInt64)?;
+        let (customers, order_ids) = (column(CUSTOMER_ID)?.str()?, column(ORDER_ID)?.str()?);
+        let (values, verdicts) = (column(VALUE)?.i64()?, column(line::DROPPED_BY)?.i32()?);
+        for (((copies, customer), order_id), (value, verdict)) in copies
+            .u64()?
+            .iter()
+            .zip(customers.iter())
+            .zip(order_ids.iter())
+            .zip(values.iter().zip(verdicts.iter()))
+        {
+            let order = customer
+                .and_then(|c| self.customers.find(&self.hasher, c))
+                .zip(order_id)
+                .and_then(|(c, o)| self.orders.find(&self.hasher, c, o))
+                .ok_or_else(|| Error::Internal("a duplicate line's order was not folded".into()))?;
+            let extra = copies.unwrap_or(1) - 1;
+            self.counts.duplicates += extra;
+            match verdict.unwrap_or(0) {
+                0 => {
+                    let o = order as usize;
+                    self.orders.kept_lines[o] -= extra as u32;
+                    let value = value.unwrap_or(0).wrapping_mul(extra as i64);
+                    self.orders.value[o] = self.orders.value[o].wrapping_sub(value);
+                }
+                reason => self.counts.dropped[reason as usize - 1] -= extra,
+            }
+        }
+        Ok(())
+    }
+
+    /// The as_of a run without a configured one uses: the latest valid date + 1 day.
+    pub fn default_as_of(&self) -> Option<NaiveDate> {
+        self.counts
+            .latest_valid_day
+            .map(|day| NaiveDate::default() + chrono::Duration::days(day as i64 + 1))
+    }
+
+    /// The orders with at least one kept line, keyed by customer; see [`Ingested`].
+    pub fn finish(self, reasons: &[String]) -> Result<Ingested> {
+        let Self {
+            customers,
+            channels,
+            categories,
+            orders,
+            counts,
+            ..
+        } = self;
+        // Customer keys in customer_id text order, so sorting by key sorts by id.
+        let mut by_text: Vec<u32> = (0..customers.len() as u32).collect();
+        by_text.par_sort_unstable_by(|&a, &b| customers.get(a).cmp(customers.get(b)));
+        let mut key = vec![0u32; customers.len()];
+        for (k, &c) in by_text.iter().enumerate() {
+            key[c as usize] = k as u32;
+        }
+
+        // Kept orders grouped by customer key (a counting sort), each customer's by order_id.
+        let mut starts = vec![0usize; customers.len() + 1];
+        let kept: Vec<u32> = (0..orders.customer.len() as u32)
+            .filter(|&o| orders.kept_lines[o as usize] > 0)
+            .collect();
+        for &o in &kept {
+            starts[key[orders.customer[o as usize] as usize] as usize + 1] += 1;
+        }
+        for k in 1..starts.len() {
+            starts[k] += starts[k - 1];
+        }
+        let mut sorted = vec![0u32; kept.len()];
+        let mut next = starts.clone();
+        for &o in &kept {
+            let k = key[orders.customer[o as usize] as usize] as usize;
+            sorted[next[k]] = o;
+            next[k] += 1;
+        }
+        for window in starts.windows(2).filter(|w| w[1] - w[0] > 1) {
+            sorted[window[0]..window[1]].sort_unstable_by(|&a, &b| orders.ids.get(a).cmp(orders.ids.get(b)));
+        }
+
+        let gather_u32 = |name: &str, f: &dyn Fn(usize) -> u32| {
+            UInt32Chunked::from_vec(name.into(), sorted.iter().map(|&o| f(o as usize)).collect())
+        };
+        let optional_u32 = |name: &str, v: &[u32]| {
+            UInt32Chunked::from_iter_options(
+                name.into(),
+                sorted.iter().map(|&o| Some(v[o as usize]).filter(|&x| x != NONE)),
+            )
+        };
+        let mut customer_key = gather_u32(CUSTOMER_ID, &|o| key[orders.customer[o] as usize]);
+        customer_key.set_sorted_flag(IsSorted::Ascending);
+        let mut order_rank = UInt32Chunked::from_vec(ORDER_RANK.into(), (0..sorted.len() as u32).collect());
+        order_rank.set_sorted_flag(IsSorted::Ascending);
+        let days = Int32Chunked::from_vec(
+            ORDER_DATE.into(),
+            sorted.iter().map(|&o| orders.first_day[o as usize]).collect(),
+        );
+        let values = Int64Chunked::from_vec(VALUE.into(), sorted.iter().map(|&o| orders.value[o as usize]).collect());
+        let mut columns = vec![
+            customer_key.into_column(),
+            order_rank.into_column(),
+            days.into_date().into_column(),
+            values.into_column(),
+        ];
+        if channels.len() > 0 || !orders.channel.iter().all(|&c| c == NONE) {
+            columns.push(
+                StringChunked::from_iter(sorted.iter().map(|&o| {
+                    Some(orders.channel[o as usize])
+                        .filter(|&c| c != NONE)
+                        .map(|c| channels.get(c))
+                }))
+                .with_name(CHANNEL.into())
+                .into_column(),
+            );
+        }
+        if categories.len() > 0 {
+            columns.push(optional_u32(CATEGORY_MIN, &orders.category_min).into_column());
+            columns.push(optional_u32(CATEGORY_MAX, &orders.category_max).into_column());
+        }
+        let purchases = sorted.iter().filter(|&&o| orders.value[o as usize] > 0).count() as u64;
+        let customer_ids =
+            StringChunked::from_iter_values(CUSTOMER_ID.into(), by_text.iter().map(|&c| customers.get(c)))
+                .into_series();
+        Ok(Ingested {
+            orders: DataFrame::new_infer_height(columns)?,
+            customer_ids,
+            cleaning: cleaning_steps(&counts, reasons, sorted.len() as u64, purchases),
+            purchases,
+        })
+    }
+}
+
+/// The cleaned orders (SPEC §1 step 5) and what the manifest says of the cleaning.
+pub struct Ingested {
+    /// One row per order with a kept line, sorted by customer key then order_id:
+    /// `__customer_id` is the customer's key (UInt32, in customer_id text order; see
+    /// `customer_ids`), `__order_rank` the row number (so, within a customer, the
+    /// order_id's place), the earliest kept date, the summed value in micro-units,
+    /// the smallest channel, and the category range of the positive lines.
+    pub orders: DataFrame,
+    /// customer_id text by customer key.
+    pub customer_ids: Series,
+    pub cleaning: Vec<CleaningStep>,
+    pub purchases: u64,
+}
+
+fn cleaning_steps(counts: &Counts, reasons: &[String], orders: u64, purchases: u64) -> Vec<CleaningStep> {
+    let step = |step: u8, name: &str, rows_in: u64, rows_out: u64, reasons: BTreeMap<String, u64>| CleaningStep {
+        step,
+        name: name.into(),
+        rows_in,
+        rows_out,
+        dropped: rows_in - rows_out,
+        reasons,
+    };
+    let reasons1: BTreeMap<String, u64> = [
+        ("null customer_id", counts.null_customer),
+        ("null order_id", counts.null_order),
+        ("null order_date", counts.null_date),
+        ("null or non-finite line value", counts.null_value),
+    ]
+    .into_iter()
+    .map(|(r, n)| (r.to_string(), n))
+    .collect();
+    let after1 = counts.rows - reasons1.values().sum::<u64>();
+    let after3 = counts.in_window - counts.duplicates;
+    let after4 = after3 - counts.dropped.iter().sum::<u64>();
+    vec![
+        step(1, "required values present", counts.rows, after1, reasons1),
+        step(
+            2,
+            "dated before as_of",
+            after1,
+            counts.in_window,
+            BTreeMap::from([("dated on or after as_of".into(), counts.after_as_of)]),
+        ),
+        step(
+            3,
+            "exact duplicate rows",
+            counts.in_window,
+            after3,
+            BTreeMap::from([("exact duplicate".into(), counts.duplicates)]),
+        ),
+        step(
+            4,
+            "exclude filters and returns",
+            after3,
+            after4,
+            reasons.iter().cloned().zip(counts.dropped.iter().copied()).collect(),
+        ),
+        CleaningStep {
+            step: 5,
+            name: "lines rolled up to orders".into(),
+            rows_in: after4,
+            rows_out: orders,
+            dropped: 0,
+            reasons: BTreeMap::from([
+                ("orders".into(), orders),
+                ("purchases (value > 0)".into(), purchases),
+            ]),
+        },
+    ]
+}
+
+/// SPEC §1 over the whole input: one streaming pass folds the lines into orders,
+/// and the few lines whose fingerprints repeat are read again for step 3.
+/// Returns the orders and the as_of in force (configured, or the default).
+pub fn ingest(
+    normalised: &Normalised,
+    cleaning: &CleaningConfig,
+    as_of: Option<NaiveDate>,
+) -> Result<(Ingested, Option<NaiveDate>)> {
+    let plan = clean::line_plan(normalised, cleaning);
+    let book = Arc::new(Mutex::new(Some(OrderBook::new(&plan, as_of, cleaning.dedupe))));
+    let sink = Arc::clone(&book);
+    let fold = move |batch: DataFrame| -> PolarsResult<bool> {
+        let mut guard = sink
+            .lock()
+            .map_err(|_| polars_err!(ComputeError: "the order fold panicked"))?;
+        if let Some(book) = guard.as_mut() {
+            let started = std::time::Instant::now();
+            book.add(&batch)?;
+            book.busy_seconds += started.elapsed().as_secs_f64();
+            book.batches += 1;
+        }
+        // false: keep the batches coming.
+        Ok(false)
+    };
+    let started = std::time::Instant::now();
+    plan.lines
+        .clone()
+        .sink_batches(PlanCallback::Rust(SpecialEq::new(Arc::new(fold))), false, None)?
+        .collect_with_engine(Engine::Streaming)?;
+    let mut book = book
+        .lock()
+        .ok()
+        .and_then(|mut guard| guard.take())
+        .ok_or_else(|| Error::Internal("the order fold did not finish".into()))?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), busy = book.busy_seconds, batches = book.batches, "lines folded into orders");
+    clean::check_parse_failures(normalised, &book.parse_failures())?;
+    let as_of = as_of.or_else(|| book.default_as_of());
+    if as_of.is_none() {
+        return Err(InputError::NothingLeft("no row has a customer_id, order_id, order_date and amount".into()).into());
+    }
+    let candidates = book.duplicate_candidates();
+    if !candidates.is_empty() {
+        tracing::debug!(rows = candidates.len(), "lines whose fingerprints repeat, compared on raw values");
+        let lines = clean::rows_with_raw_values(normalised, &plan, candidates).collect_with_engine(Engine::Streaming)?
+            .unwrap_single();
+        book.remove_duplicates(lines, &normalised.raw_columns)?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "duplicates compared");
+    }
+    Ok((book.finish(&plan.reasons)?, as_of))
+}
