@@ -64,7 +64,11 @@ impl Interner {
     }
 
     fn intern(&mut self, hasher: &FixedState, s: &str) -> u32 {
-        let hash = hasher.hash_one(s.as_bytes());
+        self.intern_hashed(s, hasher.hash_one(s.as_bytes()))
+    }
+
+    /// `hash`: the string's hash by the fold's hasher.
+    fn intern_hashed(&mut self, s: &str, hash: u64) -> u32 {
         let Self {
             table,
             text,
@@ -93,9 +97,9 @@ impl Interner {
         self.hashes.push(hash);
     }
 
-    fn find(&self, hasher: &FixedState, s: &str) -> Option<u32> {
+    fn find_hashed(&self, s: &str, hash: u64) -> Option<u32> {
         self.table
-            .find(hasher.hash_one(s.as_bytes()), |&i| {
+            .find(hash, |&i| {
                 bytes_of(&self.text, &self.ends, i) == s.as_bytes()
             })
             .copied()
@@ -169,7 +173,7 @@ impl Orders {
     }
 }
 
-/// Row counts of SPEC §1 steps 1–4.
+/// Row counts of SPEC §1 steps 1–2, over the whole input.
 #[derive(Default, Debug, Clone)]
 struct Counts {
     rows: u64,
@@ -180,161 +184,73 @@ struct Counts {
     after_as_of: u64,
     /// Lines left after step 2, before step 3.
     in_window: u64,
-    duplicates: u64,
-    /// Step 4 drops per reason.
-    dropped: Vec<u64>,
     /// Latest date among lines with every required value (the default as_of − 1).
     latest_valid_day: Option<i32>,
 }
 
-/// The fold of the line stream into orders; see the module documentation.
-pub struct OrderBook {
-    hasher: FixedState,
-    as_of: Option<i32>,
-    dedupe: bool,
+/// The columns of one batch of the line stream, as contiguous arrays.
+struct Batch<'a> {
+    rows: &'a <IdxType as PolarsDataType>::Array,
+    customers: &'a <StringType as PolarsDataType>::Array,
+    order_ids: &'a <StringType as PolarsDataType>::Array,
+    days: &'a <Int32Type as PolarsDataType>::Array,
+    values: &'a <Int64Type as PolarsDataType>::Array,
+    verdicts: Option<&'a <Int32Type as PolarsDataType>::Array>,
+    channels: Option<&'a <StringType as PolarsDataType>::Array>,
+    categories: Option<&'a <StringType as PolarsDataType>::Array>,
+    others: Option<&'a <UInt64Type as PolarsDataType>::Array>,
+}
+
+/// The customers whose id hashes to one part of the hash space, with their orders.
+/// Shards share nothing, so batches are folded by all shards in parallel; a
+/// customer's lines, orders and duplicates all fall in one shard.
+#[derive(Default)]
+struct Shard {
     customers: Interner,
     channels: Interner,
     categories: Interner,
     orders: Orders,
-    counts: Counts,
-    /// Per parse check: failures and the example with the smallest row number.
-    parse_failures: Vec<(u64, Option<(IdxSize, String)>)>,
+    /// Step 3: lines taken out as exact duplicates. Step 4: drops per reason.
+    duplicates: u64,
+    dropped: Vec<u64>,
     /// (fingerprint, row) of every line in the window, for step 3.
     fingerprints: Vec<(u64, IdxSize)>,
-    /// Time spent folding, and batches folded (for the debug log).
-    busy_seconds: f64,
-    batches: u64,
 }
 
-/// An id as the fold sees it: trimmed, and missing when empty (SPEC §1 step 1).
-fn present(id: Option<&str>) -> Option<&str> {
-    id.map(str::trim).filter(|id| !id.is_empty())
-}
-
-/// A column of a batch as one contiguous array.
-fn array<'a, T: PolarsDataType>(ca: &'a std::borrow::Cow<'a, ChunkedArray<T>>) -> &'a T::Array {
-    ca.downcast_as_array()
-}
-
-impl OrderBook {
-    pub fn new(plan: &LinePlan, as_of: Option<NaiveDate>, dedupe: bool) -> Self {
-        Self {
-            hasher: FixedState::with_seed(0x6c6f_7961_6c74_79),
-            as_of: as_of.map(epoch_days),
-            dedupe,
-            customers: Interner::default(),
-            channels: Interner::default(),
-            categories: Interner::default(),
-            orders: Orders::default(),
-            counts: Counts {
-                dropped: vec![0; plan.reasons.len()],
-                ..Counts::default()
-            },
-            parse_failures: vec![(0, None); plan.parse_checks],
-            fingerprints: Vec::new(),
-            busy_seconds: 0.0,
-            batches: 0,
-        }
-    }
-
-    /// Folds one batch of the line stream (the columns of [`clean::line_plan`]).
-    pub fn add(&mut self, batch: &DataFrame) -> PolarsResult<()> {
-        let series = |name: &str| -> PolarsResult<&Series> {
-            Ok(batch.column(name)?.as_materialized_series())
-        };
-        let optional = |name: &str| batch.column(name).ok().map(|c| c.as_materialized_series());
-        let rows = series(line::ROW)?.idx()?.rechunk();
-        let customers = series(CUSTOMER_ID)?.str()?.rechunk();
-        let order_ids = series(ORDER_ID)?.str()?.rechunk();
-        let days = series(ORDER_DATE)?.date()?.physical().rechunk();
-        let values = series(VALUE)?.i64()?.rechunk();
-        let verdicts = optional(line::DROPPED_BY).map(|s| s.i32().map(|c| c.rechunk())).transpose()?;
-        let channels = optional(CHANNEL).map(|s| s.str().map(|c| c.rechunk())).transpose()?;
-        let categories = optional(CATEGORY).map(|s| s.str().map(|c| c.rechunk())).transpose()?;
-        let others = optional(line::OTHER_COLUMNS_HASH)
-            .map(|s| s.u64().map(|c| c.rechunk()))
-            .transpose()?;
-        let (rows, customers, order_ids, days, values) = (
-            array(&rows),
-            array(&customers),
-            array(&order_ids),
-            array(&days),
-            array(&values),
-        );
-        let verdicts = verdicts.as_ref().map(array);
-        let channels = channels.as_ref().map(array);
-        let categories = categories.as_ref().map(array);
-        let others = others.as_ref().map(array);
-
-        for check in 0..self.parse_failures.len() {
-            let failed = series(&line::parse_failed(check))?.bool()?.rechunk();
-            let raw = series(&line::parse_raw(check))?.str()?.rechunk();
-            let (failed, raw) = (array(&failed), array(&raw));
-            for i in (0..batch.height()).filter(|&i| failed.get(i) == Some(true)) {
-                let (count, example) = &mut self.parse_failures[check];
-                *count += 1;
-                let row = rows.value(i);
-                if example.as_ref().is_none_or(|(first, _)| row < *first) {
-                    *example = Some((row, raw.get(i).unwrap_or_default().to_string()));
-                }
-            }
-        }
-
-        let hasher = self.hasher.clone();
+impl Shard {
+    /// Folds the given lines of a batch: (index in the batch, hash of the customer id).
+    fn fold(&mut self, hasher: &FixedState, batch: &Batch, lines: &[(u32, u64)], dedupe: bool) {
         let mut last_customer: Option<(&str, u32)> = None;
         let mut last_order: Option<(u32, &str, u32)> = None;
-        self.counts.rows += batch.height() as u64;
-        for i in 0..batch.height() {
-            // Step 1: the first missing required value is the reason.
-            let (customer, order_id, day, value) =
-                match (present(customers.get(i)), present(order_ids.get(i)), days.get(i), values.get(i)) {
-                    (Some(c), Some(o), Some(d), Some(v)) => (c, o, d, v),
-                    (None, ..) => {
-                        self.counts.null_customer += 1;
-                        continue;
-                    }
-                    (_, None, ..) => {
-                        self.counts.null_order += 1;
-                        continue;
-                    }
-                    (_, _, None, _) => {
-                        self.counts.null_date += 1;
-                        continue;
-                    }
-                    (.., None) => {
-                        self.counts.null_value += 1;
-                        continue;
-                    }
-                };
-            self.counts.latest_valid_day = self.counts.latest_valid_day.max(Some(day));
-            // Step 2.
-            if self.as_of.is_some_and(|as_of| day >= as_of) {
-                self.counts.after_as_of += 1;
-                continue;
-            }
-            self.counts.in_window += 1;
-
+        for &(i, customer_hash) in lines {
+            let i = i as usize;
+            let (customer_text, order_text) = (
+                present(batch.customers.get(i)).unwrap_or_default(),
+                present(batch.order_ids.get(i)).unwrap_or_default(),
+            );
+            let (day, value) = (batch.days.value(i), batch.values.value(i));
             // Lines of one order usually arrive together: reuse the last lookups.
-            let (customer_text, order_text) = (customer, order_id);
             let customer = match last_customer {
-                Some((text, key)) if text == customer => key,
-                _ => self.customers.intern(&hasher, customer),
+                Some((text, key)) if text == customer_text => key,
+                _ => self.customers.intern_hashed(customer_text, customer_hash),
             };
             last_customer = Some((customer_text, customer));
             let order = match last_order {
-                Some((c, text, key)) if c == customer && text == order_id => key,
-                _ => self.orders.number(&hasher, customer, order_id),
+                Some((c, text, key)) if c == customer && text == order_text => key,
+                _ => self.orders.number(hasher, customer, order_text),
             };
             last_order = Some((customer, order_text, order));
-            let channel = channels
+            let channel = batch
+                .channels
                 .and_then(|a| a.get(i))
-                .map_or(NONE, |c| self.channels.intern(&hasher, c));
-            let category = categories
+                .map_or(NONE, |c| self.channels.intern(hasher, c));
+            let category = batch
+                .categories
                 .and_then(|a| a.get(i))
-                .map_or(NONE, |c| self.categories.intern(&hasher, c));
+                .map_or(NONE, |c| self.categories.intern(hasher, c));
 
             // Step 4's verdict, then step 5's aggregates over the kept lines.
-            let verdict = verdicts.and_then(|a| a.get(i)).unwrap_or(0);
+            let verdict = batch.verdicts.and_then(|a| a.get(i)).unwrap_or(0);
             if verdict == 0 {
                 let o = order as usize;
                 let orders = &mut self.orders;
@@ -354,14 +270,182 @@ impl OrderBook {
                     *max = if *max == NONE { category } else { (*max).max(category) };
                 }
             } else {
-                self.counts.dropped[verdict as usize - 1] += 1;
+                self.dropped[verdict as usize - 1] += 1;
             }
-            if self.dedupe {
-                let other = others.and_then(|a| a.get(i)).unwrap_or(0);
+            if dedupe {
+                let other = batch.others.and_then(|a| a.get(i)).unwrap_or(0);
                 let fingerprint = hasher.hash_one((order, day, value, channel, category, other));
-                self.fingerprints.push((fingerprint, rows.value(i)));
+                self.fingerprints.push((fingerprint, batch.rows.value(i)));
             }
         }
+    }
+
+    /// Rows whose fingerprint repeats within the shard (equal rows share a customer,
+    /// so a shard holds every copy).
+    fn repeated_fingerprints(&mut self) -> Vec<IdxSize> {
+        let mut fingerprints = std::mem::take(&mut self.fingerprints);
+        fingerprints.sort_unstable();
+        fingerprints
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter(|run| run.len() > 1)
+            .flatten()
+            .map(|(_, row)| *row)
+            .collect()
+    }
+}
+
+/// The fold of the line stream into orders; see the module documentation.
+pub struct OrderBook {
+    hasher: FixedState,
+    as_of: Option<i32>,
+    dedupe: bool,
+    shards: Vec<Shard>,
+    counts: Counts,
+    /// Per parse check: failures and the example with the smallest row number.
+    parse_failures: Vec<(u64, Option<(IdxSize, String)>)>,
+    /// Per shard, the lines of the current batch (reused between batches).
+    routed: Vec<Vec<(u32, u64)>>,
+    /// Time spent folding, and batches folded (for the debug log).
+    busy_seconds: f64,
+    batches: u64,
+}
+
+/// The shard of a customer id's hash, from bits the shard's own table does not use first.
+fn shard_of(hash: u64, shards: usize) -> usize {
+    ((hash >> 24) % shards as u64) as usize
+}
+
+/// An id as the fold sees it: trimmed, and missing when empty (SPEC §1 step 1).
+fn present(id: Option<&str>) -> Option<&str> {
+    id.map(str::trim).filter(|id| !id.is_empty())
+}
+
+/// A column of a batch as one contiguous array.
+fn array<'a, T: PolarsDataType>(ca: &'a std::borrow::Cow<'a, ChunkedArray<T>>) -> &'a T::Array {
+    ca.downcast_as_array()
+}
+
+impl OrderBook {
+    /// `shards`: how many parts the customers are split into, folded in parallel.
+    pub fn new(plan: &LinePlan, as_of: Option<NaiveDate>, dedupe: bool, shards: usize) -> Self {
+        let shards = shards.max(1);
+        Self {
+            hasher: FixedState::with_seed(0x6c6f_7961_6c74_79),
+            as_of: as_of.map(epoch_days),
+            dedupe,
+            shards: (0..shards)
+                .map(|_| Shard {
+                    dropped: vec![0; plan.reasons.len()],
+                    ..Shard::default()
+                })
+                .collect(),
+            counts: Counts::default(),
+            parse_failures: vec![(0, None); plan.parse_checks],
+            routed: vec![Vec::new(); shards],
+            busy_seconds: 0.0,
+            batches: 0,
+        }
+    }
+
+
+    /// Folds one batch of the line stream (the columns of [`clean::line_plan`]):
+    /// steps 1–2 here, then each shard folds its customers' lines in parallel.
+    pub fn add(&mut self, batch: &DataFrame) -> PolarsResult<()> {
+        let series = |name: &str| -> PolarsResult<&Series> {
+            Ok(batch.column(name)?.as_materialized_series())
+        };
+        let optional = |name: &str| batch.column(name).ok().map(|c| c.as_materialized_series());
+        let rows = series(line::ROW)?.idx()?.rechunk();
+        let customers = series(CUSTOMER_ID)?.str()?.rechunk();
+        let order_ids = series(ORDER_ID)?.str()?.rechunk();
+        let days = series(ORDER_DATE)?.date()?.physical().rechunk();
+        let values = series(VALUE)?.i64()?.rechunk();
+        let verdicts = optional(line::DROPPED_BY).map(|s| s.i32().map(|c| c.rechunk())).transpose()?;
+        let channels = optional(CHANNEL).map(|s| s.str().map(|c| c.rechunk())).transpose()?;
+        let categories = optional(CATEGORY).map(|s| s.str().map(|c| c.rechunk())).transpose()?;
+        let others = optional(line::OTHER_COLUMNS_HASH)
+            .map(|s| s.u64().map(|c| c.rechunk()))
+            .transpose()?;
+        let batch_arrays = Batch {
+            rows: array(&rows),
+            customers: array(&customers),
+            order_ids: array(&order_ids),
+            days: array(&days),
+            values: array(&values),
+            verdicts: verdicts.as_ref().map(array),
+            channels: channels.as_ref().map(array),
+            categories: categories.as_ref().map(array),
+            others: others.as_ref().map(array),
+        };
+        let b = &batch_arrays;
+
+        for check in 0..self.parse_failures.len() {
+            let failed = series(&line::parse_failed(check))?.bool()?.rechunk();
+            let raw = series(&line::parse_raw(check))?.str()?.rechunk();
+            let (failed, raw) = (array(&failed), array(&raw));
+            for i in (0..batch.height()).filter(|&i| failed.get(i) == Some(true)) {
+                let (count, example) = &mut self.parse_failures[check];
+                *count += 1;
+                let row = b.rows.value(i);
+                if example.as_ref().is_none_or(|(first, _)| row < *first) {
+                    *example = Some((row, raw.get(i).unwrap_or_default().to_string()));
+                }
+            }
+        }
+
+        // Steps 1–2, and each remaining line routed to its customer's shard.
+        let mut routed = std::mem::take(&mut self.routed);
+        routed.iter_mut().for_each(Vec::clear);
+        let counts = &mut self.counts;
+        counts.rows += batch.height() as u64;
+        let mut last: Option<(&str, u64)> = None;
+        for i in 0..batch.height() {
+            // The first missing required value is the reason.
+            let (customer, day) = match (
+                present(b.customers.get(i)),
+                present(b.order_ids.get(i)),
+                b.days.get(i),
+                b.values.get(i),
+            ) {
+                (Some(customer), Some(_), Some(day), Some(_)) => (customer, day),
+                (None, ..) => {
+                    counts.null_customer += 1;
+                    continue;
+                }
+                (_, None, ..) => {
+                    counts.null_order += 1;
+                    continue;
+                }
+                (_, _, None, _) => {
+                    counts.null_date += 1;
+                    continue;
+                }
+                (.., None) => {
+                    counts.null_value += 1;
+                    continue;
+                }
+            };
+            counts.latest_valid_day = counts.latest_valid_day.max(Some(day));
+            if self.as_of.is_some_and(|as_of| day >= as_of) {
+                counts.after_as_of += 1;
+                continue;
+            }
+            counts.in_window += 1;
+            let hash = match last {
+                Some((text, hash)) if text == customer => hash,
+                _ => self.hasher.hash_one(customer.as_bytes()),
+            };
+            last = Some((customer, hash));
+            let shard = shard_of(hash, routed.len());
+            routed[shard].push((i as u32, hash));
+        }
+
+        let (hasher, dedupe) = (&self.hasher, self.dedupe);
+        self.shards
+            .par_iter_mut()
+            .zip(&routed)
+            .for_each(|(shard, lines)| shard.fold(hasher, b, lines, dedupe));
+        self.routed = routed;
         Ok(())
     }
 
@@ -375,12 +459,11 @@ impl OrderBook {
 
     /// The rows whose fingerprint repeats: the only candidates for exact duplicates.
     pub fn duplicate_candidates(&mut self) -> Vec<IdxSize> {
-        let mut fingerprints = std::mem::take(&mut self.fingerprints);
-        fingerprints.par_sort_unstable();
-        let mut rows = Vec::new();
-        for run in fingerprints.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
-            rows.extend(run.iter().map(|(_, row)| *row));
-        }
+        let mut rows: Vec<IdxSize> = self
+            .shards
+            .par_iter_mut()
+            .flat_map_iter(Shard::repeated_fingerprints)
+            .collect();
         rows.sort_unstable();
         rows
     }
@@ -411,21 +494,26 @@ impl OrderBook {
             .zip(order_ids.iter())
             .zip(values.iter().zip(verdicts.iter()))
         {
-            let order = customer
-                .and_then(|c| self.customers.find(&self.hasher, c))
-                .zip(order_id)
-                .and_then(|(c, o)| self.orders.find(&self.hasher, c, o))
-                .ok_or_else(|| Error::Internal("a duplicate line's order was not folded".into()))?;
+            let not_folded = || Error::Internal("a duplicate line's order was not folded".into());
+            let (customer, order_id) = present(customer).zip(present(order_id)).ok_or_else(not_folded)?;
+            let hash = self.hasher.hash_one(customer.as_bytes());
+            let shard = shard_of(hash, self.shards.len());
+            let shard = &mut self.shards[shard];
+            let order = shard
+                .customers
+                .find_hashed(customer, hash)
+                .and_then(|c| shard.orders.find(&self.hasher, c, order_id))
+                .ok_or_else(not_folded)?;
             let extra = copies.unwrap_or(1) - 1;
-            self.counts.duplicates += extra;
+            shard.duplicates += extra;
             match verdict.unwrap_or(0) {
                 0 => {
                     let o = order as usize;
-                    self.orders.kept_lines[o] -= extra as u32;
+                    shard.orders.kept_lines[o] -= extra as u32;
                     let value = value.unwrap_or(0).wrapping_mul(extra as i64);
-                    self.orders.value[o] = self.orders.value[o].wrapping_sub(value);
+                    shard.orders.value[o] = shard.orders.value[o].wrapping_sub(value);
                 }
-                reason => self.counts.dropped[reason as usize - 1] -= extra,
+                reason => shard.dropped[reason as usize - 1] -= extra,
             }
         }
         Ok(())
@@ -440,91 +528,118 @@ impl OrderBook {
 
     /// The orders with at least one kept line, keyed by customer; see [`Ingested`].
     pub fn finish(self, reasons: &[String]) -> Result<Ingested> {
-        let Self {
-            customers,
-            channels,
-            categories,
-            orders,
-            counts,
-            ..
-        } = self;
+        let shards = &self.shards;
         // Customer keys in customer_id text order, so sorting by key sorts by id.
-        let mut by_text: Vec<u32> = (0..customers.len() as u32).collect();
-        by_text.par_sort_unstable_by(|&a, &b| customers.get(a).cmp(customers.get(b)));
-        let mut key = vec![0u32; customers.len()];
-        for (k, &c) in by_text.iter().enumerate() {
-            key[c as usize] = k as u32;
+        let mut by_text: Vec<(u32, u32)> = shards
+            .iter()
+            .enumerate()
+            .flat_map(|(s, shard)| (0..shard.customers.len() as u32).map(move |c| (s as u32, c)))
+            .collect();
+        let text = |&(s, c): &(u32, u32)| shards[s as usize].customers.get(c);
+        by_text.par_sort_unstable_by(|a, b| text(a).cmp(text(b)));
+        let mut key: Vec<Vec<u32>> = shards.iter().map(|s| vec![0; s.customers.len()]).collect();
+        for (k, &(s, c)) in by_text.iter().enumerate() {
+            key[s as usize][c as usize] = k as u32;
         }
 
         // Kept orders grouped by customer key (a counting sort), each customer's by order_id.
-        let mut starts = vec![0usize; customers.len() + 1];
-        let kept: Vec<u32> = (0..orders.customer.len() as u32)
-            .filter(|&o| orders.kept_lines[o as usize] > 0)
+        let kept: Vec<(u32, u32)> = shards
+            .iter()
+            .enumerate()
+            .flat_map(|(s, shard)| {
+                (0..shard.orders.customer.len() as u32)
+                    .filter(|&o| shard.orders.kept_lines[o as usize] > 0)
+                    .map(move |o| (s as u32, o))
+            })
             .collect();
-        for &o in &kept {
-            starts[key[orders.customer[o as usize] as usize] as usize + 1] += 1;
+        let key_of = |&(s, o): &(u32, u32)| key[s as usize][shards[s as usize].orders.customer[o as usize] as usize];
+        let mut starts = vec![0usize; by_text.len() + 1];
+        for order in &kept {
+            starts[key_of(order) as usize + 1] += 1;
         }
         for k in 1..starts.len() {
             starts[k] += starts[k - 1];
         }
-        let mut sorted = vec![0u32; kept.len()];
+        let mut sorted = vec![(0u32, 0u32); kept.len()];
         let mut next = starts.clone();
-        for &o in &kept {
-            let k = key[orders.customer[o as usize] as usize] as usize;
-            sorted[next[k]] = o;
+        for order in &kept {
+            let k = key_of(order) as usize;
+            sorted[next[k]] = *order;
             next[k] += 1;
         }
+        let order_id = |&(s, o): &(u32, u32)| shards[s as usize].orders.ids.get(o);
         for window in starts.windows(2).filter(|w| w[1] - w[0] > 1) {
-            sorted[window[0]..window[1]].sort_unstable_by(|&a, &b| orders.ids.get(a).cmp(orders.ids.get(b)));
+            sorted[window[0]..window[1]].sort_unstable_by(|a, b| order_id(a).cmp(order_id(b)));
         }
 
-        let gather_u32 = |name: &str, f: &dyn Fn(usize) -> u32| {
-            UInt32Chunked::from_vec(name.into(), sorted.iter().map(|&o| f(o as usize)).collect())
-        };
-        let optional_u32 = |name: &str, v: &[u32]| {
-            UInt32Chunked::from_iter_options(
-                name.into(),
-                sorted.iter().map(|&o| Some(v[o as usize]).filter(|&x| x != NONE)),
-            )
-        };
-        let mut customer_key = gather_u32(CUSTOMER_ID, &|o| key[orders.customer[o] as usize]);
+        let orders = |&(s, _): &(u32, u32)| &shards[s as usize].orders;
+        let mut customer_key = UInt32Chunked::from_vec(CUSTOMER_ID.into(), sorted.iter().map(key_of).collect());
         customer_key.set_sorted_flag(IsSorted::Ascending);
         let mut order_rank = UInt32Chunked::from_vec(ORDER_RANK.into(), (0..sorted.len() as u32).collect());
         order_rank.set_sorted_flag(IsSorted::Ascending);
         let days = Int32Chunked::from_vec(
             ORDER_DATE.into(),
-            sorted.iter().map(|&o| orders.first_day[o as usize]).collect(),
+            sorted.iter().map(|so| orders(so).first_day[so.1 as usize]).collect(),
         );
-        let values = Int64Chunked::from_vec(VALUE.into(), sorted.iter().map(|&o| orders.value[o as usize]).collect());
+        let values = Int64Chunked::from_vec(
+            VALUE.into(),
+            sorted.iter().map(|so| orders(so).value[so.1 as usize]).collect(),
+        );
+        let purchases = values.iter().filter(|v| v.is_some_and(|v| v > 0)).count() as u64;
         let mut columns = vec![
             customer_key.into_column(),
             order_rank.into_column(),
             days.into_date().into_column(),
             values.into_column(),
         ];
-        if channels.len() > 0 || !orders.channel.iter().all(|&c| c == NONE) {
+        if shards.iter().any(|s| s.channels.len() > 0) {
+            let channel = |(s, o): &(u32, u32)| {
+                let shard = &shards[*s as usize];
+                Some(shard.orders.channel[*o as usize])
+                    .filter(|&c| c != NONE)
+                    .map(|c| shard.channels.get(c))
+            };
             columns.push(
-                StringChunked::from_iter(sorted.iter().map(|&o| {
-                    Some(orders.channel[o as usize])
-                        .filter(|&c| c != NONE)
-                        .map(|c| channels.get(c))
-                }))
-                .with_name(CHANNEL.into())
-                .into_column(),
+                StringChunked::from_iter(sorted.iter().map(channel))
+                    .with_name(CHANNEL.into())
+                    .into_column(),
             );
         }
-        if categories.len() > 0 {
-            columns.push(optional_u32(CATEGORY_MIN, &orders.category_min).into_column());
-            columns.push(optional_u32(CATEGORY_MAX, &orders.category_max).into_column());
+        if shards.iter().any(|s| s.categories.len() > 0) {
+            // Shard-local category numbers made global, so that ranges compare across shards.
+            let hasher = &self.hasher;
+            let mut global = Interner::default();
+            let numbering: Vec<Vec<u32>> = shards
+                .iter()
+                .map(|shard| {
+                    (0..shard.categories.len() as u32)
+                        .map(|c| global.intern(hasher, shard.categories.get(c)))
+                        .collect()
+                })
+                .collect();
+            let range = |name: &str, pick: fn(&Orders) -> &Vec<u32>| {
+                UInt32Chunked::from_iter_options(
+                    name.into(),
+                    sorted.iter().map(|&(s, o)| {
+                        Some(pick(&shards[s as usize].orders)[o as usize])
+                            .filter(|&c| c != NONE)
+                            .map(|c| numbering[s as usize][c as usize])
+                    }),
+                )
+                .into_column()
+            };
+            columns.push(range(CATEGORY_MIN, |o| &o.category_min));
+            columns.push(range(CATEGORY_MAX, |o| &o.category_max));
         }
-        let purchases = sorted.iter().filter(|&&o| orders.value[o as usize] > 0).count() as u64;
-        let customer_ids =
-            StringChunked::from_iter_values(CUSTOMER_ID.into(), by_text.iter().map(|&c| customers.get(c)))
-                .into_series();
+        let customer_ids = StringChunked::from_iter_values(CUSTOMER_ID.into(), by_text.iter().map(text)).into_series();
+        let duplicates = shards.iter().map(|s| s.duplicates).sum();
+        let dropped: Vec<u64> = (0..reasons.len())
+            .map(|r| shards.iter().map(|s| s.dropped[r]).sum())
+            .collect();
         Ok(Ingested {
             orders: DataFrame::new_infer_height(columns)?,
             customer_ids,
-            cleaning: cleaning_steps(&counts, reasons, sorted.len() as u64, purchases),
+            cleaning: cleaning_steps(&self.counts, duplicates, &dropped, reasons, sorted.len() as u64, purchases),
             purchases,
         })
     }
@@ -544,7 +659,14 @@ pub struct Ingested {
     pub purchases: u64,
 }
 
-fn cleaning_steps(counts: &Counts, reasons: &[String], orders: u64, purchases: u64) -> Vec<CleaningStep> {
+fn cleaning_steps(
+    counts: &Counts,
+    duplicates: u64,
+    dropped: &[u64],
+    reasons: &[String],
+    orders: u64,
+    purchases: u64,
+) -> Vec<CleaningStep> {
     let step = |step: u8, name: &str, rows_in: u64, rows_out: u64, reasons: BTreeMap<String, u64>| CleaningStep {
         step,
         name: name.into(),
@@ -563,8 +685,8 @@ fn cleaning_steps(counts: &Counts, reasons: &[String], orders: u64, purchases: u
     .map(|(r, n)| (r.to_string(), n))
     .collect();
     let after1 = counts.rows - reasons1.values().sum::<u64>();
-    let after3 = counts.in_window - counts.duplicates;
-    let after4 = after3 - counts.dropped.iter().sum::<u64>();
+    let after3 = counts.in_window - duplicates;
+    let after4 = after3 - dropped.iter().sum::<u64>();
     vec![
         step(1, "required values present", counts.rows, after1, reasons1),
         step(
@@ -579,14 +701,14 @@ fn cleaning_steps(counts: &Counts, reasons: &[String], orders: u64, purchases: u
             "exact duplicate rows",
             counts.in_window,
             after3,
-            BTreeMap::from([("exact duplicate".into(), counts.duplicates)]),
+            BTreeMap::from([("exact duplicate".into(), duplicates)]),
         ),
         step(
             4,
             "exclude filters and returns",
             after3,
             after4,
-            reasons.iter().cloned().zip(counts.dropped.iter().copied()).collect(),
+            reasons.iter().cloned().zip(dropped.iter().copied()).collect(),
         ),
         CleaningStep {
             step: 5,
@@ -611,7 +733,7 @@ pub fn ingest(
     as_of: Option<NaiveDate>,
 ) -> Result<(Ingested, Option<NaiveDate>)> {
     let plan = clean::line_plan(normalised, cleaning);
-    let book = Arc::new(Mutex::new(Some(OrderBook::new(&plan, as_of, cleaning.dedupe))));
+    let book = Arc::new(Mutex::new(Some(OrderBook::new(&plan, as_of, cleaning.dedupe, rayon::current_num_threads()))));
     let sink = Arc::clone(&book);
     let fold = move |batch: DataFrame| -> PolarsResult<bool> {
         let mut guard = sink
