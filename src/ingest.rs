@@ -106,6 +106,49 @@ impl Interner {
     }
 }
 
+/// A string's 16-byte view in its array. Within one array, equal views are equal
+/// strings (a string of up to 12 bytes is held whole in its view), so a repeated id
+/// is recognised by comparing two integers.
+fn view(array: &<StringType as PolarsDataType>::Array, i: usize) -> u128 {
+    array.views()[i].as_u128()
+}
+
+/// Low-cardinality text (channels, categories), numbered. Short strings are found by
+/// their view, which holds the whole string, before any text is read or hashed.
+#[derive(Default)]
+struct Labels {
+    names: Interner,
+    by_view: hashbrown::HashMap<u128, u32, FixedState>,
+}
+
+impl Labels {
+    /// The number of the string at `i` of `array`, or NONE when it is null.
+    fn id(&mut self, hasher: &FixedState, array: &<StringType as PolarsDataType>::Array, i: usize) -> u32 {
+        let Some(text) = array.get(i) else {
+            return NONE;
+        };
+        // Arrow keeps strings of up to 12 bytes inside the view itself.
+        let short = array.views()[i].length <= 12;
+        let key = view(array, i);
+        if short && let Some(&id) = self.by_view.get(&key) {
+            return id;
+        }
+        let id = self.names.intern(hasher, text);
+        if short {
+            self.by_view.insert(key, id);
+        }
+        id
+    }
+
+    fn get(&self, id: u32) -> &str {
+        self.names.get(id)
+    }
+
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
 /// Per order, indexed by the order's number: the step 5 aggregates of its kept lines.
 #[derive(Default)]
 struct Orders {
@@ -207,8 +250,8 @@ struct Batch<'a> {
 #[derive(Default)]
 struct Shard {
     customers: Interner,
-    channels: Interner,
-    categories: Interner,
+    channels: Labels,
+    categories: Labels,
     orders: Orders,
     /// Step 3: lines taken out as exact duplicates. Step 4: drops per reason.
     duplicates: u64,
@@ -220,34 +263,32 @@ struct Shard {
 impl Shard {
     /// Folds the given lines of a batch: (index in the batch, hash of the customer id).
     fn fold(&mut self, hasher: &FixedState, batch: &Batch, lines: &[(u32, u64)], dedupe: bool) {
-        let mut last_customer: Option<(&str, u32)> = None;
-        let mut last_order: Option<(u32, &str, u32)> = None;
+        let mut last_customer: Option<(u128, u32)> = None;
+        let mut last_order: Option<(u32, u128, u32)> = None;
         for &(i, customer_hash) in lines {
             let i = i as usize;
-            let (customer_text, order_text) = (
-                present(batch.customers.get(i)).unwrap_or_default(),
-                present(batch.order_ids.get(i)).unwrap_or_default(),
-            );
             let (day, value) = (batch.days.value(i), batch.values.value(i));
             // Lines of one order usually arrive together: reuse the last lookups.
+            let customer_view = view(batch.customers, i);
             let customer = match last_customer {
-                Some((text, key)) if text == customer_text => key,
-                _ => self.customers.intern_hashed(customer_text, customer_hash),
+                Some((v, key)) if v == customer_view => key,
+                _ => {
+                    let text = present(batch.customers.get(i)).unwrap_or_default();
+                    self.customers.intern_hashed(text, customer_hash)
+                }
             };
-            last_customer = Some((customer_text, customer));
+            last_customer = Some((customer_view, customer));
+            let order_view = view(batch.order_ids, i);
             let order = match last_order {
-                Some((c, text, key)) if c == customer && text == order_text => key,
-                _ => self.orders.number(hasher, customer, order_text),
+                Some((c, v, key)) if c == customer && v == order_view => key,
+                _ => {
+                    let text = present(batch.order_ids.get(i)).unwrap_or_default();
+                    self.orders.number(hasher, customer, text)
+                }
             };
-            last_order = Some((customer, order_text, order));
-            let channel = batch
-                .channels
-                .and_then(|a| a.get(i))
-                .map_or(NONE, |c| self.channels.intern(hasher, c));
-            let category = batch
-                .categories
-                .and_then(|a| a.get(i))
-                .map_or(NONE, |c| self.categories.intern(hasher, c));
+            last_order = Some((customer, order_view, order));
+            let channel = batch.channels.map_or(NONE, |a| self.channels.id(hasher, a, i));
+            let category = batch.categories.map_or(NONE, |a| self.categories.id(hasher, a, i));
 
             // Step 4's verdict, then step 5's aggregates over the kept lines.
             let verdict = batch.verdicts.and_then(|a| a.get(i)).unwrap_or(0);
@@ -398,7 +439,7 @@ impl OrderBook {
         routed.iter_mut().for_each(Vec::clear);
         let counts = &mut self.counts;
         counts.rows += batch.height() as u64;
-        let mut last: Option<(&str, u64)> = None;
+        let mut last: Option<(u128, u64)> = None;
         for i in 0..batch.height() {
             // The first missing required value is the reason.
             let (customer, day) = match (
@@ -431,11 +472,12 @@ impl OrderBook {
                 continue;
             }
             counts.in_window += 1;
+            let customer_view = view(b.customers, i);
             let hash = match last {
-                Some((text, hash)) if text == customer => hash,
+                Some((v, hash)) if v == customer_view => hash,
                 _ => self.hasher.hash_one(customer.as_bytes()),
             };
-            last = Some((customer, hash));
+            last = Some((customer_view, hash));
             let shard = shard_of(hash, routed.len());
             routed[shard].push((i as u32, hash));
         }
