@@ -26,7 +26,7 @@ use crate::manifest::Stage;
 use crate::metrics::customers::{self, CustomerParams};
 use crate::metrics::{clv, cohort, holdout, kpis, pareto, rfm};
 use crate::model::{self, Fit, summary};
-use crate::schema::customers::{ABC_CLASS, RECENCY_DAYS};
+use crate::schema::customers::RECENCY_DAYS;
 use crate::schema::internal::REVENUE_MICROS;
 use crate::schema::model::{EXPECTED_PURCHASES, EXPECTED_SPEND, P_ALIVE, PREDICTED_CLV};
 use crate::schema::{self, CUSTOMER_ID};
@@ -286,16 +286,8 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         engine,
     )?;
     let ranked = frames.pop().unwrap_or_default().lazy();
-    let pareto = pareto::pareto(ranked, &config.pareto);
-    let enriched = customers
-        .clone()
-        .join(
-            pareto.abc,
-            [col(CUSTOMER_ID)],
-            [col(CUSTOMER_ID)],
-            JoinArgs::new(JoinType::Left),
-        )
-        .with_columns([col(ABC_CLASS).fill_null(lit("C"))]);
+    let pareto = pareto::pareto(ranked.clone(), &config.pareto);
+    let enriched = pareto::with_abc_class(customers.clone(), ranked, &config.pareto);
     let enriched = rfm::rfm_scores(enriched, &config.rfm, customer_count);
     let enriched = clv::customer_clv(
         enriched,

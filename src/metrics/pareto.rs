@@ -25,8 +25,6 @@ pub struct ParetoFrames {
     pub lorenz: LazyFrame,
     /// One row: gini, top_20pct_revenue_share, customers_for_80pct and its share.
     pub summary: LazyFrame,
-    /// `customer_id, abc_class` for customers with revenue > 0 (the rest are C).
-    pub abc: LazyFrame,
 }
 
 /// From [`ranked`] (collect it first when several tables use it: its sort is the
@@ -74,7 +72,6 @@ pub fn pareto(ranked: LazyFrame, config: &ParetoConfig) -> ParetoFrames {
         pareto,
         lorenz: lorenz(ranked.clone(), config.lorenz_points),
         summary,
-        abc: abc(ranked, config),
     }
 }
 
@@ -148,20 +145,37 @@ fn lorenz(ranked: LazyFrame, points: u32) -> LazyFrame {
         .sort([CUSTOMER_SHARE], SortMultipleOptions::default())
 }
 
-/// cum_before = revenue of all customers ranked above; A if its share < a, B if < b, else C.
-fn abc(ranked: LazyFrame, config: &ParetoConfig) -> LazyFrame {
+/// Adds `abc_class` to the customer table. cum_before = revenue of all customers
+/// ranked above; A if its share < a, B if < b, else C (and C without revenue).
+/// cum_before grows down the ranking, so each class is a prefix of it: a customer
+/// is in class A exactly when ranked at or above A's last customer, i.e. when
+/// (revenue, customer_id) comes first in the ranking's order. Comparing with two
+/// boundary rows needs no join back from the ranking (a join cost 0.2 s at 2M).
+pub fn with_abc_class(customers: LazyFrame, ranked: LazyFrame, config: &ParetoConfig) -> LazyFrame {
     let int128 = |e: Expr| e.cast(DataType::Int128);
     let before = || int128(col(CUM) - col(REV));
     let below = |f: Fraction| {
         (before() * int128(lit(f.den as i64))).lt(int128(col(REV).sum()) * int128(lit(f.num as i64)))
     };
-    ranked.select([
-        col(CUSTOMER_ID),
-        when(below(config.abc.a))
+    let boundaries = ranked.select([
+        col(REV).filter(below(config.abc.a)).last().alias("__a_revenue"),
+        col(CUSTOMER_ID).filter(below(config.abc.a)).last().alias("__a_id"),
+        col(REV).filter(below(config.abc.b)).last().alias("__b_revenue"),
+        col(CUSTOMER_ID).filter(below(config.abc.b)).last().alias("__b_id"),
+    ]);
+    let at_or_above = |revenue: &str, id: &str| {
+        col(REV)
+            .gt(col(revenue))
+            .or(col(REV).eq(col(revenue)).and(col(CUSTOMER_ID).lt_eq(col(id))))
+            .fill_null(lit(false))
+    };
+    customers
+        .cross_join(boundaries, None)
+        .with_columns([when(at_or_above("__a_revenue", "__a_id"))
             .then(lit("A"))
-            .when(below(config.abc.b))
+            .when(at_or_above("__b_revenue", "__b_id"))
             .then(lit("B"))
             .otherwise(lit("C"))
-            .alias(ABC_CLASS),
-    ])
+            .alias(ABC_CLASS)])
+        .drop(cols(["__a_revenue", "__a_id", "__b_revenue", "__b_id"]))
 }

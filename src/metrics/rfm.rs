@@ -50,44 +50,42 @@ pub fn rfm_scores(customers: LazyFrame, config: &RfmConfig, count: u64) -> LazyF
             score(rank(col(ORDERS), false), bins, count).alias(F_SCORE),
             score(rank(monetary, false), bins, count).alias(M_SCORE),
         ])
-        .with_columns([
-            concat_str(
-                [
-                    col(R_SCORE).cast(DataType::String),
-                    col(F_SCORE).cast(DataType::String),
-                    col(M_SCORE).cast(DataType::String),
-                ],
-                "",
-                false,
-            )
-            .alias(RFM_CELL),
-            (col(F_SCORE) + col(M_SCORE) + lit(1i64))
-                .floor_div(lit(2i64))
-                .alias(FM),
-        ])
-        .with_columns([segment(&config.segments).alias(SEGMENT)])
+        .with_columns([(col(F_SCORE) + col(M_SCORE) + lit(1i64))
+            .floor_div(lit(2i64))
+            .alias(FM)])
+        .with_columns(cell_columns(&config.segments, bins))
 }
 
-fn within(column: &str, range: Option<(u32, u32)>) -> Expr {
-    match range {
-        None => lit(true),
-        Some((lo, hi)) => col(column)
-            .gt_eq(lit(lo as i64))
-            .and(col(column).lt_eq(lit(hi as i64))),
+/// `rfm_cell` and `segment` looked up from the B³ possible (r, f, m) cells: the
+/// rules are matched once per cell here, not once per customer (11 when/then
+/// passes over every customer cost a fifth of a second at 2M customers).
+fn cell_columns(rules: &[SegmentRule], bins: u32) -> [Expr; 2] {
+    let (mut cells, mut segments) = (Vec::new(), Vec::new());
+    for r in 1..=bins {
+        for f in 1..=bins {
+            for m in 1..=bins {
+                let fm = (f + m).div_ceil(2); // = floor((f + m + 1) / 2)
+                cells.push(format!("{r}{f}{m}"));
+                segments.push(
+                    rules
+                        .iter()
+                        .find(|rule| rule.matches(r, f, m, fm))
+                        .map_or(OTHER, |rule| rule.name.as_str())
+                        .to_string(),
+                );
+            }
+        }
     }
-}
-
-/// The first matching rule's name, else "Other".
-fn segment(rules: &[SegmentRule]) -> Expr {
-    let mut expr = lit(OTHER);
-    for rule in rules.iter().rev() {
-        let matches = within(R_SCORE, rule.r)
-            .and(within(F_SCORE, rule.f))
-            .and(within(M_SCORE, rule.m))
-            .and(within(FM, rule.fm));
-        expr = when(matches).then(lit(rule.name.as_str())).otherwise(expr);
-    }
-    expr
+    let b = bins as i64;
+    let index = ((col(R_SCORE) - lit(1i64)) * lit(b * b) + (col(F_SCORE) - lit(1i64)) * lit(b) + col(M_SCORE)
+        - lit(1i64))
+    .cast(DataType::UInt32);
+    let lookup = |name: &str, values: Vec<String>| {
+        lit(Series::new(name.into(), values))
+            .gather(index.clone(), false)
+            .alias(name)
+    };
+    [lookup(RFM_CELL, cells), lookup(SEGMENT, segments)]
 }
 
 /// Rules that no score combination can reach because earlier rules take all of
