@@ -13,22 +13,33 @@ use super::{ratio, to_currency};
 use crate::clean::epoch_days;
 use crate::config::Grain;
 use crate::schema::cohort::*;
-use crate::schema::customers::FIRST_ORDER_DATE;
 use crate::schema::internal::{CUSTOMER_ID as CID, ORDER_DATE, VALUE};
-use crate::schema::{CUSTOMER_ID, ORDERS, REVENUE};
+use crate::schema::{ORDERS, REVENUE};
 
 /// Periods since a fixed origin, so index = number(activity) − number(cohort).
+/// The calendar is consulted once per day of the column's range (a lookup table),
+/// not once per row: per-row calendar arithmetic cost 0.4 s at 5M orders.
 pub fn period_number(date: Expr, grain: Grain) -> Expr {
-    let year = || date.clone().dt().year().cast(DataType::Int64);
-    let month = || date.clone().dt().month().cast(DataType::Int64);
-    match grain {
-        Grain::Month => year() * lit(12i64) + month() - lit(1i64),
-        Grain::Quarter => year() * lit(4i64) + (month() - lit(1i64)).floor_div(lit(3i64)),
-        // 1970-01-01 was a Thursday: day + 3 counts from Monday 1969-12-29.
-        Grain::Week => {
-            (date.clone().cast(DataType::Int32).cast(DataType::Int64) + lit(3i64)).floor_div(lit(7i64))
+    date.cast(DataType::Date).map(
+        move |dates| period_numbers(&dates, grain),
+        |_, field| Ok(Field::new(field.name().clone(), DataType::Int64)),
+    )
+}
+
+fn period_numbers(dates: &Column, grain: Grain) -> PolarsResult<Column> {
+    let days = dates.cast(&DataType::Int32)?;
+    let days = days.i32()?;
+    let day = |d: i32| NaiveDate::default() + chrono::Duration::days(d as i64);
+    let numbers: Int64Chunked = match (days.min(), days.max()) {
+        (Some(lo), Some(hi)) if (hi as i64 - lo as i64) < 1_000_000 => {
+            let table: Vec<i64> = (lo..=hi).map(|d| period_number_of(day(d), grain)).collect();
+            days.iter()
+                .map(|d| d.map(|d| table[(d - lo) as usize]))
+                .collect()
         }
-    }
+        _ => days.iter().map(|d| d.map(|d| period_number_of(day(d), grain))).collect(),
+    };
+    Ok(numbers.with_name(dates.name().clone()).into_column())
 }
 
 /// [`period_number`] for one date, in Rust.
@@ -54,10 +65,8 @@ pub fn cohort_retention(
     // The last period is complete only when obs_end is its last day, i.e. as_of starts a new one.
     let last_is_complete = period_number_of(as_of, grain) != last_period;
 
-    let cohort_of =
-        customers
-            .clone()
-            .select([col(CUSTOMER_ID).alias(CID), col(FIRST_ORDER_DATE), col(COHORT)]);
+    // Each cohort × period cell as one integer: cohort number × 2^24 + period index.
+    let cell = |cohort_number: Expr, index: Expr| cohort_number * lit(1i64 << 24) + index;
     let grid = customers
         .group_by([col(COHORT)])
         .agg([len().cast(DataType::Int64).alias(COHORT_SIZE)])
@@ -75,15 +84,28 @@ pub fn cohort_retention(
                 empty_as_null: false,
                 keep_nulls: false,
             },
-        );
+        )
+        .with_columns([cell(period_number(col(COHORT), grain), col(PERIOD_INDEX)).alias("__cell")]);
 
+    // The customer's first purchase beside each order (a window over the customer:
+    // orders come grouped by customer, so no join is needed).
+    let Ok(first_purchase) = col(ORDER_DATE)
+        .filter(col(VALUE).gt(lit(0i64)))
+        .min()
+        .over([col(CID)])
+    else {
+        unreachable!("a window over a literal column name is valid")
+    };
     let activity = orders
-        .join(cohort_of, [col(CID)], [col(CID)], JoinArgs::new(JoinType::Inner))
-        .filter(col(ORDER_DATE).gt_eq(col(FIRST_ORDER_DATE)))
-        .with_columns([
-            (period_number(col(ORDER_DATE), grain) - period_number(col(COHORT), grain)).alias(PERIOD_INDEX),
-        ])
-        .group_by([col(COHORT), col(PERIOD_INDEX)])
+        .with_columns([first_purchase.alias("__first_purchase")])
+        .filter(col(ORDER_DATE).gt_eq(col("__first_purchase")))
+        .with_columns([period_number(col("__first_purchase"), grain).alias("__cohort_number")])
+        .with_columns([cell(
+            col("__cohort_number"),
+            period_number(col(ORDER_DATE), grain) - col("__cohort_number"),
+        )
+        .alias("__cell")])
+        .group_by([col("__cell")])
         .agg([
             col(CID)
                 .filter(col(VALUE).gt(lit(0i64)))
@@ -107,12 +129,7 @@ pub fn cohort_retention(
         unreachable!("window expressions over literal column names are valid")
     };
 
-    grid.join(
-        activity,
-        [col(COHORT), col(PERIOD_INDEX)],
-        [col(COHORT), col(PERIOD_INDEX)],
-        JoinArgs::new(JoinType::Left),
-    )
+    grid.join(activity, [col("__cell")], [col("__cell")], JoinArgs::new(JoinType::Left))
     .with_columns([
         col(ACTIVE_CUSTOMERS).fill_null(lit(0i64)),
         col(ORDERS).fill_null(lit(0i64)),
@@ -165,5 +182,24 @@ mod tests {
             period_number_of(d("2023-12-31"), Grain::Week),
             period_number_of(d("2023-12-25"), Grain::Week)
         );
+    }
+
+    /// The integer-arithmetic period numbers agree with the calendar's, every day of
+    /// 1900–2100 and around the ends of the date range.
+    #[test]
+    fn period_number_expression_matches_the_calendar() {
+        let mut dates: Vec<NaiveDate> = d("1900-01-01").iter_days().take_while(|x| *x <= d("2100-12-31")).collect();
+        dates.extend([d("0001-01-01"), d("0001-03-01"), d("9999-12-31"), d("-0001-02-28")]);
+        let days: Vec<i32> = dates.iter().map(|x| epoch_days(*x)).collect();
+        for grain in [Grain::Week, Grain::Month, Grain::Quarter] {
+            let frame = df!("day" => &days).unwrap().lazy();
+            let got = frame
+                .select([period_number(col("day").cast(DataType::Date), grain)])
+                .collect()
+                .unwrap();
+            let got: Vec<i64> = got.columns()[0].i64().unwrap().into_no_null_iter().collect();
+            let want: Vec<i64> = dates.iter().map(|x| period_number_of(*x, grain)).collect();
+            assert_eq!(got, want, "{grain:?}");
+        }
     }
 }
