@@ -321,7 +321,11 @@ pub fn line_plan(normalised: &Normalised, cleaning: &CleaningConfig) -> LinePlan
         columns.push(check.raw.clone().cast(DataType::String).alias(line::parse_raw(i)));
     }
     LinePlan {
-        lines: normalised.lf.clone().with_row_index(line::ROW, None).select(columns),
+        lines: normalised
+            .lf
+            .clone()
+            .with_row_index(line::ROW, None)
+            .select(columns),
         reasons,
         parse_checks: normalised.parse_checks.len(),
         has_other_columns,
@@ -335,7 +339,11 @@ pub fn rows_with_raw_values(normalised: &Normalised, plan: &LinePlan, rows: Vec<
     let rows = Series::new("rows".into(), rows);
     let mut columns: Vec<Expr> = normalised.raw_columns.iter().map(|c| col(c.clone())).collect();
     columns.extend([col(CUSTOMER_ID), col(ORDER_ID), col(VALUE)]);
-    columns.push(plan.verdict.clone().unwrap_or_else(|| lit(0i32).alias(line::DROPPED_BY)));
+    columns.push(
+        plan.verdict
+            .clone()
+            .unwrap_or_else(|| lit(0i32).alias(line::DROPPED_BY)),
+    );
     normalised
         .lf
         .clone()

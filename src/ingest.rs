@@ -99,9 +99,7 @@ impl Interner {
 
     fn find_hashed(&self, s: &str, hash: u64) -> Option<u32> {
         self.table
-            .find(hash, |&i| {
-                bytes_of(&self.text, &self.ends, i) == s.as_bytes()
-            })
+            .find(hash, |&i| bytes_of(&self.text, &self.ends, i) == s.as_bytes())
             .copied()
     }
 }
@@ -210,7 +208,8 @@ impl Orders {
     fn find(&self, hasher: &FixedState, customer: u32, id: &str) -> Option<u32> {
         self.table
             .find(Self::hash(hasher, customer, id.as_bytes()), |&o| {
-                self.customer[o as usize] == customer && bytes_of(&self.ids.text, &self.ids.ends, o) == id.as_bytes()
+                self.customer[o as usize] == customer
+                    && bytes_of(&self.ids.text, &self.ids.ends, o) == id.as_bytes()
             })
             .copied()
     }
@@ -288,7 +287,9 @@ impl Shard {
             };
             last_order = Some((customer, order_view, order));
             let channel = batch.channels.map_or(NONE, |a| self.channels.id(hasher, a, i));
-            let category = batch.categories.map_or(NONE, |a| self.categories.id(hasher, a, i));
+            let category = batch
+                .categories
+                .map_or(NONE, |a| self.categories.id(hasher, a, i));
 
             // Step 4's verdict, then step 5's aggregates over the kept lines.
             let verdict = batch.verdicts.and_then(|a| a.get(i)).unwrap_or(0);
@@ -307,8 +308,16 @@ impl Shard {
                 }
                 if value > 0 && category != NONE {
                     let (min, max) = (&mut orders.category_min[o], &mut orders.category_max[o]);
-                    *min = if *min == NONE { category } else { (*min).min(category) };
-                    *max = if *max == NONE { category } else { (*max).max(category) };
+                    *min = if *min == NONE {
+                        category
+                    } else {
+                        (*min).min(category)
+                    };
+                    *max = if *max == NONE {
+                        category
+                    } else {
+                        (*max).max(category)
+                    };
                 }
             } else {
                 self.dropped[verdict as usize - 1] += 1;
@@ -397,22 +406,26 @@ impl OrderBook {
         }
     }
 
-
     /// Folds one batch of the line stream (the columns of [`clean::line_plan`]):
     /// steps 1–2 here, then each shard folds its customers' lines in parallel.
     pub fn add(&mut self, batch: &DataFrame) -> PolarsResult<()> {
-        let series = |name: &str| -> PolarsResult<&Series> {
-            Ok(batch.column(name)?.as_materialized_series())
-        };
+        let series =
+            |name: &str| -> PolarsResult<&Series> { Ok(batch.column(name)?.as_materialized_series()) };
         let optional = |name: &str| batch.column(name).ok().map(|c| c.as_materialized_series());
         let rows = series(line::ROW)?.idx()?.rechunk();
         let customers = series(CUSTOMER_ID)?.str()?.rechunk();
         let order_ids = series(ORDER_ID)?.str()?.rechunk();
         let days = series(ORDER_DATE)?.date()?.physical().rechunk();
         let values = series(VALUE)?.i64()?.rechunk();
-        let verdicts = optional(line::DROPPED_BY).map(|s| s.i32().map(|c| c.rechunk())).transpose()?;
-        let channels = optional(CHANNEL).map(|s| s.str().map(|c| c.rechunk())).transpose()?;
-        let categories = optional(CATEGORY).map(|s| s.str().map(|c| c.rechunk())).transpose()?;
+        let verdicts = optional(line::DROPPED_BY)
+            .map(|s| s.i32().map(|c| c.rechunk()))
+            .transpose()?;
+        let channels = optional(CHANNEL)
+            .map(|s| s.str().map(|c| c.rechunk()))
+            .transpose()?;
+        let categories = optional(CATEGORY)
+            .map(|s| s.str().map(|c| c.rechunk()))
+            .transpose()?;
         let others = optional(line::OTHER_COLUMNS_HASH)
             .map(|s| s.u64().map(|c| c.rechunk()))
             .transpose()?;
@@ -609,7 +622,8 @@ impl OrderBook {
                     .map(move |o| (s as u32, o))
             })
             .collect();
-        let key_of = |&(s, o): &(u32, u32)| key[s as usize][shards[s as usize].orders.customer[o as usize] as usize];
+        let key_of =
+            |&(s, o): &(u32, u32)| key[s as usize][shards[s as usize].orders.customer[o as usize] as usize];
         let mut starts = vec![0usize; by_text.len() + 1];
         for order in &kept {
             starts[key_of(order) as usize + 1] += 1;
@@ -631,13 +645,17 @@ impl OrderBook {
 
         tracing::debug!(s = t0.elapsed().as_secs_f64(), "finish: orders sorted");
         let orders = |&(s, _): &(u32, u32)| &shards[s as usize].orders;
-        let mut customer_key = UInt32Chunked::from_vec(CUSTOMER_ID.into(), sorted.iter().map(key_of).collect());
+        let mut customer_key =
+            UInt32Chunked::from_vec(CUSTOMER_ID.into(), sorted.iter().map(key_of).collect());
         customer_key.set_sorted_flag(IsSorted::Ascending);
         let mut order_rank = UInt32Chunked::from_vec(ORDER_RANK.into(), (0..sorted.len() as u32).collect());
         order_rank.set_sorted_flag(IsSorted::Ascending);
         let days = Int32Chunked::from_vec(
             ORDER_DATE.into(),
-            sorted.iter().map(|so| orders(so).first_day[so.1 as usize]).collect(),
+            sorted
+                .iter()
+                .map(|so| orders(so).first_day[so.1 as usize])
+                .collect(),
         );
         let values = Int64Chunked::from_vec(
             VALUE.into(),
@@ -690,7 +708,8 @@ impl OrderBook {
             columns.push(range(CATEGORY_MAX, |o| &o.category_max));
         }
         tracing::debug!(s = t0.elapsed().as_secs_f64(), "finish: columns");
-        let customer_ids = StringChunked::from_iter_values(CUSTOMER_ID.into(), by_text.iter().map(text)).into_series();
+        let customer_ids =
+            StringChunked::from_iter_values(CUSTOMER_ID.into(), by_text.iter().map(text)).into_series();
         tracing::debug!(s = t0.elapsed().as_secs_f64(), "finish: ids");
         let duplicates = shards.iter().map(|s| s.duplicates).sum();
         let dropped: Vec<u64> = (0..reasons.len())
@@ -699,7 +718,14 @@ impl OrderBook {
         Ok(Ingested {
             orders: DataFrame::new_infer_height(columns)?,
             customer_ids,
-            cleaning: cleaning_steps(&self.counts, duplicates, &dropped, reasons, sorted.len() as u64, purchases),
+            cleaning: cleaning_steps(
+                &self.counts,
+                duplicates,
+                &dropped,
+                reasons,
+                sorted.len() as u64,
+                purchases,
+            ),
             purchases,
         })
     }
@@ -727,14 +753,15 @@ fn cleaning_steps(
     orders: u64,
     purchases: u64,
 ) -> Vec<CleaningStep> {
-    let step = |step: u8, name: &str, rows_in: u64, rows_out: u64, reasons: BTreeMap<String, u64>| CleaningStep {
-        step,
-        name: name.into(),
-        rows_in,
-        rows_out,
-        dropped: rows_in - rows_out,
-        reasons,
-    };
+    let step =
+        |step: u8, name: &str, rows_in: u64, rows_out: u64, reasons: BTreeMap<String, u64>| CleaningStep {
+            step,
+            name: name.into(),
+            rows_in,
+            rows_out,
+            dropped: rows_in - rows_out,
+            reasons,
+        };
     let reasons1: BTreeMap<String, u64> = [
         ("null customer_id", counts.null_customer),
         ("null order_id", counts.null_order),
@@ -793,7 +820,12 @@ pub fn ingest(
     as_of: Option<NaiveDate>,
 ) -> Result<(Ingested, Option<NaiveDate>)> {
     let plan = clean::line_plan(normalised, cleaning);
-    let book = Arc::new(Mutex::new(Some(OrderBook::new(&plan, as_of, cleaning.dedupe, rayon::current_num_threads()))));
+    let book = Arc::new(Mutex::new(Some(OrderBook::new(
+        &plan,
+        as_of,
+        cleaning.dedupe,
+        rayon::current_num_threads(),
+    ))));
     let sink = Arc::clone(&book);
     let fold = move |batch: DataFrame| -> PolarsResult<bool> {
         let mut guard = sink
@@ -818,19 +850,142 @@ pub fn ingest(
         .ok()
         .and_then(|mut guard| guard.take())
         .ok_or_else(|| Error::Internal("the order fold did not finish".into()))?;
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), busy = book.busy_seconds, batches = book.batches, "lines folded into orders");
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        busy = book.busy_seconds,
+        batches = book.batches,
+        "lines folded into orders"
+    );
     clean::check_parse_failures(normalised, &book.parse_failures())?;
     let as_of = as_of.or_else(|| book.default_as_of());
     if as_of.is_none() {
-        return Err(InputError::NothingLeft("no row has a customer_id, order_id, order_date and amount".into()).into());
+        return Err(InputError::NothingLeft(
+            "no row has a customer_id, order_id, order_date and amount".into(),
+        )
+        .into());
     }
     let candidates = book.duplicate_candidates();
     if !candidates.is_empty() {
-        tracing::debug!(rows = candidates.len(), "lines whose fingerprints repeat, compared on raw values");
-        let lines = clean::rows_with_raw_values(normalised, &plan, candidates).collect_with_engine(Engine::Streaming)?
+        tracing::debug!(
+            rows = candidates.len(),
+            "lines whose fingerprints repeat, compared on raw values"
+        );
+        let lines = clean::rows_with_raw_values(normalised, &plan, candidates)
+            .collect_with_engine(Engine::Streaming)?
             .unwrap_single();
         book.remove_duplicates(lines, &normalised.raw_columns)?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), "duplicates compared");
     }
     Ok((book.finish(&plan.reasons)?, as_of))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    /// Lines with what makes the fold work: padded and long ids (past the 12 bytes
+    /// a view holds), an order split far apart, exact duplicates adjacent and far
+    /// apart, rows equal but for one raw column, a refund, channels and categories.
+    fn lines() -> DataFrame {
+        let long = "customer-with-a-long-id-0001";
+        df!(
+            "customer_id" => [Some("c1"), Some(" c1"), Some("c2"), Some(long), Some("c1"), Some(long), Some("c2"), Some("c3"), Some("c1"), None, Some("c3"), Some("c2"), Some(" c2")],
+            "order_id" => ["o1", "o1", "o9", "order-number-000000001", "o1", "order-number-000000001", "o9", "o3", "o2", "o4", "o3", "o8", "o9"],
+            "order_date" => ["2024-01-05", "2024-01-05", "2024-01-06", "2024-02-01", "2024-01-04", "2024-02-01", "2024-01-06", "2024-03-01", "2024-01-04", "2024-01-01", "2024-03-01", "2024-01-06", "2024-01-06"],
+            "amount" => [10.0, 10.0, 5.5, 7.25, -2.0, 7.25, 5.5, 3.0, 1.0, 1.0, 3.0, 4.0, 5.5],
+            "note" => [1i64, 1, 2, 3, 4, 3, 2, 5, 6, 7, 9, 8, 2],
+            "channel" => ["web", "web", "store", "app", "app", "app", "store", "web", "store", "web", "web", "app", "store"],
+            "category" => ["toys", "books", "toys", "games", "toys", "games", "toys", "books", "toys", "toys", "books", "games", "toys"],
+        )
+        .unwrap()
+    }
+
+    fn fold(
+        frame: &DataFrame,
+        batch_ends: &[usize],
+        shards: usize,
+    ) -> (DataFrame, Series, Vec<CleaningStep>) {
+        let config = config::from_str(
+            "input:\n  orders: x.parquet\n  columns:\n    channel: channel\n    category: category\n",
+            "test.yaml",
+            &[],
+        )
+        .unwrap();
+        let mut lf = frame.clone().lazy();
+        let schema = lf.collect_schema().unwrap();
+        let normalised = clean::normalise(lf, &schema, &config.input, "test").unwrap();
+        let plan = clean::line_plan(&normalised, &config.cleaning);
+        let lines = plan.lines.clone().collect().unwrap();
+        let mut book = OrderBook::new(&plan, None, true, shards);
+        let mut start = 0;
+        for &end in batch_ends.iter().chain([&lines.height()]) {
+            book.add(&lines.slice(start as i64, end - start)).unwrap();
+            start = end;
+        }
+        let candidates = book.duplicate_candidates();
+        let raw = clean::rows_with_raw_values(&normalised, &plan, candidates)
+            .collect()
+            .unwrap();
+        book.remove_duplicates(raw, &normalised.raw_columns).unwrap();
+        let ingested = book.finish(&plan.reasons).unwrap();
+        (ingested.orders, ingested.customer_ids, ingested.cleaning)
+    }
+
+    #[test]
+    fn any_batch_split_and_shard_count_fold_to_the_same_orders() {
+        let frame = lines();
+        let (orders, ids, cleaning) = fold(&frame, &[], 1);
+        // Step 1: one null customer. Step 3: "c2 o9" twice and the long id's line
+        // twice are exact duplicates; "c3 o3" differs in `note`, " c2 o9" only in the
+        // raw text of its id (one order after trimming, but not a duplicate).
+        assert_eq!(cleaning[0].dropped, 1);
+        assert_eq!(cleaning[2].dropped, 2, "{cleaning:?}");
+        assert_eq!(cleaning[4].rows_out, 6);
+        let texts: Vec<&str> = ids.str().unwrap().iter().flatten().collect();
+        assert_eq!(texts, ["c1", "c2", "c3", "customer-with-a-long-id-0001"]);
+        let expected = df!(
+            CUSTOMER_ID => [0u32, 0, 1, 1, 2, 3],
+            ORDER_RANK => [0u32, 1, 2, 3, 4, 5],
+            VALUE => [18_000_000i64, 1_000_000, 4_000_000, 11_000_000, 6_000_000, 7_250_000],
+            CHANNEL => ["app", "store", "app", "store", "web", "app"],
+        )
+        .unwrap();
+        let got = orders.select([CUSTOMER_ID, ORDER_RANK, VALUE, CHANNEL]).unwrap();
+        assert!(got.equals(&expected), "{got}\n{expected}");
+        let first: Vec<i32> = orders
+            .column(ORDER_DATE)
+            .unwrap()
+            .cast(&DataType::Int32)
+            .unwrap()
+            .i32()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        assert_eq!(first[0], epoch_days(NaiveDate::from_ymd_opt(2024, 1, 4).unwrap()));
+        // c1's o1 has toys and books among its positive lines: a range, not a point.
+        let (min, max) = (
+            orders.column(CATEGORY_MIN).unwrap(),
+            orders.column(CATEGORY_MAX).unwrap(),
+        );
+        assert_ne!(min.get(0).unwrap(), max.get(0).unwrap());
+        assert_eq!(min.get(4).unwrap(), max.get(4).unwrap());
+
+        for shards in [1, 2, 3, 8] {
+            for ends in [
+                vec![1],
+                vec![3, 6],
+                vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+                vec![5],
+            ] {
+                let (o, i, c) = fold(&frame, &ends, shards);
+                assert!(
+                    o.equals_missing(&orders),
+                    "{shards} shards, batches ending {ends:?}\n{o}"
+                );
+                assert!(i.equals(&ids));
+                assert_eq!(c, cleaning);
+            }
+        }
+    }
 }

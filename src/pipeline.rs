@@ -18,10 +18,10 @@ use chrono::{Days, NaiveDate};
 use polars::prelude::*;
 
 use crate::clean::{self, CleaningStep};
-use crate::ingest;
 use crate::config::{Engine as EngineChoice, JobConfig, OnFitFailure, PurchaseModel};
 use crate::error::Error;
 use crate::error::{InputError, Result};
+use crate::ingest;
 use crate::manifest::Stage;
 use crate::metrics::customers::{self, CustomerParams};
 use crate::metrics::{clv, cohort, holdout, kpis, pareto, rfm};

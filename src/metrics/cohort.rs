@@ -33,11 +33,12 @@ fn period_numbers(dates: &Column, grain: Grain) -> PolarsResult<Column> {
     let numbers: Int64Chunked = match (days.min(), days.max()) {
         (Some(lo), Some(hi)) if (hi as i64 - lo as i64) < 1_000_000 => {
             let table: Vec<i64> = (lo..=hi).map(|d| period_number_of(day(d), grain)).collect();
-            days.iter()
-                .map(|d| d.map(|d| table[(d - lo) as usize]))
-                .collect()
+            days.iter().map(|d| d.map(|d| table[(d - lo) as usize])).collect()
         }
-        _ => days.iter().map(|d| d.map(|d| period_number_of(day(d), grain))).collect(),
+        _ => days
+            .iter()
+            .map(|d| d.map(|d| period_number_of(day(d), grain)))
+            .collect(),
     };
     Ok(numbers.with_name(dates.name().clone()).into_column())
 }
@@ -129,7 +130,12 @@ pub fn cohort_retention(
         unreachable!("window expressions over literal column names are valid")
     };
 
-    grid.join(activity, [col("__cell")], [col("__cell")], JoinArgs::new(JoinType::Left))
+    grid.join(
+        activity,
+        [col("__cell")],
+        [col("__cell")],
+        JoinArgs::new(JoinType::Left),
+    )
     .with_columns([
         col(ACTIVE_CUSTOMERS).fill_null(lit(0i64)),
         col(ORDERS).fill_null(lit(0i64)),
@@ -188,8 +194,16 @@ mod tests {
     /// 1900–2100 and around the ends of the date range.
     #[test]
     fn period_number_expression_matches_the_calendar() {
-        let mut dates: Vec<NaiveDate> = d("1900-01-01").iter_days().take_while(|x| *x <= d("2100-12-31")).collect();
-        dates.extend([d("0001-01-01"), d("0001-03-01"), d("9999-12-31"), d("-0001-02-28")]);
+        let mut dates: Vec<NaiveDate> = d("1900-01-01")
+            .iter_days()
+            .take_while(|x| *x <= d("2100-12-31"))
+            .collect();
+        dates.extend([
+            d("0001-01-01"),
+            d("0001-03-01"),
+            d("9999-12-31"),
+            d("-0001-02-28"),
+        ]);
         let days: Vec<i32> = dates.iter().map(|x| epoch_days(*x)).collect();
         for grain in [Grain::Week, Grain::Month, Grain::Quarter] {
             let frame = df!("day" => &days).unwrap().lazy();

@@ -159,9 +159,15 @@ pub fn with_abc_class(customers: LazyFrame, ranked: LazyFrame, config: &ParetoCo
     };
     let boundaries = ranked.select([
         col(REV).filter(below(config.abc.a)).last().alias("__a_revenue"),
-        col(CUSTOMER_ID).filter(below(config.abc.a)).last().alias("__a_id"),
+        col(CUSTOMER_ID)
+            .filter(below(config.abc.a))
+            .last()
+            .alias("__a_id"),
         col(REV).filter(below(config.abc.b)).last().alias("__b_revenue"),
-        col(CUSTOMER_ID).filter(below(config.abc.b)).last().alias("__b_id"),
+        col(CUSTOMER_ID)
+            .filter(below(config.abc.b))
+            .last()
+            .alias("__b_id"),
     ]);
     let at_or_above = |revenue: &str, id: &str| {
         col(REV)

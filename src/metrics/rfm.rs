@@ -77,9 +77,10 @@ fn cell_columns(rules: &[SegmentRule], bins: u32) -> [Expr; 2] {
         }
     }
     let b = bins as i64;
-    let index = ((col(R_SCORE) - lit(1i64)) * lit(b * b) + (col(F_SCORE) - lit(1i64)) * lit(b) + col(M_SCORE)
-        - lit(1i64))
-    .cast(DataType::UInt32);
+    let index =
+        ((col(R_SCORE) - lit(1i64)) * lit(b * b) + (col(F_SCORE) - lit(1i64)) * lit(b) + col(M_SCORE)
+            - lit(1i64))
+        .cast(DataType::UInt32);
     let lookup = |name: &str, values: Vec<String>| {
         lit(Series::new(name.into(), values))
             .gather(index.clone(), false)
