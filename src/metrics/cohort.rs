@@ -9,7 +9,7 @@
 use chrono::{Datelike, Days, NaiveDate};
 use polars::prelude::*;
 
-use super::{ratio, to_currency};
+use super::{per_day, ratio, to_currency};
 use crate::clean::epoch_days;
 use crate::config::Grain;
 use crate::schema::cohort::*;
@@ -17,30 +17,8 @@ use crate::schema::internal::{CUSTOMER_ID as CID, ORDER_DATE, VALUE};
 use crate::schema::{ORDERS, REVENUE};
 
 /// Periods since a fixed origin, so index = number(activity) − number(cohort).
-/// The calendar is consulted once per day of the column's range (a lookup table),
-/// not once per row: per-row calendar arithmetic cost 0.4 s at 5M orders.
 pub fn period_number(date: Expr, grain: Grain) -> Expr {
-    date.cast(DataType::Date).map(
-        move |dates| period_numbers(&dates, grain),
-        |_, field| Ok(Field::new(field.name().clone(), DataType::Int64)),
-    )
-}
-
-fn period_numbers(dates: &Column, grain: Grain) -> PolarsResult<Column> {
-    let days = dates.cast(&DataType::Int32)?;
-    let days = days.i32()?;
-    let day = |d: i32| NaiveDate::default() + chrono::Duration::days(d as i64);
-    let numbers: Int64Chunked = match (days.min(), days.max()) {
-        (Some(lo), Some(hi)) if (hi as i64 - lo as i64) < 1_000_000 => {
-            let table: Vec<i64> = (lo..=hi).map(|d| period_number_of(day(d), grain)).collect();
-            days.iter().map(|d| d.map(|d| table[(d - lo) as usize])).collect()
-        }
-        _ => days
-            .iter()
-            .map(|d| d.map(|d| period_number_of(day(d), grain)))
-            .collect(),
-    };
-    Ok(numbers.with_name(dates.name().clone()).into_column())
+    per_day(date, DataType::Int64, period_number_of, grain)
 }
 
 /// [`period_number`] for one date, in Rust.

@@ -6,7 +6,7 @@
 use chrono::NaiveDate;
 use polars::prelude::*;
 
-use super::{ratio, to_currency};
+use super::{per_day, ratio, to_currency};
 use crate::clean::epoch_days;
 use crate::config::Grain;
 use crate::schema::customers::*;
@@ -30,12 +30,7 @@ pub fn purchases(orders: LazyFrame) -> LazyFrame {
 
 /// First day of the cohort period (ISO week from Monday, month, or calendar quarter).
 pub fn period_start(date: Expr, grain: Grain) -> Expr {
-    let every = match grain {
-        Grain::Week => "1w",
-        Grain::Month => "1mo",
-        Grain::Quarter => "1q",
-    };
-    date.dt().truncate(lit(every))
+    per_day(date, DataType::Date, super::period_start_day, grain)
 }
 
 /// Whole days from `date` to `as_of`.

@@ -9,7 +9,11 @@ pub mod kpis;
 pub mod pareto;
 pub mod rfm;
 
+use chrono::NaiveDate;
 use polars::prelude::*;
+
+use crate::clean::epoch_days;
+use crate::config;
 
 /// Micro-units (Int64) to currency units (Float64): the one place money becomes a float.
 pub fn to_currency(micros: Expr) -> Expr {
@@ -21,4 +25,39 @@ pub fn ratio(num: Expr, den: Expr) -> Expr {
     when(den.clone().eq(lit(0)))
         .then(lit(NULL).cast(DataType::Float64))
         .otherwise(num.cast(DataType::Float64) / den.cast(DataType::Float64))
+}
+
+/// `f` of each date in a Date column, as `dtype` (Int64 or Date), computed once per
+/// day of the column's range through a lookup table: calendar arithmetic per row
+/// (chrono, or Polars' `dt` functions) cost a tenth of a second per million rows.
+pub fn per_day(date: Expr, dtype: DataType, f: fn(NaiveDate, config::Grain) -> i64, grain: config::Grain) -> Expr {
+    let output = dtype.clone();
+    date.cast(DataType::Date).map(
+        move |dates| {
+            let days = dates.cast(&DataType::Int32)?;
+            let days = days.i32()?;
+            let day = |d: i32| NaiveDate::default() + chrono::Duration::days(d as i64);
+            let values: Int64Chunked = match (days.min(), days.max()) {
+                (Some(lo), Some(hi)) if (hi as i64 - lo as i64) < 1_000_000 => {
+                    let table: Vec<i64> = (lo..=hi).map(|d| f(day(d), grain)).collect();
+                    days.iter().map(|d| d.map(|d| table[(d - lo) as usize])).collect()
+                }
+                _ => days.iter().map(|d| d.map(|d| f(day(d), grain))).collect(),
+            };
+            values.with_name(dates.name().clone()).into_column().cast(&output)
+        },
+        move |_, field| Ok(Field::new(field.name().clone(), dtype.clone())),
+    )
+}
+
+/// The first day of the cohort period containing `date` (ISO week from Monday,
+/// month, or calendar quarter), as a Date's value, for [`per_day`].
+pub fn period_start_day(date: NaiveDate, grain: config::Grain) -> i64 {
+    use chrono::Datelike;
+    let start = match grain {
+        config::Grain::Week => date - chrono::Days::new(date.weekday().num_days_from_monday() as u64),
+        config::Grain::Month => date.with_day(1).unwrap_or(date),
+        config::Grain::Quarter => NaiveDate::from_ymd_opt(date.year(), (date.month() - 1) / 3 * 3 + 1, 1).unwrap_or(date),
+    };
+    epoch_days(start) as i64
 }
