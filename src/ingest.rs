@@ -592,61 +592,74 @@ impl OrderBook {
 
     /// The orders with at least one kept line, keyed by customer; see [`Ingested`].
     pub fn finish(self, reasons: &[String]) -> Result<Ingested> {
-        let shards = &self.shards;
-        let t0 = std::time::Instant::now();
+        let Self {
+            mut shards,
+            counts,
+            hasher,
+            ..
+        } = self;
         // Customer keys in customer_id text order, so sorting by key sorts by id.
         // Sorted on the first 8 bytes as an integer first: most comparisons then
         // never touch the text.
-        let text = |&(s, c): &(u32, u32)| shards[s as usize].customers.get(c);
-        let mut by_text: Vec<(u64, (u32, u32))> = shards
-            .iter()
-            .enumerate()
-            .flat_map(|(s, shard)| (0..shard.customers.len() as u32).map(move |c| (s as u32, c)))
-            .map(|sc| (prefix(text(&sc)), sc))
-            .collect();
-        by_text.par_sort_unstable_by(|(pa, a), (pb, b)| pa.cmp(pb).then_with(|| text(a).cmp(text(b))));
-        let by_text: Vec<(u32, u32)> = by_text.into_iter().map(|(_, sc)| sc).collect();
-        let mut key: Vec<Vec<u32>> = shards.iter().map(|s| vec![0; s.customers.len()]).collect();
-        for (k, &(s, c)) in by_text.iter().enumerate() {
-            key[s as usize][c as usize] = k as u32;
+        let (key, customer_ids, customer_count) = {
+            let text = |&(s, c): &(u32, u32)| shards[s as usize].customers.get(c);
+            let mut by_text: Vec<(u64, (u32, u32))> = shards
+                .iter()
+                .enumerate()
+                .flat_map(|(s, shard)| (0..shard.customers.len() as u32).map(move |c| (s as u32, c)))
+                .map(|sc| (prefix(text(&sc)), sc))
+                .collect();
+            by_text.par_sort_unstable_by(|(pa, a), (pb, b)| pa.cmp(pb).then_with(|| text(a).cmp(text(b))));
+            let mut key: Vec<Vec<u32>> = shards.iter().map(|s| vec![0; s.customers.len()]).collect();
+            for (k, (_, (s, c))) in by_text.iter().enumerate() {
+                key[*s as usize][*c as usize] = k as u32;
+            }
+            let ids = StringChunked::from_iter_values(CUSTOMER_ID.into(), by_text.iter().map(|(_, sc)| text(sc)))
+                .into_series();
+            (key, ids, by_text.len())
+        };
+        // The fold's tables are done with: free them before the columns are built.
+        for shard in &mut shards {
+            shard.customers = Interner::default();
+            shard.orders.table = HashTable::new();
+            shard.orders.ids.hashes = Vec::new();
         }
 
-        tracing::debug!(s = t0.elapsed().as_secs_f64(), "finish: customer keys");
         // Kept orders grouped by customer key (a counting sort), each customer's by order_id.
-        let kept: Vec<(u32, u32)> = shards
-            .iter()
-            .enumerate()
-            .flat_map(|(s, shard)| {
-                (0..shard.orders.customer.len() as u32)
-                    .filter(|&o| shard.orders.kept_lines[o as usize] > 0)
-                    .map(move |o| (s as u32, o))
-            })
-            .collect();
-        let key_of =
-            |&(s, o): &(u32, u32)| key[s as usize][shards[s as usize].orders.customer[o as usize] as usize];
-        let mut starts = vec![0usize; by_text.len() + 1];
-        for order in &kept {
-            starts[key_of(order) as usize + 1] += 1;
-        }
-        for k in 1..starts.len() {
-            starts[k] += starts[k - 1];
-        }
-        let mut sorted = vec![(0u32, 0u32); kept.len()];
-        let mut next = starts.clone();
-        for order in &kept {
-            let k = key_of(order) as usize;
-            sorted[next[k]] = *order;
-            next[k] += 1;
-        }
-        let order_id = |&(s, o): &(u32, u32)| shards[s as usize].orders.ids.get(o);
-        for window in starts.windows(2).filter(|w| w[1] - w[0] > 1) {
-            sorted[window[0]..window[1]].sort_unstable_by(|a, b| order_id(a).cmp(order_id(b)));
-        }
+        let key_of = |(s, o): (u32, u32)| key[s as usize][shards[s as usize].orders.customer[o as usize] as usize];
+        let sorted = {
+            let kept: Vec<(u32, u32)> = shards
+                .iter()
+                .enumerate()
+                .flat_map(|(s, shard)| {
+                    (0..shard.orders.customer.len() as u32)
+                        .filter(|&o| shard.orders.kept_lines[o as usize] > 0)
+                        .map(move |o| (s as u32, o))
+                })
+                .collect();
+            let mut starts = vec![0usize; customer_count + 1];
+            for &order in &kept {
+                starts[key_of(order) as usize + 1] += 1;
+            }
+            for k in 1..starts.len() {
+                starts[k] += starts[k - 1];
+            }
+            let mut sorted = vec![(0u32, 0u32); kept.len()];
+            let mut next = starts.clone();
+            for &order in &kept {
+                let k = key_of(order) as usize;
+                sorted[next[k]] = order;
+                next[k] += 1;
+            }
+            let order_id = |&(s, o): &(u32, u32)| shards[s as usize].orders.ids.get(o);
+            for window in starts.windows(2).filter(|w| w[1] - w[0] > 1) {
+                sorted[window[0]..window[1]].sort_unstable_by(|a, b| order_id(a).cmp(order_id(b)));
+            }
+            sorted
+        };
 
-        tracing::debug!(s = t0.elapsed().as_secs_f64(), "finish: orders sorted");
-        let orders = |&(s, _): &(u32, u32)| &shards[s as usize].orders;
         let mut customer_key =
-            UInt32Chunked::from_vec(CUSTOMER_ID.into(), sorted.iter().map(key_of).collect());
+            UInt32Chunked::from_vec(CUSTOMER_ID.into(), sorted.iter().map(|&so| key_of(so)).collect());
         customer_key.set_sorted_flag(IsSorted::Ascending);
         let mut order_rank = UInt32Chunked::from_vec(ORDER_RANK.into(), (0..sorted.len() as u32).collect());
         order_rank.set_sorted_flag(IsSorted::Ascending);
@@ -654,12 +667,15 @@ impl OrderBook {
             ORDER_DATE.into(),
             sorted
                 .iter()
-                .map(|so| orders(so).first_day[so.1 as usize])
+                .map(|&(s, o)| shards[s as usize].orders.first_day[o as usize])
                 .collect(),
         );
         let values = Int64Chunked::from_vec(
             VALUE.into(),
-            sorted.iter().map(|so| orders(so).value[so.1 as usize]).collect(),
+            sorted
+                .iter()
+                .map(|&(s, o)| shards[s as usize].orders.value[o as usize])
+                .collect(),
         );
         let purchases = values.iter().filter(|v| v.is_some_and(|v| v > 0)).count() as u64;
         let mut columns = vec![
@@ -683,13 +699,12 @@ impl OrderBook {
         }
         if shards.iter().any(|s| s.categories.len() > 0) {
             // Shard-local category numbers made global, so that ranges compare across shards.
-            let hasher = &self.hasher;
             let mut global = Interner::default();
             let numbering: Vec<Vec<u32>> = shards
                 .iter()
                 .map(|shard| {
                     (0..shard.categories.len() as u32)
-                        .map(|c| global.intern(hasher, shard.categories.get(c)))
+                        .map(|c| global.intern(&hasher, shard.categories.get(c)))
                         .collect()
                 })
                 .collect();
@@ -707,10 +722,6 @@ impl OrderBook {
             columns.push(range(CATEGORY_MIN, |o| &o.category_min));
             columns.push(range(CATEGORY_MAX, |o| &o.category_max));
         }
-        tracing::debug!(s = t0.elapsed().as_secs_f64(), "finish: columns");
-        let customer_ids =
-            StringChunked::from_iter_values(CUSTOMER_ID.into(), by_text.iter().map(text)).into_series();
-        tracing::debug!(s = t0.elapsed().as_secs_f64(), "finish: ids");
         let duplicates = shards.iter().map(|s| s.duplicates).sum();
         let dropped: Vec<u64> = (0..reasons.len())
             .map(|r| shards.iter().map(|s| s.dropped[r]).sum())
@@ -718,14 +729,7 @@ impl OrderBook {
         Ok(Ingested {
             orders: DataFrame::new_infer_height(columns)?,
             customer_ids,
-            cleaning: cleaning_steps(
-                &self.counts,
-                duplicates,
-                &dropped,
-                reasons,
-                sorted.len() as u64,
-                purchases,
-            ),
+            cleaning: cleaning_steps(&counts, duplicates, &dropped, reasons, sorted.len() as u64, purchases),
             purchases,
         })
     }

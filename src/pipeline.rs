@@ -27,7 +27,7 @@ use crate::metrics::customers::{self, CustomerParams};
 use crate::metrics::{clv, cohort, holdout, kpis, pareto, rfm};
 use crate::model::{self, Fit, summary};
 use crate::schema::customers::RECENCY_DAYS;
-use crate::schema::internal::REVENUE_MICROS;
+use crate::schema::internal::{ORDER_RANK, REVENUE_MICROS};
 use crate::schema::model::{EXPECTED_PURCHASES, EXPECTED_SPEND, P_ALIVE, PREDICTED_CLV};
 use crate::schema::{self, CUSTOMER_ID};
 
@@ -196,6 +196,9 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     );
     let mut frames = collect_all(&mut stages, "customers", vec![customer_plan.logical_plan], engine)?;
     let customers = frames.pop().unwrap_or_default();
+    // The order columns that only the acquisition channel needed.
+    let orders_frame = orders_frame.drop_many([ORDER_RANK, schema::internal::CHANNEL]);
+    let orders = orders_frame.clone().lazy();
     let summary = timed(&mut stages, "model summary", || {
         Ok(summary::summary_frame(
             &orders_frame,
