@@ -320,6 +320,11 @@ pub fn line_plan(normalised: &Normalised, cleaning: &CleaningConfig) -> LinePlan
         columns.push(check.failed.clone().alias(line::parse_failed(i)));
         columns.push(check.raw.clone().cast(DataType::String).alias(line::parse_raw(i)));
     }
+    if cleaning.dedupe {
+        // The raw columns ride along: duplicates within one batch are compared there,
+        // and the input is read a second time only for copies far apart.
+        columns.extend(normalised.raw_columns.iter().map(|c| col(c.clone())));
+    }
     LinePlan {
         lines: normalised
             .lf

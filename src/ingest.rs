@@ -276,11 +276,24 @@ struct Shard {
     dropped: Vec<u64>,
     /// (fingerprint, row) of every line in the window, for step 3.
     fingerprints: Vec<(u64, IdxSize)>,
+    /// The current batch's fingerprints, and those seen twice in it.
+    batch_prints: hashbrown::HashSet<u64, FixedState>,
+    batch_repeats: Vec<u64>,
 }
 
 impl Shard {
     /// Folds the given lines of a batch: (index in the batch, hash of the customer id).
-    fn fold(&mut self, hasher: &FixedState, batch: &Batch, lines: &[(u32, u64)], dedupe: bool) {
+    /// Returns the rows whose fingerprint repeats within this batch.
+    fn fold(
+        &mut self,
+        hasher: &FixedState,
+        batch: &Batch,
+        lines: &[(u32, u64)],
+        dedupe: bool,
+    ) -> Vec<IdxSize> {
+        let mark = self.fingerprints.len();
+        self.batch_prints.clear();
+        self.batch_repeats.clear();
         let mut last_customer: Option<(u128, u32)> = None;
         let mut last_order: Option<(u32, u128, u32)> = None;
         for &(i, customer_hash) in lines {
@@ -345,8 +358,20 @@ impl Shard {
                 let other = batch.others.and_then(|a| a.get(i)).unwrap_or(0);
                 let fingerprint = hasher.hash_one((order, day, value, channel, category, other));
                 self.fingerprints.push((fingerprint, batch.rows.value(i)));
+                if !self.batch_prints.insert(fingerprint) {
+                    self.batch_repeats.push(fingerprint);
+                }
             }
         }
+        if self.batch_repeats.is_empty() {
+            return Vec::new();
+        }
+        let repeats: hashbrown::HashSet<u64> = self.batch_repeats.iter().copied().collect();
+        self.fingerprints[mark..]
+            .iter()
+            .filter(|(fingerprint, _)| repeats.contains(fingerprint))
+            .map(|(_, row)| *row)
+            .collect()
     }
 
     /// Rows whose fingerprint repeats within the shard (equal rows share a customer,
@@ -374,6 +399,12 @@ pub struct OrderBook {
     parse_failures: Vec<(u64, Option<(IdxSize, String)>)>,
     /// Per shard, the lines of the current batch (reused between batches).
     routed: Vec<Vec<(u32, u64)>>,
+    /// The input's own columns, which decide exact duplicates (step 3).
+    raw_columns: Vec<PlSmallStr>,
+    /// Lines whose fingerprint repeats within their batch, with their raw values
+    /// (as [`clean::rows_with_raw_values`] gives them), and their rows.
+    held: Vec<DataFrame>,
+    held_rows: Vec<IdxSize>,
     /// Time spent folding, and batches folded (for the debug log).
     busy_seconds: f64,
     batches: u64,
@@ -409,12 +440,19 @@ impl OrderBook {
     /// lines and orders. Their arrays are reserved for it up front: untouched
     /// capacity costs no memory, while growing by doubling copies every array
     /// (transient copies were a fifth of the fold's peak memory).
-    pub fn new(plan: &LinePlan, as_of: Option<NaiveDate>, dedupe: bool, shards: usize, expected_lines: usize) -> Self {
+    pub fn new(
+        raw_columns: &[PlSmallStr],
+        plan: &LinePlan,
+        as_of: Option<NaiveDate>,
+        dedupe: bool,
+        shards: usize,
+        expected_lines: usize,
+    ) -> Self {
         let shards = shards.max(1);
         // Customers hash to shards evenly; a tenth more leaves room for chance.
         let per_shard = expected_lines / shards + expected_lines / shards / 10 + 1024;
         Self {
-            hasher: FixedState::with_seed(0x6c6f_7961_6c74_79),
+            hasher: FixedState::with_seed(0x006c_6f79_616c_7479),
             as_of: as_of.map(epoch_days),
             dedupe,
             shards: (0..shards)
@@ -428,6 +466,9 @@ impl OrderBook {
             counts: Counts::default(),
             parse_failures: vec![(0, None); plan.parse_checks],
             routed: vec![Vec::new(); shards],
+            raw_columns: raw_columns.to_vec(),
+            held: Vec::new(),
+            held_rows: Vec::new(),
             busy_seconds: 0.0,
             batches: 0,
         }
@@ -532,12 +573,67 @@ impl OrderBook {
         }
 
         let (hasher, dedupe) = (&self.hasher, self.dedupe);
-        self.shards
+        let repeated: Vec<Vec<IdxSize>> = self
+            .shards
             .par_iter_mut()
             .zip(&routed)
-            .for_each(|(shard, lines)| shard.fold(hasher, b, lines, dedupe));
+            .map(|(shard, lines)| shard.fold(hasher, b, lines, dedupe))
+            .collect();
         self.routed = routed;
+        let repeated: hashbrown::HashSet<IdxSize> = repeated.into_iter().flatten().collect();
+        if !repeated.is_empty() {
+            self.hold(batch, b.rows, &repeated)?;
+        }
         Ok(())
+    }
+
+    /// Keeps the raw values of this batch's lines whose fingerprints repeat within
+    /// the batch. Copies of a line usually sit side by side, so step 3 can mostly be
+    /// decided without reading the input again.
+    fn hold(
+        &mut self,
+        batch: &DataFrame,
+        rows: &<IdxType as PolarsDataType>::Array,
+        repeated: &hashbrown::HashSet<IdxSize>,
+    ) -> PolarsResult<()> {
+        let local: Vec<IdxSize> = (0..batch.height())
+            .filter(|&i| repeated.contains(&rows.value(i)))
+            .map(|i| i as IdxSize)
+            .collect();
+        let mut columns: Vec<PlSmallStr> = self.raw_columns.clone();
+        columns.extend([CUSTOMER_ID.into(), ORDER_ID.into(), VALUE.into()]);
+        let mut lines = batch
+            .select(columns)?
+            .take(&IdxCa::from_vec("local".into(), local.clone()))?;
+        let verdicts = match batch.column(line::DROPPED_BY) {
+            Ok(verdict) => verdict.take(&IdxCa::from_vec("local".into(), local.clone()))?,
+            Err(_) => Column::new_scalar(line::DROPPED_BY.into(), Scalar::from(0i32), lines.height()),
+        };
+        lines.with_column(verdicts)?;
+        self.held_rows
+            .extend(local.iter().map(|&i| rows.value(i as usize)));
+        self.held.push(lines);
+        Ok(())
+    }
+
+    /// The candidates' raw values when every candidate was held within its batch;
+    /// `None` when some copies lie in different batches (then the input is read again).
+    pub fn held_candidates(&mut self, candidates: &[IdxSize]) -> PolarsResult<Option<DataFrame>> {
+        self.held_rows.sort_unstable();
+        if self.held_rows != candidates {
+            return Ok(None);
+        }
+        let held = std::mem::take(&mut self.held);
+        Ok(Some(match held.split_first() {
+            Some((first, rest)) => {
+                let mut all = first.clone();
+                for frame in rest {
+                    all.vstack_mut(frame)?;
+                }
+                all
+            }
+            None => DataFrame::empty(),
+        }))
     }
 
     /// Per parse check: how many values failed, and the first failing value.
@@ -641,8 +737,9 @@ impl OrderBook {
             for (k, (_, (s, c))) in by_text.iter().enumerate() {
                 key[*s as usize][*c as usize] = k as u32;
             }
-            let ids = StringChunked::from_iter_values(CUSTOMER_ID.into(), by_text.iter().map(|(_, sc)| text(sc)))
-                .into_series();
+            let ids =
+                StringChunked::from_iter_values(CUSTOMER_ID.into(), by_text.iter().map(|(_, sc)| text(sc)))
+                    .into_series();
             (key, ids, by_text.len())
         };
         // The fold's tables are done with: free them before the columns are built.
@@ -653,7 +750,8 @@ impl OrderBook {
         }
 
         // Kept orders grouped by customer key (a counting sort), each customer's by order_id.
-        let key_of = |(s, o): (u32, u32)| key[s as usize][shards[s as usize].orders.customer[o as usize] as usize];
+        let key_of =
+            |(s, o): (u32, u32)| key[s as usize][shards[s as usize].orders.customer[o as usize] as usize];
         let sorted = {
             let kept: Vec<(u32, u32)> = shards
                 .iter()
@@ -756,7 +854,14 @@ impl OrderBook {
         Ok(Ingested {
             orders: DataFrame::new_infer_height(columns)?,
             customer_ids,
-            cleaning: cleaning_steps(&counts, duplicates, &dropped, reasons, sorted.len() as u64, purchases),
+            cleaning: cleaning_steps(
+                &counts,
+                duplicates,
+                &dropped,
+                reasons,
+                sorted.len() as u64,
+                purchases,
+            ),
             purchases,
         })
     }
@@ -861,6 +966,7 @@ pub fn ingest(
         .and_then(|counts| counts.columns().first()?.get(0).ok()?.extract::<u64>())
         .unwrap_or(0) as usize;
     let book = Arc::new(Mutex::new(Some(OrderBook::new(
+        &normalised.raw_columns,
         &plan,
         as_of,
         cleaning.dedupe,
@@ -906,7 +1012,16 @@ pub fn ingest(
         .into());
     }
     let candidates = book.duplicate_candidates();
-    if !candidates.is_empty() {
+    if let Some(lines) = book
+        .held_candidates(&candidates)?
+        .filter(|_| !candidates.is_empty())
+    {
+        tracing::debug!(
+            rows = candidates.len(),
+            "repeated fingerprints, all within batches: compared there"
+        );
+        book.remove_duplicates(lines, &normalised.raw_columns)?;
+    } else if !candidates.is_empty() {
         tracing::debug!(
             rows = candidates.len(),
             "lines whose fingerprints repeat, compared on raw values"
@@ -958,16 +1073,27 @@ mod tests {
         let normalised = clean::normalise(lf, &schema, &config.input, "test").unwrap();
         let plan = clean::line_plan(&normalised, &config.cleaning);
         let lines = plan.lines.clone().collect().unwrap();
-        let mut book = OrderBook::new(&plan, None, true, shards, lines.height() / 3);
+        let mut book = OrderBook::new(
+            &normalised.raw_columns,
+            &plan,
+            None,
+            true,
+            shards,
+            lines.height() / 3,
+        );
         let mut start = 0;
         for &end in batch_ends.iter().chain([&lines.height()]) {
             book.add(&lines.slice(start as i64, end - start)).unwrap();
             start = end;
         }
+        // As `ingest` does: the copies held within batches, else the input read again.
         let candidates = book.duplicate_candidates();
-        let raw = clean::rows_with_raw_values(&normalised, &plan, candidates)
-            .collect()
-            .unwrap();
+        let raw = match book.held_candidates(&candidates).unwrap() {
+            Some(held) => held,
+            None => clean::rows_with_raw_values(&normalised, &plan, candidates)
+                .collect()
+                .unwrap(),
+        };
         book.remove_duplicates(raw, &normalised.raw_columns).unwrap();
         let ingested = book.finish(&plan.reasons).unwrap();
         (ingested.orders, ingested.customer_ids, ingested.cleaning)

@@ -30,7 +30,12 @@ pub fn ratio(num: Expr, den: Expr) -> Expr {
 /// `f` of each date in a Date column, as `dtype` (Int64 or Date), computed once per
 /// day of the column's range through a lookup table: calendar arithmetic per row
 /// (chrono, or Polars' `dt` functions) cost a tenth of a second per million rows.
-pub fn per_day(date: Expr, dtype: DataType, f: fn(NaiveDate, config::Grain) -> i64, grain: config::Grain) -> Expr {
+pub fn per_day(
+    date: Expr,
+    dtype: DataType,
+    f: fn(NaiveDate, config::Grain) -> i64,
+    grain: config::Grain,
+) -> Expr {
     let output = dtype.clone();
     date.cast(DataType::Date).map(
         move |dates| {
@@ -57,7 +62,9 @@ pub fn period_start_day(date: NaiveDate, grain: config::Grain) -> i64 {
     let start = match grain {
         config::Grain::Week => date - chrono::Days::new(date.weekday().num_days_from_monday() as u64),
         config::Grain::Month => date.with_day(1).unwrap_or(date),
-        config::Grain::Quarter => NaiveDate::from_ymd_opt(date.year(), (date.month() - 1) / 3 * 3 + 1, 1).unwrap_or(date),
+        config::Grain::Quarter => {
+            NaiveDate::from_ymd_opt(date.year(), (date.month() - 1) / 3 * 3 + 1, 1).unwrap_or(date)
+        }
     };
     epoch_days(start) as i64
 }
