@@ -237,20 +237,33 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         },
         dirty: !args.clean,
     };
-    let bar = spinner("generating");
-    let frame = generate::generate(&params).map_err(Error::from);
-    bar.finish_and_clear();
-    let mut frame = frame?;
     if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
+    // Written as generated (bounded memory at any size), then renamed into place.
     let tmp = args.out.with_extension("parquet.tmp");
-    output::write_table(&tmp, &mut frame, Format::Parquet)?;
+    let bar = spinner("generating");
+    let written = std::fs::File::create(&tmp)
+        .map_err(|e| Error::io(&tmp, e))
+        .and_then(|mut file| {
+            let lines = generate::write_parquet(&params, &mut file)
+                .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
+            file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            Ok(lines)
+        });
+    bar.finish_and_clear();
+    let lines = match written {
+        Ok(lines) => lines,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+    };
     std::fs::rename(&tmp, &args.out).map_err(|e| Error::io(&args.out, e))?;
     println!(
         "wrote {} ({} lines, {} customers)",
         args.out.display(),
-        frame.height(),
+        lines,
         args.customers
     );
     Ok(())
