@@ -823,23 +823,14 @@ impl OrderBook {
             );
         }
         if shards.iter().any(|s| s.categories.len() > 0) {
-            // Shard-local category numbers made global, so that ranges compare across shards.
-            let mut global = Interner::default();
-            let numbering: Vec<Vec<u32>> = shards
-                .iter()
-                .map(|shard| {
-                    (0..shard.categories.len() as u32)
-                        .map(|c| global.intern(&hasher, shard.categories.get(c)))
-                        .collect()
-                })
-                .collect();
+            // Category numbers are the shard's own: all of a customer's orders are in
+            // one shard, so a customer's ranges compare on one numbering (mapping
+            // them to one global numbering would not keep min and max in order).
             let range = |name: &str, pick: fn(&Orders) -> &Vec<u32>| {
                 UInt32Chunked::from_iter_options(
                     name.into(),
                     sorted.iter().map(|&(s, o)| {
-                        Some(pick(&shards[s as usize].orders)[o as usize])
-                            .filter(|&c| c != NONE)
-                            .map(|c| numbering[s as usize][c as usize])
+                        Some(pick(&shards[s as usize].orders)[o as usize]).filter(|&c| c != NONE)
                     }),
                 )
                 .into_column()
@@ -1138,6 +1129,26 @@ mod tests {
         assert_ne!(min.get(0).unwrap(), max.get(0).unwrap());
         assert_eq!(min.get(4).unwrap(), max.get(4).unwrap());
 
+        // Per customer: two distinct categories among positive lines of purchases?
+        let upsell = |orders: &DataFrame| {
+            orders
+                .clone()
+                .lazy()
+                .filter(col(VALUE).gt(lit(0i64)))
+                .group_by([col(CUSTOMER_ID)])
+                .agg([col(CATEGORY_MIN)
+                    .min()
+                    .neq(col(CATEGORY_MAX).max())
+                    .alias("upsell")])
+                .sort([CUSTOMER_ID], SortMultipleOptions::default())
+                .collect()
+                .unwrap()
+        };
+        let expected_upsell =
+            df!(CUSTOMER_ID => [0u32, 1, 2, 3], "upsell" => [true, true, false, false]).unwrap();
+        assert!(upsell(&orders).equals(&expected_upsell), "{}", upsell(&orders));
+        // Category numbers are per shard; everything else is the same at any split.
+        let without_categories = |o: &DataFrame| o.drop_many([CATEGORY_MIN, CATEGORY_MAX]);
         for shards in [1, 2, 3, 8] {
             for ends in [
                 vec![1],
@@ -1146,10 +1157,12 @@ mod tests {
                 vec![5],
             ] {
                 let (o, i, c) = fold(&frame, &ends, shards);
+                let context = format!("{shards} shards, batches ending {ends:?}");
                 assert!(
-                    o.equals_missing(&orders),
-                    "{shards} shards, batches ending {ends:?}\n{o}"
+                    without_categories(&o).equals_missing(&without_categories(&orders)),
+                    "{context}\n{o}"
                 );
+                assert!(upsell(&o).equals(&expected_upsell), "{context}\n{}", upsell(&o));
                 assert!(i.equals(&ids));
                 assert_eq!(c, cleaning);
             }

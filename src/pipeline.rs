@@ -2,15 +2,19 @@
 //!
 //! [`compute`] is pure with respect to the filesystem: it takes the raw scan (a
 //! `LazyFrame`) and the config and returns collected tables, so tests feed it
-//! in-memory frames. Three stages, each one `collect_all`:
-//! 1. one pass over the lines: the orders table, every cleaning count and the
-//!    upsell count share the scan (common-subplan elimination);
-//! 2. the customer table from the in-memory orders, and its scalars (customer
-//!    count, annual churn) that later metrics take as parameters;
-//! 3. every output table from the in-memory orders and customers.
+//! in-memory frames. Stages:
+//! 1. one streaming pass over the lines ([`crate::ingest`]): SPEC §1 folded into
+//!    orders keyed by dense integer customer keys, with every cleaning count; the
+//!    lines are never held in memory, whatever the input's size;
+//! 2. the customer table and the model summary from the in-memory orders, and the
+//!    scalars (customer count, annual churn) that later metrics take as parameters;
+//! 3. the revenue ranking, the scores, then every output table, each stage one
+//!    `collect_all` over in-memory frames.
 //!
-//! Materialising orders and customers keeps stage 3's plans small; Polars 0.55
-//! mis-plans broadcast aggregates and cross joins over one large shared subplan.
+//! Every stage after the first groups, joins and sorts integer keys; customer_id
+//! text comes back only in the written `customers` table. Materialising orders and
+//! customers keeps the later plans small; Polars 0.55 mis-plans broadcast
+//! aggregates and cross joins over one large shared subplan.
 
 use std::time::Instant;
 

@@ -106,10 +106,12 @@ pub enum Matcher {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+/// Polars' engine for the stages over orders and customers; the line pass always
+/// streams ([`crate::ingest`]).
 pub enum Engine {
     /// Polars' in-memory engine.
     InMemory,
-    /// Polars' streaming engine: bounded memory for inputs past RAM.
+    /// Polars' streaming engine.
     Streaming,
 }
 

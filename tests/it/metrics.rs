@@ -335,3 +335,83 @@ fn cohort_retention_weeks_across_the_year_boundary() {
         AnyValue::Boolean(true)
     );
 }
+
+/// upsell_ratio and the acquisition channel on generated data (thousands of
+/// customers, so the fold splits them across shards) against the SPEC definitions
+/// computed naively from the lines.
+#[test]
+fn upsell_and_channel_on_generated_data_match_the_definitions() {
+    use loyalty::generate::{GenerateParams, TrueParameters, generate};
+    let lines = generate(&GenerateParams {
+        customers: 3_000,
+        seed: 11,
+        start: chrono::NaiveDate::from_ymd_opt(2023, 1, 1).unwrap(),
+        end: chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+        truth: TrueParameters::default(),
+        dirty: true,
+    })
+    .unwrap();
+    let computed = compute(
+        lines.clone(),
+        "  columns:\n    category: category\n    channel: channel\n",
+        &[],
+    );
+
+    // Orders: value in micro-units, categories of positive lines, smallest channel.
+    let micros = (col("amount") * lit(1e6) + lit(0.5))
+        .floor()
+        .cast(DataType::Int64);
+    let orders = lines
+        .lazy()
+        .filter(col("customer_id").is_not_null())
+        .unique(None, UniqueKeepStrategy::First)
+        .group_by([col("customer_id"), col("order_id")])
+        .agg([
+            micros.clone().sum().alias("value"),
+            col("order_date").min(),
+            col("category").filter(micros.gt(lit(0i64))).alias("categories"),
+            col("channel").min(),
+        ])
+        .filter(col("value").gt(lit(0i64)));
+    let naive = orders
+        .clone()
+        .explode(
+            cols(["categories"]),
+            ExplodeOptions {
+                empty_as_null: false,
+                keep_nulls: false,
+            },
+        )
+        .group_by([col("customer_id")])
+        .agg([col("categories").n_unique().alias("n")])
+        .select([
+            (col("n").gt_eq(lit(2)).sum().cast(DataType::Float64) / len().cast(DataType::Float64))
+                .alias("upsell"),
+        ])
+        .collect()
+        .unwrap();
+    let kpis = table(&computed, "kpis");
+    assert_close(
+        f64_at(kpis, "upsell_ratio", 0).unwrap(),
+        f64_at(&naive, "upsell", 0).unwrap(),
+        "upsell_ratio",
+    );
+
+    // Acquisition channel: the first purchase's, ties by the smallest order_id.
+    let first = orders
+        .sort(
+            ["customer_id", "order_date", "order_id"],
+            SortMultipleOptions::default(),
+        )
+        .group_by([col("customer_id")])
+        .agg([col("channel").first()])
+        .sort(["customer_id"], SortMultipleOptions::default())
+        .collect()
+        .unwrap();
+    let customers = table(&computed, "customers");
+    assert_eq!(
+        column_str(customers, "customer_id"),
+        column_str(&first, "customer_id")
+    );
+    assert_eq!(column_str(customers, "channel"), column_str(&first, "channel"));
+}
