@@ -716,10 +716,7 @@ impl OrderBook {
     /// The orders with at least one kept line, keyed by customer; see [`Ingested`].
     pub fn finish(self, reasons: &[String]) -> Result<Ingested> {
         let Self {
-            mut shards,
-            counts,
-            hasher,
-            ..
+            mut shards, counts, ..
         } = self;
         // Customer keys in customer_id text order, so sorting by key sorts by id.
         // Sorted on the first 8 bytes as an integer first: most comparisons then
