@@ -58,7 +58,20 @@ pub fn remove_in_progress() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     let mut paths = in_progress();
     for path in paths.drain(..) {
         if path.is_dir() {
-            let _ = fs::remove_dir_all(&path);
+            // Renamed first: the writer may still be creating files in it, and a new
+            // file between listing and removing would leave the directory behind.
+            // Under the new name no file can be created by the writer's paths.
+            let doomed = PathBuf::from(format!("{}.removing", path.display()));
+            let path = if fs::rename(&path, &doomed).is_ok() {
+                doomed
+            } else {
+                path
+            };
+            for _ in 0..20 {
+                if fs::remove_dir_all(&path).is_ok() || !path.exists() {
+                    break;
+                }
+            }
         } else {
             let _ = fs::remove_file(&path);
         }
