@@ -257,9 +257,8 @@ pub struct LinePlan {
     /// Step 4 reasons; `__dropped_by` = i + 1 names `reasons[i]`.
     pub reasons: Vec<String>,
     pub parse_checks: usize,
-    pub has_other_columns: bool,
-    /// Step 4's verdict as an expression over the normalised lines (`None`: keep all).
-    verdict: Option<Expr>,
+    /// Step 4's verdict as an expression over the normalised lines.
+    verdict: Expr,
 }
 
 /// Builds the line stream for SPEC §1 steps 1–4 (the fold applies steps 1–3 and 5).
@@ -287,17 +286,15 @@ pub fn line_plan(normalised: &Normalised, cleaning: &CleaningConfig) -> LinePlan
         col(VALUE),
     ];
     let reasons: Vec<String> = conditions.iter().map(|(reason, _)| reason.clone()).collect();
-    let verdict = (!conditions.is_empty()).then(|| {
-        conditions
-            .into_iter()
-            .enumerate()
-            .rev()
-            .fold(lit(0i32), |otherwise, (i, (_, condition))| {
-                when(condition).then(lit(i as i32 + 1)).otherwise(otherwise)
-            })
-            .alias(line::DROPPED_BY)
-    });
-    columns.extend(verdict.clone());
+    let verdict = conditions
+        .into_iter()
+        .enumerate()
+        .rev()
+        .fold(lit(0i32), |otherwise, (i, (_, condition))| {
+            when(condition).then(lit(i as i32 + 1)).otherwise(otherwise)
+        })
+        .alias(line::DROPPED_BY);
+    columns.push(verdict.clone());
     if normalised.has_channel {
         columns.push(col(CHANNEL));
     }
@@ -312,8 +309,7 @@ pub fn line_plan(normalised: &Normalised, cleaning: &CleaningConfig) -> LinePlan
         .filter(|c| !normalised.typed_from.iter().any(|t| t == c.as_str()))
         .map(|c| col(c.clone()))
         .collect();
-    let has_other_columns = cleaning.dedupe && !others.is_empty();
-    if has_other_columns {
+    if cleaning.dedupe && !others.is_empty() {
         columns.push(as_struct(others).hash(0, 0, 0, 0).alias(line::OTHER_COLUMNS_HASH));
     }
     for (i, check) in normalised.parse_checks.iter().enumerate() {
@@ -333,28 +329,34 @@ pub fn line_plan(normalised: &Normalised, cleaning: &CleaningConfig) -> LinePlan
             .select(columns),
         reasons,
         parse_checks: normalised.parse_checks.len(),
-        has_other_columns,
         verdict,
     }
 }
 
-/// The given input rows with their raw columns and the typed ones, to decide
+/// What step 3 compares candidate lines on, and what it needs to take a copy out of
+/// its order: the raw columns, then the ids, the value and step 4's verdict.
+pub fn duplicate_check_columns(raw_columns: &[PlSmallStr]) -> Vec<PlSmallStr> {
+    let mut columns = raw_columns.to_vec();
+    columns.extend([CUSTOMER_ID, ORDER_ID, VALUE, line::DROPPED_BY].map(PlSmallStr::from));
+    columns
+}
+
+/// The given input rows with their [`duplicate_check_columns`], read again to decide
 /// exact duplicates value by value (step 3) among lines whose fingerprints repeat.
 pub fn rows_with_raw_values(normalised: &Normalised, plan: &LinePlan, rows: Vec<IdxSize>) -> LazyFrame {
     let rows = Series::new("rows".into(), rows);
-    let mut columns: Vec<Expr> = normalised.raw_columns.iter().map(|c| col(c.clone())).collect();
-    columns.extend([col(CUSTOMER_ID), col(ORDER_ID), col(VALUE)]);
-    columns.push(
-        plan.verdict
-            .clone()
-            .unwrap_or_else(|| lit(0i32).alias(line::DROPPED_BY)),
-    );
     normalised
         .lf
         .clone()
         .with_row_index(line::ROW, None)
         .filter(col(line::ROW).is_in(lit(rows).implode(true), false))
-        .select(columns)
+        .with_column(plan.verdict.clone())
+        .select(
+            duplicate_check_columns(&normalised.raw_columns)
+                .into_iter()
+                .map(col)
+                .collect::<Vec<_>>(),
+        )
 }
 
 /// Text that does not parse is an error naming the column and an example, never

@@ -9,7 +9,8 @@
 //! Step 3 (exact duplicates) is decided in two moves: every line in the window gets
 //! a fingerprint — its order, date, value, channel, category and a hash of the
 //! other raw columns, all equal for equal rows — and only lines whose fingerprint
-//! repeats are read again and compared on their raw values. Taking a duplicate out
+//! repeats are compared on their raw values: held from their batch when all copies
+//! fall in one batch, else read again from the input. Taking a duplicate out
 //! changes its order's sums and counts but never its earliest date, channel or
 //! categories (an equal line stays), so the fold can take duplicates out afterwards.
 
@@ -45,11 +46,16 @@ struct Interner {
     hashes: Vec<u64>,
 }
 
-/// The bytes of string `i` of an arena (bytes: no char-boundary checks in hot loops).
-fn bytes_of<'a>(text: &'a str, ends: &[usize], i: u32) -> &'a [u8] {
+/// Where string `i` of an arena lies in its text.
+fn span(ends: &[usize], i: u32) -> std::ops::Range<usize> {
     let i = i as usize;
     let start = if i == 0 { 0 } else { ends[i - 1] };
-    &text.as_bytes()[start..ends[i]]
+    start..ends[i]
+}
+
+/// The bytes of string `i` of an arena (bytes: no char-boundary checks in hot loops).
+fn bytes_of<'a>(text: &'a str, ends: &[usize], i: u32) -> &'a [u8] {
+    &text.as_bytes()[span(ends, i)]
 }
 
 impl Interner {
@@ -58,9 +64,7 @@ impl Interner {
     }
 
     fn get(&self, i: u32) -> &str {
-        let i = i as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+        &self.text[span(&self.ends, i)]
     }
 
     fn intern(&mut self, hasher: &FixedState, s: &str) -> u32 {
@@ -256,7 +260,7 @@ struct Batch<'a> {
     order_ids: &'a <StringType as PolarsDataType>::Array,
     days: &'a <Int32Type as PolarsDataType>::Array,
     values: &'a <Int64Type as PolarsDataType>::Array,
-    verdicts: Option<&'a <Int32Type as PolarsDataType>::Array>,
+    verdicts: &'a <Int32Type as PolarsDataType>::Array,
     channels: Option<&'a <StringType as PolarsDataType>::Array>,
     categories: Option<&'a <StringType as PolarsDataType>::Array>,
     others: Option<&'a <UInt64Type as PolarsDataType>::Array>,
@@ -324,7 +328,7 @@ impl Shard {
                 .map_or(NONE, |a| self.categories.id(hasher, a, i));
 
             // Step 4's verdict, then step 5's aggregates over the kept lines.
-            let verdict = batch.verdicts.and_then(|a| a.get(i)).unwrap_or(0);
+            let verdict = batch.verdicts.get(i).unwrap_or(0);
             if verdict == 0 {
                 let o = order as usize;
                 let orders = &mut self.orders;
@@ -401,8 +405,8 @@ pub struct OrderBook {
     routed: Vec<Vec<(u32, u64)>>,
     /// The input's own columns, which decide exact duplicates (step 3).
     raw_columns: Vec<PlSmallStr>,
-    /// Lines whose fingerprint repeats within their batch, with their raw values
-    /// (as [`clean::rows_with_raw_values`] gives them), and their rows.
+    /// Lines whose fingerprint repeats within their batch, with their
+    /// [`clean::duplicate_check_columns`], and their rows.
     held: Vec<DataFrame>,
     held_rows: Vec<IdxSize>,
     /// Time spent folding, and batches folded (for the debug log).
@@ -485,9 +489,7 @@ impl OrderBook {
         let order_ids = series(ORDER_ID)?.str()?.rechunk();
         let days = series(ORDER_DATE)?.date()?.physical().rechunk();
         let values = series(VALUE)?.i64()?.rechunk();
-        let verdicts = optional(line::DROPPED_BY)
-            .map(|s| s.i32().map(|c| c.rechunk()))
-            .transpose()?;
+        let verdicts = series(line::DROPPED_BY)?.i32()?.rechunk();
         let channels = optional(CHANNEL)
             .map(|s| s.str().map(|c| c.rechunk()))
             .transpose()?;
@@ -503,7 +505,7 @@ impl OrderBook {
             order_ids: array(&order_ids),
             days: array(&days),
             values: array(&values),
-            verdicts: verdicts.as_ref().map(array),
+            verdicts: array(&verdicts),
             channels: channels.as_ref().map(array),
             categories: categories.as_ref().map(array),
             others: others.as_ref().map(array),
@@ -600,18 +602,11 @@ impl OrderBook {
             .filter(|&i| repeated.contains(&rows.value(i)))
             .map(|i| i as IdxSize)
             .collect();
-        let mut columns: Vec<PlSmallStr> = self.raw_columns.clone();
-        columns.extend([CUSTOMER_ID.into(), ORDER_ID.into(), VALUE.into()]);
-        let mut lines = batch
-            .select(columns)?
-            .take(&IdxCa::from_vec("local".into(), local.clone()))?;
-        let verdicts = match batch.column(line::DROPPED_BY) {
-            Ok(verdict) => verdict.take(&IdxCa::from_vec("local".into(), local.clone()))?,
-            Err(_) => Column::new_scalar(line::DROPPED_BY.into(), Scalar::from(0i32), lines.height()),
-        };
-        lines.with_column(verdicts)?;
         self.held_rows
             .extend(local.iter().map(|&i| rows.value(i as usize)));
+        let lines = batch
+            .select(clean::duplicate_check_columns(&self.raw_columns))?
+            .take(&IdxCa::from_vec("local".into(), local))?;
         self.held.push(lines);
         Ok(())
     }
@@ -655,12 +650,17 @@ impl OrderBook {
         rows
     }
 
-    /// Step 3 decided on the raw values of the candidate rows (from
-    /// [`clean::rows_with_raw_values`]): each group of equal rows keeps one line.
-    pub fn remove_duplicates(&mut self, candidates: DataFrame, raw_columns: &[PlSmallStr]) -> Result<()> {
+    /// Step 3 decided on the raw values of the candidate rows (their
+    /// [`clean::duplicate_check_columns`]): each group of equal rows keeps one line.
+    pub fn remove_duplicates(&mut self, candidates: DataFrame) -> Result<()> {
         let groups = candidates
             .lazy()
-            .group_by(raw_columns.iter().map(|c| col(c.clone())).collect::<Vec<_>>())
+            .group_by(
+                self.raw_columns
+                    .iter()
+                    .map(|c| col(c.clone()))
+                    .collect::<Vec<_>>(),
+            )
             .agg([
                 len().alias("__copies"),
                 col(CUSTOMER_ID).first(),
@@ -935,14 +935,15 @@ fn cleaning_steps(
     ]
 }
 
-/// SPEC §1 over the whole input: one streaming pass folds the lines into orders,
-/// and the few lines whose fingerprints repeat are read again for step 3.
+/// SPEC §1 over the whole input: one streaming pass folds the lines into orders;
+/// the few lines whose fingerprints repeat are compared for step 3 (held from their
+/// batch, or read again when copies fall in different batches).
 /// Returns the orders and the as_of in force (configured, or the default).
 pub fn ingest(
     normalised: &Normalised,
     cleaning: &CleaningConfig,
     as_of: Option<NaiveDate>,
-) -> Result<(Ingested, Option<NaiveDate>)> {
+) -> Result<(Ingested, NaiveDate)> {
     let plan = clean::line_plan(normalised, cleaning);
     // The row count (from file metadata for a scan) bounds the fold's arrays.
     let expected_lines = normalised
@@ -992,13 +993,9 @@ pub fn ingest(
         "lines folded into orders"
     );
     clean::check_parse_failures(normalised, &book.parse_failures())?;
-    let as_of = as_of.or_else(|| book.default_as_of());
-    if as_of.is_none() {
-        return Err(InputError::NothingLeft(
-            "no row has a customer_id, order_id, order_date and amount".into(),
-        )
-        .into());
-    }
+    let as_of = as_of.or_else(|| book.default_as_of()).ok_or_else(|| {
+        InputError::NothingLeft("no row has a customer_id, order_id, order_date and amount".into())
+    })?;
     let candidates = book.duplicate_candidates();
     if let Some(lines) = book
         .held_candidates(&candidates)?
@@ -1008,7 +1005,7 @@ pub fn ingest(
             rows = candidates.len(),
             "repeated fingerprints, all within batches: compared there"
         );
-        book.remove_duplicates(lines, &normalised.raw_columns)?;
+        book.remove_duplicates(lines)?;
     } else if !candidates.is_empty() {
         tracing::debug!(
             rows = candidates.len(),
@@ -1017,7 +1014,7 @@ pub fn ingest(
         let lines = clean::rows_with_raw_values(normalised, &plan, candidates)
             .collect_with_engine(Engine::Streaming)?
             .unwrap_single();
-        book.remove_duplicates(lines, &normalised.raw_columns)?;
+        book.remove_duplicates(lines)?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), "duplicates compared");
     }
     Ok((book.finish(&plan.reasons)?, as_of))
@@ -1082,7 +1079,7 @@ mod tests {
                 .collect()
                 .unwrap(),
         };
-        book.remove_duplicates(raw, &normalised.raw_columns).unwrap();
+        book.remove_duplicates(raw).unwrap();
         let ingested = book.finish(&plan.reasons).unwrap();
         (ingested.orders, ingested.customer_ids, ingested.cleaning)
     }

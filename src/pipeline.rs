@@ -169,7 +169,6 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     let (ingested, as_of) = timed(&mut stages, "scan and clean", || {
         ingest::ingest(&normalised, &config.cleaning, config.as_of)
     })?;
-    let as_of = as_of.unwrap_or_default();
     tracing::info!(%as_of, "analysis date (exclusive)");
     let cleaning = ingested.cleaning;
     for step in &cleaning {
@@ -188,9 +187,8 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
 
     // Stage 2: the customer table and the model summary, in memory; their
     // scalars and the fitted models feed the metrics below.
-    let orders = orders_frame.clone().lazy();
     let customer_plan = customers::customers(
-        orders.clone(),
+        orders_frame.clone().lazy(),
         &CustomerParams {
             as_of,
             min_tenure_days: config.customers.min_tenure_days,
