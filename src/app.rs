@@ -243,22 +243,17 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     // Written as generated (bounded memory at any size), then renamed into place.
     let tmp = args.out.with_extension("parquet.tmp");
     let bar = spinner("generating");
-    let written = std::fs::File::create(&tmp)
-        .map_err(|e| Error::io(&tmp, e))
-        .and_then(|mut file| {
-            let lines = generate::write_parquet(&params, &mut file)
-                .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
-            file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            Ok(lines)
-        });
+    let mut lines = 0;
+    let written = output::write_synced(&tmp, |file| {
+        lines = generate::write_parquet(&params, file)
+            .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
+        Ok(())
+    });
     bar.finish_and_clear();
-    let lines = match written {
-        Ok(lines) => lines,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.into());
-        }
-    };
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
     std::fs::rename(&tmp, &args.out).map_err(|e| Error::io(&args.out, e))?;
     println!(
         "wrote {} ({} lines, {} customers)",

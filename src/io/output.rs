@@ -290,7 +290,8 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     written
 }
 
-fn write_synced(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+/// Creates `path`, writes it with `write`, and flushes it to disk.
+pub fn write_synced(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
     let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
     write(&mut file)?;
     file.sync_all().map_err(|e| Error::io(path, e))
