@@ -217,7 +217,9 @@ pub fn normalise(raw: LazyFrame, schema: &Schema, input: &InputConfig, file: &st
         }
     }
     Ok(Normalised {
-        lf: raw.with_columns(typed),
+        // The row number is taken at the scan, where Polars reads it with the file
+        // (taken after the typed columns, it held back ~0.6 GB of decoded lines).
+        lf: raw.with_row_index(line::ROW, None).with_columns(typed),
         raw_columns: schema.iter_names().cloned().collect(),
         typed_from: columns
             .mapped()
@@ -322,11 +324,7 @@ pub fn line_plan(normalised: &Normalised, cleaning: &CleaningConfig) -> LinePlan
         columns.extend(normalised.raw_columns.iter().map(|c| col(c.clone())));
     }
     LinePlan {
-        lines: normalised
-            .lf
-            .clone()
-            .with_row_index(line::ROW, None)
-            .select(columns),
+        lines: normalised.lf.clone().select(columns),
         reasons,
         parse_checks: normalised.parse_checks.len(),
         verdict,
@@ -348,7 +346,6 @@ pub fn rows_with_raw_values(normalised: &Normalised, plan: &LinePlan, rows: Vec<
     normalised
         .lf
         .clone()
-        .with_row_index(line::ROW, None)
         .filter(col(line::ROW).is_in(lit(rows).implode(true), false))
         .with_column(plan.verdict.clone())
         .select(

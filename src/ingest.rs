@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use foldhash::fast::FixedState;
@@ -24,6 +24,7 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 use polars::prelude::*;
 use polars::series::IsSorted;
+
 use rayon::prelude::*;
 
 use crate::clean::{self, CleaningStep, LinePlan, Normalised, epoch_days, line};
@@ -42,8 +43,6 @@ struct Interner {
     table: HashTable<u32>,
     text: String,
     ends: Vec<usize>,
-    /// Each string's hash, so that growing the table never re-hashes text.
-    hashes: Vec<u64>,
 }
 
 /// Where string `i` of an arena lies in its text.
@@ -68,37 +67,32 @@ impl Interner {
     }
 
     fn intern(&mut self, hasher: &FixedState, s: &str) -> u32 {
-        self.intern_hashed(s, hasher.hash_one(s.as_bytes()))
+        self.intern_hashed(hasher, s, hasher.hash_one(s.as_bytes()))
     }
 
-    /// `hash`: the string's hash by the fold's hasher.
-    fn intern_hashed(&mut self, s: &str, hash: u64) -> u32 {
-        let Self {
-            table,
-            text,
-            ends,
-            hashes,
-        } = self;
+    /// `hash`: the string's hash by `hasher`. Hashes are not stored (8 bytes per
+    /// string): growing the table, rare since tables are reserved, hashes again.
+    fn intern_hashed(&mut self, hasher: &FixedState, s: &str, hash: u64) -> u32 {
+        let Self { table, text, ends } = self;
         let entry = table.entry(
             hash,
             |&i| bytes_of(text, ends, i) == s.as_bytes(),
-            |&i| hashes[i as usize],
+            |&i| hasher.hash_one(bytes_of(text, ends, i)),
         );
         match entry {
             Entry::Occupied(e) => *e.get(),
             Entry::Vacant(e) => {
                 let i = ends.len() as u32;
                 e.insert(i);
-                self.push(s, hash);
+                self.push(s);
                 i
             }
         }
     }
 
-    fn push(&mut self, s: &str, hash: u64) {
+    fn push(&mut self, s: &str) {
         self.text.push_str(s);
         self.ends.push(self.text.len());
-        self.hashes.push(hash);
     }
 
     fn find_hashed(&self, s: &str, hash: u64) -> Option<u32> {
@@ -174,11 +168,13 @@ struct Orders {
 impl Orders {
     fn with_capacity(orders: usize) -> Self {
         Self {
-            table: HashTable::with_capacity(orders),
+            // Unlike the arrays, the table's slots are written at random, so its whole
+            // reservation becomes resident: reserved for two lines per order (the
+            // generated histories have ~2); it grows if there are more orders.
+            table: HashTable::with_capacity(orders / 2),
             ids: Interner {
                 text: String::with_capacity(orders * 12),
                 ends: Vec::with_capacity(orders),
-                hashes: Vec::with_capacity(orders),
                 ..Interner::default()
             },
             customer: Vec::with_capacity(orders),
@@ -207,7 +203,7 @@ impl Orders {
         let entry = table.entry(
             hash,
             |&o| customers[o as usize] == customer && bytes_of(&ids.text, &ids.ends, o) == id_bytes,
-            |&o| ids.hashes[o as usize],
+            |&o| Self::hash(hasher, customers[o as usize], bytes_of(&ids.text, &ids.ends, o)),
         );
         match entry {
             Entry::Occupied(e) => *e.get(),
@@ -215,7 +211,7 @@ impl Orders {
                 let o = customers.len() as u32;
                 e.insert(o);
                 // Order ids are stored per order, not deduplicated: (customer, id) is the key.
-                ids.push(id, hash);
+                ids.push(id);
                 customers.push(customer);
                 self.first_day.push(i32::MAX);
                 self.value.push(0);
@@ -309,7 +305,7 @@ impl Shard {
                 Some((v, key)) if v == customer_view => key,
                 _ => {
                     let text = present(batch.customers.get(i)).unwrap_or_default();
-                    self.customers.intern_hashed(text, customer_hash)
+                    self.customers.intern_hashed(hasher, text, customer_hash)
                 }
             };
             last_customer = Some((customer_view, customer));
@@ -743,7 +739,6 @@ impl OrderBook {
         for shard in &mut shards {
             shard.customers = Interner::default();
             shard.orders.table = HashTable::new();
-            shard.orders.ids.hashes = Vec::new();
         }
 
         // Kept orders grouped by customer key (a counting sort), each customer's by order_id.
@@ -935,6 +930,31 @@ fn cleaning_steps(
     ]
 }
 
+/// Feeds the line stream to `fold`, batch by batch, in the order Polars' streaming
+/// engine produces them: the fold runs on this thread while the engine reads on.
+fn read_in_batches(lines: &LazyFrame, mut fold: impl FnMut(DataFrame) -> Result<()>) -> Result<()> {
+    // Capacity 1: the engine blocks while a batch waits, so batches do not pile up.
+    let (send, receive) = std::sync::mpsc::sync_channel::<DataFrame>(1);
+    let sink = move |batch: DataFrame| -> PolarsResult<bool> {
+        // A closed channel means the fold failed: stop the stream (true).
+        Ok(send.send(batch).is_err())
+    };
+    let plan = lines
+        .clone()
+        .sink_batches(PlanCallback::Rust(SpecialEq::new(Arc::new(sink))), false, None)?;
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || plan.collect_with_engine(Engine::Streaming).map(|_| ()));
+        let folded = receive.iter().try_for_each(&mut fold);
+        // Dropping the receiver (on a failed fold) lets a blocked send return.
+        drop(receive);
+        let read = reader
+            .join()
+            .map_err(|_| Error::Internal("the line reader panicked".into()))?;
+        folded?;
+        Ok(read?)
+    })
+}
+
 /// SPEC §1 over the whole input: one streaming pass folds the lines into orders;
 /// the few lines whose fingerprints repeat are compared for step 3 (held from their
 /// batch, or read again when copies fall in different batches).
@@ -954,38 +974,33 @@ pub fn ingest(
         .ok()
         .and_then(|counts| counts.columns().first()?.get(0).ok()?.extract::<u64>())
         .unwrap_or(0) as usize;
-    let book = Arc::new(Mutex::new(Some(OrderBook::new(
+    let mut book = OrderBook::new(
         &normalised.raw_columns,
         &plan,
         as_of,
         cleaning.dedupe,
         rayon::current_num_threads(),
         expected_lines,
-    ))));
-    let sink = Arc::clone(&book);
-    let fold = move |batch: DataFrame| -> PolarsResult<bool> {
-        let mut guard = sink
-            .lock()
-            .map_err(|_| polars_err!(ComputeError: "the order fold panicked"))?;
-        if let Some(book) = guard.as_mut() {
-            let started = std::time::Instant::now();
-            book.add(&batch)?;
-            book.busy_seconds += started.elapsed().as_secs_f64();
-            book.batches += 1;
-        }
-        // false: keep the batches coming.
-        Ok(false)
-    };
+    );
+    if std::env::var_os("LOYALTY_EXPLAIN").is_some() {
+        eprintln!("{}", plan.lines.clone().explain(true)?);
+    }
     let started = std::time::Instant::now();
-    plan.lines
-        .clone()
-        .sink_batches(PlanCallback::Rust(SpecialEq::new(Arc::new(fold))), false, None)?
-        .collect_with_engine(Engine::Streaming)?;
-    let mut book = book
-        .lock()
-        .ok()
-        .and_then(|mut guard| guard.take())
-        .ok_or_else(|| Error::Internal("the order fold did not finish".into()))?;
+    read_in_batches(&plan.lines, |batch| {
+        let folding = std::time::Instant::now();
+        book.add(&batch)?;
+        book.busy_seconds += folding.elapsed().as_secs_f64();
+        book.batches += 1;
+        if book.batches.is_multiple_of(100) {
+            tracing::debug!(
+                batches = book.batches,
+                lines = book.counts.rows,
+                resident_mib = crate::memory::resident_mib(),
+                "folding"
+            );
+        }
+        Ok(())
+    })?;
     tracing::debug!(
         seconds = started.elapsed().as_secs_f64(),
         busy = book.busy_seconds,

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod ingest;
 pub mod io;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

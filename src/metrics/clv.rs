@@ -14,12 +14,6 @@ use crate::schema::customers::{AOV, FORMULA_CLV, HISTORICAL_CLV, TENURE_DAYS};
 use crate::schema::model::{P_ALIVE, PREDICTED_CLV};
 use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
 
-/// Fixed-point copies of the CLV columns, for exact group sums; dropped before writing.
-pub const HISTORICAL_CLV_FIXED: &str = "__historical_clv_fixed";
-pub const FORMULA_CLV_FIXED: &str = "__formula_clv_fixed";
-pub const PREDICTED_CLV_FIXED: &str = "__predicted_clv_fixed";
-pub const P_ALIVE_FIXED: &str = "__p_alive_fixed";
-
 /// CLV values in units of 10⁻¹² currency, Int128: fine enough that a group mean
 /// stays within 1e-9 of the exact one, coarse enough to add exactly.
 const FIXED_SCALE: f64 = 1e12;
@@ -30,14 +24,16 @@ fn fixed(currency: &str) -> Expr {
         .cast(DataType::Int128)
 }
 
-/// The exact sum of a fixed-point CLV column, in currency (null when all are null).
-pub fn fixed_sum(fixed_column: &str) -> Expr {
-    col(fixed_column).sum().cast(DataType::Float64) / lit(FIXED_SCALE)
+/// The exact sum of a CLV column, added in fixed point, in currency (null when
+/// all are null). The fixed-point values are made inside the aggregation: as
+/// columns they cost 16 bytes per customer each.
+pub fn fixed_sum(currency: &str) -> Expr {
+    fixed(currency).sum().cast(DataType::Float64) / lit(FIXED_SCALE)
 }
 
-/// Mean of a fixed-point CLV column over its non-null values, in currency.
-pub fn fixed_mean(fixed_column: &str) -> Expr {
-    fixed_sum(fixed_column) / col(fixed_column).count().cast(DataType::Float64)
+/// Mean of a CLV column over its non-null values, from its fixed-point sum.
+pub fn fixed_mean(currency: &str) -> Expr {
+    fixed_sum(currency) / col(currency).count().cast(DataType::Float64)
 }
 
 /// The exact sum of a micro-unit column, in currency.
@@ -72,31 +68,24 @@ pub fn customer_clv(
         .otherwise(col(TENURE_DAYS));
     let purchases_per_year =
         col(ORDERS).cast(DataType::Float64) / tenure.cast(DataType::Float64) * lit(365.25);
-    customers
-        .with_columns([
-            (col(REVENUE) * margin.clone()).alias(HISTORICAL_CLV),
-            (col(AOV) * purchases_per_year * lifetime * margin).alias(FORMULA_CLV),
-        ])
-        // Money sums are integer sums (SPEC preamble): group totals add these fixed-point
-        // copies, so they do not depend on summation order and reruns are byte-identical.
-        .with_columns([
-            fixed(HISTORICAL_CLV).alias(HISTORICAL_CLV_FIXED),
-            fixed(FORMULA_CLV).alias(FORMULA_CLV_FIXED),
-            fixed(PREDICTED_CLV).alias(PREDICTED_CLV_FIXED),
-            fixed(P_ALIVE).alias(P_ALIVE_FIXED),
-        ])
+    customers.with_columns([
+        (col(REVENUE) * margin.clone()).alias(HISTORICAL_CLV),
+        (col(AOV) * purchases_per_year * lifetime * margin).alias(FORMULA_CLV),
+    ])
 }
 
 /// `clv_by_segment`: per dimension and value, customers and sum/mean/median of each CLV.
 pub fn clv_by_segment(customers: LazyFrame, dimensions: &[Dimension]) -> LazyFrame {
     // Means over the customers that have a value (predicted_clv may be null).
-    let stats = |name: &str, fixed_column: &str| {
+    // Money sums are integer sums (SPEC preamble): group totals add fixed-point
+    // values, so they do not depend on summation order and reruns are byte-identical.
+    let stats = |name: &str| {
         [
-            when(col(fixed_column).count().gt(lit(0)))
-                .then(fixed_sum(fixed_column))
+            when(col(name).count().gt(lit(0)))
+                .then(fixed_sum(name))
                 .otherwise(lit(NULL).cast(DataType::Float64))
                 .alias(format!("{name}_sum")),
-            fixed_mean(fixed_column).alias(format!("{name}_mean")),
+            fixed_mean(name).alias(format!("{name}_mean")),
             col(name).median().alias(format!("{name}_median")),
         ]
     };
@@ -104,10 +93,10 @@ pub fn clv_by_segment(customers: LazyFrame, dimensions: &[Dimension]) -> LazyFra
         .iter()
         .map(|dimension| {
             let mut aggs = vec![len().cast(DataType::Int64).alias(CUSTOMERS)];
-            aggs.extend(stats(HISTORICAL_CLV, HISTORICAL_CLV_FIXED));
-            aggs.extend(stats(FORMULA_CLV, FORMULA_CLV_FIXED));
-            aggs.extend(stats(PREDICTED_CLV, PREDICTED_CLV_FIXED));
-            aggs.push(fixed_mean(P_ALIVE_FIXED).alias(MEAN_P_ALIVE));
+            aggs.extend(stats(HISTORICAL_CLV));
+            aggs.extend(stats(FORMULA_CLV));
+            aggs.extend(stats(PREDICTED_CLV));
+            aggs.push(fixed_mean(P_ALIVE).alias(MEAN_P_ALIVE));
             // Grouped on the typed column; only the few group keys become text.
             customers
                 .clone()

@@ -8,13 +8,13 @@
 
 use polars::prelude::*;
 
-use super::clv::{
-    FORMULA_CLV_FIXED, HISTORICAL_CLV_FIXED, P_ALIVE_FIXED, PREDICTED_CLV_FIXED, fixed_mean, money_sum,
-};
+use super::clv::{fixed_mean, money_sum};
 use super::ratio;
 use crate::config::{Monetary, RfmConfig, SegmentRule};
 use crate::schema::customers::RECENCY_DAYS;
+use crate::schema::customers::{FORMULA_CLV, HISTORICAL_CLV};
 use crate::schema::internal::REVENUE_MICROS;
+use crate::schema::model::{P_ALIVE, PREDICTED_CLV};
 use crate::schema::rfm::*;
 use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
 
@@ -194,10 +194,10 @@ pub fn rfm_segments(customers: LazyFrame) -> LazyFrame {
             col(ORDERS).cast(DataType::Float64).mean().alias(MEAN_ORDERS),
             // Money means from exact integer sums, so reruns give identical bits.
             mean_money(REVENUE_MICROS).alias(MEAN_REVENUE),
-            fixed_mean(HISTORICAL_CLV_FIXED).alias(MEAN_HISTORICAL_CLV),
-            fixed_mean(FORMULA_CLV_FIXED).alias(MEAN_FORMULA_CLV),
-            fixed_mean(PREDICTED_CLV_FIXED).alias(MEAN_PREDICTED_CLV),
-            fixed_mean(P_ALIVE_FIXED).alias(crate::schema::clv::MEAN_P_ALIVE),
+            fixed_mean(HISTORICAL_CLV).alias(MEAN_HISTORICAL_CLV),
+            fixed_mean(FORMULA_CLV).alias(MEAN_FORMULA_CLV),
+            fixed_mean(PREDICTED_CLV).alias(MEAN_PREDICTED_CLV),
+            fixed_mean(P_ALIVE).alias(crate::schema::clv::MEAN_P_ALIVE),
         ])
         .select([
             col(SEGMENT),
