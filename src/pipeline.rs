@@ -6,8 +6,10 @@
 //! 1. one streaming pass over the lines ([`crate::ingest`]): SPEC §1 folded into
 //!    orders keyed by dense integer customer keys, with every cleaning count; the
 //!    lines are never held in memory, whatever the input's size;
-//! 2. the customer table and the model summary from the in-memory orders, and the
-//!    scalars (customer count, annual churn) that later metrics take as parameters;
+//! 2. the customer table, the model summary and the two metrics that read orders
+//!    (cohort retention, upsell) from the in-memory orders, which are freed after
+//!    the model; the scalars (customer count, annual churn) that later metrics take
+//!    as parameters;
 //! 3. the revenue ranking, the scores, then every output table, each stage one
 //!    collection over in-memory frames.
 //!
