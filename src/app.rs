@@ -78,7 +78,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let bar = spinner("computing");
     let computed = pipeline::compute(raw, &config, &inputs.label());
     bar.finish_and_clear();
-    let mut computed = computed?;
+    let computed = computed?;
 
     let dir = output::resolve_dir(&config.output.dir, computed.as_of, run_date);
     if config.output.dir.contains("{as_of}") {
@@ -120,7 +120,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     output::publish(
         &dir,
-        &mut computed.tables,
+        &computed.tables,
         &config.output.formats,
         &documents,
         &mut manifest,
@@ -135,7 +135,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         computed
             .tables
             .iter()
-            .map(|(name, df)| format!("{name}: {} rows", df.height()))
+            .map(|(name, table)| format!("{name}: {} rows", table.height()))
             .collect::<Vec<_>>()
             .join(", ")
     );

@@ -28,6 +28,7 @@ use crate::config::{Engine as EngineChoice, JobConfig, OnFitFailure, PurchaseMod
 use crate::error::Error;
 use crate::error::{InputError, Result};
 use crate::ingest;
+use crate::io::table::Table;
 use crate::manifest::Stage;
 use crate::metrics::customers::{self, CustomerParams};
 use crate::metrics::{clv, cohort, holdout, kpis, pareto, rfm};
@@ -54,7 +55,9 @@ pub struct Computed {
     pub as_of: NaiveDate,
     /// Fitted predictive models (empty with `clv.model: none` or a skipped failure).
     pub models: Vec<Fit>,
-    pub tables: Vec<(&'static str, DataFrame)>,
+    /// Every output table; the customer table is made a slice at a time as it is
+    /// written (see [`Table`]).
+    pub tables: Vec<(&'static str, Table)>,
     pub cleaning: Vec<CleaningStep>,
     pub stages: Vec<Stage>,
     pub warnings: Vec<String>,
@@ -120,6 +123,7 @@ fn attach(frame: DataFrame, other: DataFrame) -> Result<DataFrame> {
             [col(CUSTOMER_ID)],
             JoinArgs::new(JoinType::Left),
         )
+        .sort([CUSTOMER_ID], SortMultipleOptions::default())
         .collect()?)
 }
 
@@ -199,20 +203,28 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     }
     let orders_frame = ingested.orders;
     let customer_ids = ingested.customer_ids;
+    let params = CustomerParams {
+        as_of,
+        min_tenure_days: config.customers.min_tenure_days,
+        grain: config.cohorts.grain,
+        has_channel: normalised.has_channel,
+    };
+    // The §2 columns of (a slice of) the per-customer aggregates, row by row.
+    let columns_of = {
+        let params = params.clone();
+        move |frame: &DataFrame| customers::customer_columns(frame.clone().lazy(), &params)
+    };
 
-    // Stage 2: the customer table and the model summary, in memory; their
+    // Stage 2: the per-customer aggregates and the model summary, in memory; their
     // scalars and the fitted models feed the metrics below.
-    let customer_plan = customers::customers(
-        orders_frame.clone().lazy(),
-        &CustomerParams {
-            as_of,
-            min_tenure_days: config.customers.min_tenure_days,
-            grain: config.cohorts.grain,
-            has_channel: normalised.has_channel,
-        },
-    );
-    let mut frames = collect_stage(&mut stages, "customers", vec![customer_plan.logical_plan], engine)?;
-    let customers = frames.pop().unwrap_or_default();
+    let aggregates_plan = customers::customer_aggregates(orders_frame.clone().lazy(), params.has_channel);
+    let mut frames = collect_stage(
+        &mut stages,
+        "customers",
+        vec![aggregates_plan.logical_plan],
+        engine,
+    )?;
+    let aggregates = frames.pop().unwrap_or_default();
     // The order columns that only the acquisition channel needed.
     let orders_frame = orders_frame.drop_many([ORDER_RANK, schema::internal::CHANNEL]);
     let orders = orders_frame.clone().lazy();
@@ -228,7 +240,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     let mut plans = vec![
         cohort::cohort_retention(
             orders.clone(),
-            customers.clone().lazy(),
+            columns_of(&aggregates),
             config.cohorts.grain,
             as_of,
         )
@@ -240,26 +252,25 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     let mut frames = collect_stage(&mut stages, "cohorts", plans, engine)?.into_iter();
     let cohort_retention = frames.next().unwrap_or_default();
     let upsell = frames.next();
-    let customer_count = customers.height() as u64;
-    let annual_churn_rate = customers
-        .clone()
-        .lazy()
-        .select([col(RECENCY_DAYS).gt(lit(365i64)).cast(DataType::Float64).mean()])
+    let customer_count = aggregates.height() as u64;
+    let scalars = columns_of(&aggregates)
+        .select([
+            col(RECENCY_DAYS)
+                .gt(lit(365i64))
+                .cast(DataType::Float64)
+                .mean()
+                .alias("annual_churn_rate"),
+            col(RECENCY_DAYS).min().alias("latest"),
+        ])
         .collect()?;
-    let annual_churn_rate = annual_churn_rate
-        .columns()
-        .first()
-        .and_then(|c| c.get(0).ok())
+    let scalar = |name: &str| scalars.column(name).ok().and_then(|c| c.get(0).ok());
+    let annual_churn_rate = scalar("annual_churn_rate")
         .and_then(|v| v.extract::<f64>())
         .unwrap_or(0.0);
+    let latest = scalar("latest").and_then(|v| v.extract::<i64>()).unwrap_or(1);
 
     let mut warnings = rfm::unreachable_segments(&config.rfm.segments, config.rfm.bins);
-    warnings.extend(rfm::collapsed_bins(&customers, &config.rfm)?);
-    let latest = customers
-        .column(schema::customers::RECENCY_DAYS)?
-        .i64()?
-        .min()
-        .unwrap_or(1);
+    warnings.extend(rfm::collapsed_bins(columns_of(&aggregates), &config.rfm)?);
     if latest > 365 {
         warnings.push(format!(
             "as_of {as_of} is {latest} days after the latest purchase: every customer looks churned; is as_of right?"
@@ -311,39 +322,49 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         Some(frame) => frame,
         None => null_predictions(&summary)?,
     };
-    let customers = timed(&mut stages, "model columns", || {
-        attach(attach(customers, summary)?, predictions)
-    })?
-    .lazy();
+    // The customer state every later stage reads: aggregates, summary, predictions.
+    let base = timed(&mut stages, "model columns", || {
+        attach(attach(aggregates, summary)?, predictions)
+    })?;
 
-    // Stage 3: the revenue ranking (a sort), computed once: every table below
-    // reads it and the customer table from memory.
+    // Stage 3: the revenue ranking (a sort) and the RFM score steps, computed once
+    // from a few columns of all customers.
     let mut frames = collect_stage(
         &mut stages,
         "ranking",
-        vec![pareto::ranked(customers.clone()).logical_plan],
+        vec![
+            pareto::ranked(base.clone().lazy()).logical_plan,
+            rfm::rfm_thresholds(columns_of(&base), &config.rfm, customer_count).logical_plan,
+        ],
         engine,
-    )?;
-    let ranked = frames.pop().unwrap_or_default().lazy();
+    )?
+    .into_iter();
+    let ranked = frames.next().unwrap_or_default().lazy();
+    let rfm_steps = frames.next().unwrap_or_default();
     let pareto = pareto::pareto(ranked.clone(), &config.pareto);
     let boundaries = pareto::abc_boundaries(ranked, &config.pareto).collect()?;
-    let enriched = pareto::with_abc_class(customers.clone(), &boundaries)?;
-    let enriched = rfm::rfm_scores(enriched, &config.rfm, customer_count);
-    let enriched = clv::customer_clv(
-        enriched,
-        &config.clv,
-        config.customers.min_tenure_days,
-        annual_churn_rate,
-    );
-    let enriched = collect_stage(&mut stages, "scores", vec![enriched.logical_plan], engine)?
-        .pop()
-        .unwrap_or_default()
-        .lazy();
+    // Every customer column, row by row from `base` with the global numbers as
+    // constants: the customer table is made a slice at a time as it is written.
+    let enrich = {
+        let (columns_of, rfm_config, clv_config) =
+            (columns_of.clone(), config.rfm.clone(), config.clv.clone());
+        let min_tenure_days = config.customers.min_tenure_days;
+        move |frame: &DataFrame| -> Result<LazyFrame> {
+            let customers = pareto::with_abc_class(columns_of(frame), &boundaries)?;
+            let customers = rfm::rfm_scores(customers, &rfm_config, &rfm_steps)?;
+            Ok(clv::customer_clv(
+                customers,
+                &clv_config,
+                min_tenure_days,
+                annual_churn_rate,
+            ))
+        }
+    };
 
-    // Stage 4: every output table.
+    // Stage 4: every output table but the customer table.
     let kpis = kpis::kpis(
         kpis::KpiInputs {
-            customers: customers.clone(),
+            customers: columns_of(&base),
             pareto_summary: pareto.summary,
             models: fits.clone(),
             holdout: holdout.as_ref().map(|h| h.summary),
@@ -352,15 +373,9 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         as_of,
         config.kpis.churn_window_days,
     );
-    let rfm_segments = rfm::rfm_segments(enriched.clone());
-    let clv_by_segment = clv::clv_by_segment(enriched.clone(), &config.clv.segment_by);
-    let customers_out = enriched
-        .drop(cols([REVENUE_MICROS]))
-        .sort([CUSTOMER_ID], SortMultipleOptions::default());
-
-    let names = TABLES;
+    let rfm_segments = rfm::rfm_segments(enrich(&base)?);
+    let clv_by_segment = clv::clv_by_segment(enrich(&base)?, &config.clv.segment_by);
     let plans: Vec<DslPlan> = [
-        customers_out,
         kpis,
         cohort_retention.lazy(),
         rfm_segments,
@@ -372,15 +387,30 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     .into_iter()
     .map(|lf| lf.logical_plan)
     .collect();
-    let mut frames = collect_stage(&mut stages, "metrics", plans, engine)?;
-    // The customer keys back to their customer_id text.
-    let keys = frames[0].column(CUSTOMER_ID)?.u32()?.clone();
-    let ids = customer_ids.take(&keys)?;
-    frames[0].replace(CUSTOMER_ID, ids.into_column())?;
+    let frames = collect_stage(&mut stages, "metrics", plans, engine)?;
+
+    // The customer table, a slice of customers at a time, with the keys turned
+    // back into customer_id text.
+    let customer_table = Table::Sliced {
+        height: base.height(),
+        rows: crate::io::table::slice_rows(),
+        slice: Box::new(move |offset, len| {
+            let part = base.slice(offset as i64, len);
+            let mut frame = enrich(&part)?
+                .drop(cols([REVENUE_MICROS]))
+                .collect_with_engine(engine)?
+                .unwrap_single();
+            let keys = frame.column(CUSTOMER_ID)?.u32()?.clone();
+            let ids = customer_ids.take(&keys)?;
+            frame.replace(CUSTOMER_ID, ids.into_column())?;
+            Ok(frame)
+        }),
+    };
+    let tables = std::iter::once(customer_table).chain(frames.into_iter().map(Table::Frame));
     Ok(Computed {
         models: fits,
         as_of,
-        tables: names.into_iter().zip(frames).collect(),
+        tables: TABLES.into_iter().zip(tables).collect(),
         cleaning,
         stages,
         warnings,

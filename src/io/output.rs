@@ -16,6 +16,7 @@ use polars::prelude::*;
 use crate::checksum::HashingWriter;
 use crate::config::Format;
 use crate::error::{Error, Result};
+use crate::io::table::{ROW_GROUP_ROWS, Table};
 use crate::manifest::{Manifest, OutputFile};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -144,7 +145,7 @@ fn dir_name(dir: &Path) -> String {
 /// Writes every table in every format plus the manifest, then publishes the directory.
 pub fn publish(
     dir: &Path,
-    tables: &mut [(&'static str, DataFrame)],
+    tables: &[(&'static str, Table)],
     formats: &[Format],
     documents: &[Document],
     manifest: &mut Manifest,
@@ -195,14 +196,14 @@ pub struct Document {
 
 fn write_all(
     tmp: &Path,
-    tables: &mut [(&'static str, DataFrame)],
+    tables: &[(&'static str, Table)],
     formats: &[Format],
     documents: &[Document],
     manifest: &mut Manifest,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     manifest.outputs.clear();
-    for (table, frame) in tables.iter_mut() {
+    for (table, frame) in tables {
         for format in formats {
             let (ext, format_name) = match format {
                 Format::Parquet => ("parquet", "parquet"),
@@ -244,27 +245,47 @@ fn write_all(
 }
 
 /// Writes one table to a file and flushes it to disk; returns its size and sha256,
-/// taken as the bytes are written.
-pub fn write_table(path: &Path, frame: &mut DataFrame, format: Format) -> Result<(u64, String)> {
+/// taken as the bytes are written. A sliced table is written a slice at a time.
+pub fn write_table(path: &Path, table: &Table, format: Format) -> Result<(u64, String)> {
     let mut written = (0, String::new());
     write_synced(path, |file| {
         let mut out = HashingWriter::new(file);
         // A failed write (a full disk) names the file, not the query engine.
         let failed = |e: PolarsError| Error::io(path, std::io::Error::other(e.to_string()));
+        let mut slices = table.slices();
+        let first = slices.next().transpose()?.unwrap_or_default();
+        let schema = first.schema().clone();
         match format {
             // Snappy: every Parquet reader has it, and it writes faster than the
             // default zstd.
             Format::Parquet => {
-                ParquetWriter::new(&mut out)
+                let mut writer = ParquetWriter::new(&mut out)
                     .with_compression(ParquetCompression::Snappy)
-                    .finish(frame)
+                    .batched(&schema)
                     .map_err(failed)?;
+                for slice in std::iter::once(Ok(first)).chain(slices) {
+                    let mut slice = slice?;
+                    slice.rechunk_mut_par();
+                    if slice.height() == 0 {
+                        writer.write_batch(&slice).map_err(failed)?;
+                    }
+                    // One row group per ROW_GROUP_ROWS rows, as a whole-frame write makes.
+                    for offset in (0..slice.height()).step_by(ROW_GROUP_ROWS) {
+                        let group = slice.slice(offset as i64, ROW_GROUP_ROWS);
+                        writer.write_batch(&group).map_err(failed)?;
+                    }
+                }
+                writer.finish().map_err(failed)?;
             }
             Format::Csv => {
-                CsvWriter::new(&mut out)
+                let mut writer = CsvWriter::new(&mut out)
                     .include_header(true)
-                    .finish(frame)
+                    .batched(&schema)
                     .map_err(failed)?;
+                for slice in std::iter::once(Ok(first)).chain(slices) {
+                    writer.write_batch(&slice?).map_err(failed)?;
+                }
+                writer.finish().map_err(failed)?;
             }
         }
         written = out.finish();

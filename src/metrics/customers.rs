@@ -16,6 +16,7 @@ use crate::schema::internal::{
 };
 use crate::schema::{CUSTOMER_ID, ORDERS, REVENUE};
 
+#[derive(Clone)]
 pub struct CustomerParams {
     pub as_of: NaiveDate,
     pub min_tenure_days: u32,
@@ -41,6 +42,14 @@ fn days_until(as_of: NaiveDate, date: Expr) -> Expr {
 /// The customer table, sorted by customer_id, with `__revenue_micros` kept for
 /// downstream metrics (dropped before writing).
 pub fn customers(orders: LazyFrame, params: &CustomerParams) -> LazyFrame {
+    customer_columns(customer_aggregates(orders, params.has_channel), params)
+}
+
+/// Per customer with a purchase, sorted by customer key: `customer_id` (the key),
+/// first and last purchase date, purchases, `__revenue_micros`, and the acquisition
+/// channel. The only per-customer state the pipeline holds: every other column of
+/// the table is computed from these row by row ([`customer_columns`]).
+pub fn customer_aggregates(orders: LazyFrame, has_channel: bool) -> LazyFrame {
     // One group-by over all orders: the purchase-only aggregates see a purchase's
     // value and null otherwise, which keeps every aggregate on Polars' fast path
     // (a second group-by over the purchases and a join cost 1 s at 2M customers).
@@ -52,7 +61,7 @@ pub fn customers(orders: LazyFrame, params: &CustomerParams) -> LazyFrame {
         purchase().cast(DataType::Int64).sum().alias(ORDERS),
         col(VALUE).sum().alias(REVENUE_MICROS),
     ];
-    if params.has_channel {
+    if has_channel {
         // Acquisition channel: the first purchase's, ties broken by the smallest order_id.
         // One integer key orders purchases by (date, order_id): the day in the high
         // bits, the order's rank (order_id order within a customer) in the low 32;
@@ -61,35 +70,50 @@ pub fn customers(orders: LazyFrame, params: &CustomerParams) -> LazyFrame {
         let key = day + col(ORDER_RANK).cast(DataType::Int64);
         aggs.push(col(CHANNEL_IN).min_by(if_purchase(key)).alias(CHANNEL));
     }
-    let by_customer = orders
-        .group_by([col(CID)])
+    orders
+        .group_by([col(CID).alias(CUSTOMER_ID)])
         .agg(aggs)
-        .filter(col(ORDERS).gt(lit(0i64)));
+        .filter(col(ORDERS).gt(lit(0i64)))
+        .sort([CUSTOMER_ID], SortMultipleOptions::default())
+}
 
+/// The §2 columns from [`customer_aggregates`], each computed row by row, so any
+/// slice of the aggregates gives the same rows of the table. Columns other than the
+/// aggregates' (model summary, predictions) come after the §2 ones, unchanged.
+pub fn customer_columns(aggregates: LazyFrame, params: &CustomerParams) -> LazyFrame {
     let tenure = days_until(params.as_of, col(FIRST_ORDER_DATE));
     let annualised_days = when(tenure.clone().lt(lit(params.min_tenure_days as i64)))
         .then(lit(params.min_tenure_days as i64))
         .otherwise(tenure.clone());
-
-    let mut columns = vec![
-        col(CID).alias(CUSTOMER_ID),
-        col(FIRST_ORDER_DATE),
-        col(LAST_ORDER_DATE),
-        col(ORDERS),
-        to_currency(col(REVENUE_MICROS)).alias(REVENUE),
-        (to_currency(col(REVENUE_MICROS)) / col(ORDERS).cast(DataType::Float64)).alias(AOV),
+    let revenue = || to_currency(col(REVENUE_MICROS));
+    let computed = [
+        revenue().alias(REVENUE),
+        (revenue() / col(ORDERS).cast(DataType::Float64)).alias(AOV),
         days_until(params.as_of, col(LAST_ORDER_DATE)).alias(RECENCY_DAYS),
         tenure.alias(TENURE_DAYS),
-        (ratio(to_currency(col(REVENUE_MICROS)), annualised_days) * lit(365.25)).alias(ANNUAL_VALUE),
+        (ratio(revenue(), annualised_days) * lit(365.25)).alias(ANNUAL_VALUE),
         period_start(col(FIRST_ORDER_DATE), params.grain).alias(COHORT),
     ];
+    let mut order = vec![
+        CUSTOMER_ID,
+        FIRST_ORDER_DATE,
+        LAST_ORDER_DATE,
+        ORDERS,
+        REVENUE,
+        AOV,
+        RECENCY_DAYS,
+        TENURE_DAYS,
+        ANNUAL_VALUE,
+        COHORT,
+    ];
     if params.has_channel {
-        columns.push(col(CHANNEL));
+        order.push(CHANNEL);
     }
-    columns.push(col(REVENUE_MICROS));
-    by_customer
-        .select(columns)
-        .sort([CUSTOMER_ID], SortMultipleOptions::default())
+    // The aggregates' other columns (revenue micros, attached model columns) follow.
+    let rest = all().exclude_cols(order.clone()).as_expr();
+    aggregates
+        .with_columns(computed)
+        .select([cols(order).as_expr(), rest])
 }
 
 /// Customers with at least 2 distinct non-null categories among the positive lines

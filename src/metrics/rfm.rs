@@ -5,6 +5,8 @@
 //! integer micro-units (or the exact ratio for `monetary: average`), so equal
 //! values always get equal scores. score = 1 + floor(B × (rank − 1) / N), in
 //! integers; recency is ranked descending so the most recent customers get B.
+//! The ranks are never materialised: each score's B − 1 step values are read from
+//! the sorted columns once ([`rfm_thresholds`]), and scoring compares with them.
 
 use polars::prelude::*;
 
@@ -17,42 +19,85 @@ use crate::schema::model::{P_ALIVE, PREDICTED_CLV};
 use crate::schema::rfm::*;
 use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
 
-fn score(rank: Expr, bins: u32, customers: u64) -> Expr {
-    let rank = rank.cast(DataType::Int64);
-    lit(1i64) + (lit(bins as i64) * (rank - lit(1i64))).floor_div(lit(customers.max(1) as i64))
-}
-
-fn rank(values: Expr, descending: bool) -> Expr {
-    values.rank(
-        RankOptions {
-            method: RankMethod::Min,
-            descending,
-        },
-        None,
-    )
-}
-
-/// Adds `r_score, f_score, m_score, rfm_cell, fm, segment` to a customer frame
-/// (needs `recency_days`, `orders`, `__revenue_micros`); `count` is the number of rows (N).
-pub fn rfm_scores(customers: LazyFrame, config: &RfmConfig, count: u64) -> LazyFrame {
-    let monetary = match config.monetary {
+/// The monetary value RFM ranks: revenue in micro-units, or the exact ratio.
+fn monetary(config: &RfmConfig) -> Expr {
+    match config.monetary {
         Monetary::Total => col(REVENUE_MICROS),
         // Equal ratios of integers give bit-identical doubles, so ties stay ties.
         Monetary::Average => {
             col(REVENUE_MICROS).cast(DataType::Float64) / col(ORDERS).cast(DataType::Float64)
         }
+    }
+}
+
+/// With c = rank − 1 (the customers ranked strictly ahead), score − 1 =
+/// floor(B × c / N) counts the steps s in 1..B with c ≥ ceil(s × N / B). And c ≥ k
+/// exactly when the value at 0-based position k − 1 of the column sorted in rank
+/// order is strictly ahead of the customer's: these positions' values are the steps.
+fn step_positions(bins: u32, customers: u64) -> Vec<IdxSize> {
+    let n = customers.max(1);
+    (1..bins as u64)
+        .map(|s| ((s * n).div_ceil(bins as u64) - 1) as IdxSize)
+        .collect()
+}
+
+/// The values where each RFM score steps up: one column per score (`r_score`,
+/// `f_score`, `m_score`), B − 1 rows. Needs `recency_days`, `orders` and
+/// `__revenue_micros` of all `count` customers. With these, a customer's scores are
+/// comparisons with constants ([`rfm_scores`]): no rank over the whole table, so any
+/// slice of customers is scored on its own.
+pub fn rfm_thresholds(customers: LazyFrame, config: &RfmConfig, count: u64) -> LazyFrame {
+    let positions = Series::new("positions".into(), step_positions(config.bins, count));
+    let at_steps = |values: Expr, descending: bool, name: &str| {
+        values
+            .sort(SortOptions::default().with_order_descending(descending))
+            .gather(lit(positions.clone()), false)
+            .alias(name)
     };
-    let bins = config.bins;
-    customers
+    customers.select([
+        at_steps(col(RECENCY_DAYS), RECENCY_RANKED_DESCENDING, R_SCORE),
+        at_steps(col(ORDERS), false, F_SCORE),
+        at_steps(monetary(config), false, M_SCORE),
+    ])
+}
+
+/// Recency is ranked descending: the longest-lapsed customers rank first and score 1.
+const RECENCY_RANKED_DESCENDING: bool = true;
+
+/// 1 + the steps ranked strictly ahead of the value.
+fn score(value: Expr, steps: &Column, descending: bool) -> PolarsResult<Expr> {
+    let mut score = lit(1i64);
+    for i in 0..steps.len() {
+        let step = lit(Scalar::new(steps.dtype().clone(), steps.get(i)?.into_static()));
+        let behind = if descending {
+            value.clone().lt(step)
+        } else {
+            value.clone().gt(step)
+        };
+        score = score + behind.cast(DataType::Int64);
+    }
+    Ok(score)
+}
+
+/// Adds `r_score, f_score, m_score, rfm_cell, fm, segment` to a customer frame
+/// (needs `recency_days`, `orders`, `__revenue_micros`); `thresholds` is
+/// [`rfm_thresholds`] of all customers. Row by row: a slice gets the same scores.
+pub fn rfm_scores(
+    customers: LazyFrame,
+    config: &RfmConfig,
+    thresholds: &DataFrame,
+) -> PolarsResult<LazyFrame> {
+    let steps = |name: &str| thresholds.column(name);
+    Ok(customers
         .with_columns([
-            score(rank(col(RECENCY_DAYS), true), bins, count).alias(R_SCORE),
-            score(rank(col(ORDERS), false), bins, count).alias(F_SCORE),
-            score(rank(monetary, false), bins, count).alias(M_SCORE),
+            score(col(RECENCY_DAYS), steps(R_SCORE)?, RECENCY_RANKED_DESCENDING)?.alias(R_SCORE),
+            score(col(ORDERS), steps(F_SCORE)?, false)?.alias(F_SCORE),
+            score(monetary(config), steps(M_SCORE)?, false)?.alias(M_SCORE),
         ])
         .with_columns([(col(F_SCORE) + col(M_SCORE) + lit(1i64))
             .floor_div(lit(2i64))
             .alias(FM)])
-        .with_columns(cell_columns(&config.segments, bins))
+        .with_columns(cell_columns(&config.segments, config.bins)))
 }
 
 /// `rfm_cell` and `segment` looked up from the B³ possible (r, f, m) cells: the
@@ -136,7 +181,7 @@ pub fn unreachable_segments(rules: &[SegmentRule], bins: u32) -> Vec<String> {
 
 /// Warnings for RFM dimensions with one value among all customers (every customer
 /// bought once, say): equal values get equal scores (SPEC §4), so everyone gets 1.
-pub fn collapsed_bins(customers: &DataFrame, config: &RfmConfig) -> PolarsResult<Vec<String>> {
+pub fn collapsed_bins(customers: LazyFrame, config: &RfmConfig) -> PolarsResult<Vec<String>> {
     use crate::schema::customers::AOV;
     let monetary = match config.monetary {
         Monetary::Total => REVENUE_MICROS,
@@ -148,8 +193,6 @@ pub fn collapsed_bins(customers: &DataFrame, config: &RfmConfig) -> PolarsResult
         ("m_score", monetary),
     ];
     let counts = customers
-        .clone()
-        .lazy()
         .select(
             dimensions
                 .iter()
@@ -219,6 +262,57 @@ pub fn rfm_segments(customers: LazyFrame) -> LazyFrame {
 mod tests {
     use super::*;
     use crate::config::default_segments;
+
+    /// Scores from the step values against SQL RANK() counted naively.
+    fn scores_match_ranks(rows: &[(i64, i64, i64)], bins: u32, monetary: Monetary) {
+        let n = rows.len() as u64;
+        let customers = df!(
+            RECENCY_DAYS => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            ORDERS => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            REVENUE_MICROS => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let config = RfmConfig {
+            bins,
+            monetary,
+            segments: default_segments(),
+        };
+        let steps = rfm_thresholds(customers.clone().lazy(), &config, n)
+            .collect()
+            .unwrap();
+        let scored = rfm_scores(customers.lazy(), &config, &steps)
+            .unwrap()
+            .collect()
+            .unwrap();
+        let naive = |ahead: usize| 1 + (bins as u64 * ahead as u64 / n) as i64;
+        let money = |r: &(i64, i64, i64)| match monetary {
+            Monetary::Total => r.2 as f64,
+            Monetary::Average => r.2 as f64 / r.1 as f64,
+        };
+        for (i, row) in rows.iter().enumerate() {
+            let r = naive(rows.iter().filter(|o| o.0 > row.0).count());
+            let f = naive(rows.iter().filter(|o| o.1 < row.1).count());
+            let m = naive(rows.iter().filter(|o| money(o) < money(row)).count());
+            let got = |name: &str| scored.column(name).unwrap().i64().unwrap().get(i);
+            assert_eq!(
+                (got(R_SCORE), got(F_SCORE), got(M_SCORE)),
+                (Some(r), Some(f), Some(m)),
+                "row {i} of {rows:?}, {bins} bins"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn step_scores_equal_rank_scores(
+            rows in proptest::collection::vec((0i64..20, 1i64..6, -5i64..40), 1..60),
+            bins in 2u32..=9,
+            average in proptest::bool::ANY,
+        ) {
+            let monetary = if average { Monetary::Average } else { Monetary::Total };
+            scores_match_ranks(&rows, bins, monetary);
+        }
+    }
 
     #[test]
     fn the_default_map_has_no_unreachable_segment() {

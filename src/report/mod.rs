@@ -34,14 +34,19 @@ pub const CUSTOMER_COLUMNS: [&str; 5] = ["frequency", "t_x", "T", "p_alive", "ex
 
 impl ReportData {
     /// From the run's tables (name, frame) and its manifest.
-    pub fn from_tables(tables: &[(&'static str, DataFrame)], manifest: Value) -> Result<ReportData> {
-        let table = |name: &str| -> Result<DataFrame> {
+    pub fn from_tables(
+        tables: &[(&'static str, crate::io::table::Table)],
+        manifest: Value,
+    ) -> Result<ReportData> {
+        let columns = |name: &str, columns: Option<&[&str]>| -> Result<DataFrame> {
             tables
                 .iter()
                 .find(|(n, _)| *n == name)
-                .map(|(_, df)| df.clone())
-                .ok_or_else(|| Error::Output(format!("the report needs table `{name}`")))
+                .ok_or_else(|| Error::Output(format!("the report needs table `{name}`")))?
+                .1
+                .collect(columns)
         };
+        let table = |name: &str| columns(name, None);
         Ok(ReportData {
             kpis: table("kpis")?,
             cohort_retention: table("cohort_retention")?,
@@ -50,7 +55,7 @@ impl ReportData {
             clv_holdout: table("clv_holdout")?,
             pareto: table("pareto")?,
             lorenz: table("lorenz")?,
-            customers: table("customers")?.select(CUSTOMER_COLUMNS)?,
+            customers: columns("customers", Some(&CUSTOMER_COLUMNS))?,
             manifest,
         })
     }

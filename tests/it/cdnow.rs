@@ -18,7 +18,7 @@ fn run_on(file: &str) -> loyalty::pipeline::Computed {
 fn master_file_headline_numbers() {
     let computed = run_on("cdnow_master_orders.parquet");
     assert_eq!(computed.as_of.to_string(), "1998-07-01");
-    let kpis = table(&computed, "kpis");
+    let kpis = &table(&computed, "kpis");
     assert_eq!(i64_at(kpis, "customers", 0), Some(23_502));
     assert_eq!(i64_at(kpis, "orders", 0), Some(69_579));
     assert_eq!(i64_at(kpis, "customers_for_80pct", 0), Some(7_695));
@@ -37,12 +37,12 @@ fn master_file_headline_numbers() {
 #[test]
 fn sample_file_matches_the_master_restricted_to_its_customers() {
     let computed = run_on("cdnow_sample_orders.parquet");
-    let kpis = table(&computed, "kpis");
+    let kpis = &table(&computed, "kpis");
     // 2,357 sampled customers, of whom some have only $0.00 orders (not purchases).
     let customers = i64_at(kpis, "customers", 0).unwrap();
     assert!(customers <= 2_357 && customers > 2_300, "{customers}");
     let revenue = f64_at(kpis, "revenue", 0).unwrap();
-    let customers_table = table(&computed, "customers");
+    let customers_table = &table(&computed, "customers");
     let summed = customers_table
         .clone()
         .lazy()

@@ -47,13 +47,16 @@ pub fn try_compute(df: DataFrame, yaml: &str, sets: &[&str]) -> loyalty::error::
     pipeline::compute(df.lazy(), &config, "fixture")
 }
 
-pub fn table<'a>(computed: &'a Computed, name: &str) -> &'a DataFrame {
-    &computed
+/// A table of the run, collected (the customer table is made in slices).
+pub fn table(computed: &Computed, name: &str) -> DataFrame {
+    computed
         .tables
         .iter()
         .find(|(n, _)| *n == name)
         .unwrap_or_else(|| panic!("no table {name}"))
         .1
+        .collect(None)
+        .unwrap_or_else(|e| panic!("table {name}: {e}"))
 }
 
 pub fn f64_at(df: &DataFrame, column: &str, row: usize) -> Option<f64> {

@@ -133,7 +133,7 @@ fn cleaning_counts_every_step() {
 #[test]
 fn customers_columns_by_hand() {
     let computed = run("as_of: 2024-03-01\n", &[]);
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     // c4 has only a negative order: not a customer.
     assert_eq!(customers.height(), 3);
     let ids: Vec<String> = (0..3)
@@ -193,7 +193,7 @@ fn customers_columns_by_hand() {
 #[test]
 fn kpis_by_hand() {
     let computed = run("as_of: 2024-03-01\n", &[]);
-    let kpis = table(&computed, "kpis");
+    let kpis = &table(&computed, "kpis");
     assert_eq!(kpis.height(), 1);
     assert_eq!(str_at(kpis, "as_of", 0).as_deref(), Some("2024-03-01"));
     assert_eq!(i64_at(kpis, "customers", 0), Some(3));
@@ -241,7 +241,7 @@ fn kpis_by_hand() {
 fn churn_counts_customers_past_the_window() {
     // Recencies 29, 46, 2: a 40-day window churns only c2.
     let computed = run("as_of: 2024-03-01\nkpis:\n  churn_window_days: 40\n", &[]);
-    let kpis = table(&computed, "kpis");
+    let kpis = &table(&computed, "kpis");
     assert_close(f64_at(kpis, "churn_rate", 0).unwrap(), 1.0 / 3.0, "churn");
     assert_eq!(i64_at(kpis, "churn_window_days", 0), Some(40));
     assert_close(f64_at(kpis, "annual_churn_rate", 0).unwrap(), 0.0, "annual churn");
@@ -252,7 +252,7 @@ fn returns_drop_removes_negative_lines() {
     // Without rows 4, 9, 10, 15: o2 = 20, o4 = 20 (now a purchase), o9 disappears.
     let computed = run("as_of: 2024-03-01\ncleaning:\n  returns: drop\n", &[]);
     assert_eq!(computed.cleaning[3].reasons["negative line (returns: drop)"], 4);
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     assert_close(f64_at(customers, "revenue", 0).unwrap(), 35.5, "c1 revenue");
     assert_eq!(i64_at(customers, "orders", 1), Some(2));
     assert_close(f64_at(customers, "revenue", 1).unwrap(), 50.0, "c2 revenue");
@@ -265,7 +265,7 @@ fn returns_drop_removes_negative_lines() {
 #[test]
 fn dedupe_false_keeps_duplicates() {
     let computed = run("as_of: 2024-03-01\ncleaning:\n  dedupe: false\n", &[]);
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     // o3 = 30 + 30.
     assert_close(f64_at(customers, "revenue", 1).unwrap(), 60.0, "c2 revenue");
 }
@@ -282,7 +282,7 @@ fn default_as_of_is_latest_valid_date_plus_one() {
 fn back_dated_as_of_sees_only_earlier_orders() {
     // Before 2024-02-01: o1 (c1) and o3 (c2) only.
     let computed = run("", &["as_of=2024-02-01"]);
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     assert_eq!(customers.height(), 2);
     // c1 recency = 2024-02-01 - 01-10 = 22.
     assert_eq!(i64_at(customers, "recency_days", 0), Some(22));
@@ -318,7 +318,7 @@ fn money_is_exact_micro_units() {
     .unwrap();
     // With a = 0.5, d's cum_before is 0.3 / 0.6 = 0.5 exactly: not below a, so B.
     let computed = compute(df, "", &["pareto.abc.a=0.5"]);
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     let c = f64_at(customers, "revenue", 0).unwrap();
     let d = f64_at(customers, "revenue", 1).unwrap();
     assert_eq!(c, d, "equal revenues must be equal, not merely close");
@@ -346,7 +346,7 @@ fn amount_is_unit_price_multiplies_by_quantity() {
         &[],
     );
     assert_eq!(computed.cleaning[0].reasons["null or non-finite line value"], 1);
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     assert_close(f64_at(customers, "revenue", 0).unwrap(), 7.5, "revenue");
 }
 
@@ -364,7 +364,7 @@ fn integer_ids_and_spaced_column_names() {
         "  columns:\n    customer_id: Customer ID\n    order_id: Invoice\n    order_date: Order Date\n    amount: Net Amount\n",
         &[],
     );
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     assert_eq!(str_at(customers, "customer_id", 0).as_deref(), Some("42"));
     assert_eq!(i64_at(customers, "orders", 0), Some(2));
     assert_close(f64_at(customers, "revenue", 0).unwrap(), 15.0, "revenue");
@@ -392,7 +392,7 @@ fn timestamps(zone: Option<&str>) -> DataFrame {
 fn zoned_timestamps_take_the_configured_zone_naive_ones_do_not() {
     let first = |df: DataFrame, tz: &str| {
         let computed = compute(df, &format!("  timezone: {tz}\n"), &[]);
-        str_at(table(&computed, "customers"), "first_order_date", 0).unwrap()
+        str_at(&table(&computed, "customers"), "first_order_date", 0).unwrap()
     };
     // 23:30 UTC is 18:30 in New York (same day) and 08:30 next day in Tokyo.
     assert_eq!(first(timestamps(Some("UTC")), "America/New_York"), "2024-01-31");
@@ -436,7 +436,7 @@ fn cohort_grains() {
     .unwrap();
     let cohorts = |grain: &str| {
         let computed = compute(df.clone(), "", &[&format!("cohorts.grain={grain}")]);
-        let customers = table(&computed, "customers");
+        let customers = &table(&computed, "customers");
         (0..3)
             .map(|i| str_at(customers, "cohort", i).unwrap())
             .collect::<Vec<_>>()
@@ -460,7 +460,7 @@ fn acquisition_channel_is_the_first_purchase_ties_by_order_id() {
     // o3 is a refund (not a purchase); o1 and o2 tie on date: o1 wins.
     let computed = compute(df, "  columns:\n    channel: channel\n", &[]);
     assert_eq!(
-        str_at(table(&computed, "customers"), "channel", 0).as_deref(),
+        str_at(&table(&computed, "customers"), "channel", 0).as_deref(),
         Some("web")
     );
 }
@@ -483,7 +483,7 @@ fn pareto_and_lorenz_tables() {
         "as_of: 2024-03-01\npareto:\n  top_shares: [0.5, 1]\n  lorenz_points: 3\n",
         &[],
     );
-    let pareto = table(&computed, "pareto");
+    let pareto = &table(&computed, "pareto");
     // ceil(0.5 * 3) = 2 customers: (30.50 + 30) / 67.75; all 3: 1.
     assert_eq!(i64_at(pareto, "customers", 0), Some(2));
     assert_close(
@@ -492,7 +492,7 @@ fn pareto_and_lorenz_tables() {
         "top half",
     );
     assert_close(f64_at(pareto, "revenue_share", 1).unwrap(), 1.0, "all");
-    let lorenz = table(&computed, "lorenz");
+    let lorenz = &table(&computed, "lorenz");
     // Points 0, 1/3, 2/3, 1: bottom floor(i * 3 / 3) = i customers: 0, 7.25, 37.25, 67.75.
     assert_eq!(lorenz.height(), 4);
     let expected = [0.0, 7.25 / 67.75, 37.25 / 67.75, 1.0];
@@ -516,5 +516,5 @@ fn decimal_amounts_are_exact() {
     ])
     .unwrap();
     let computed = compute(df, "", &[]);
-    assert_eq!(f64_at(table(&computed, "customers"), "revenue", 0), Some(20.0));
+    assert_eq!(f64_at(&table(&computed, "customers"), "revenue", 0), Some(20.0));
 }

@@ -56,7 +56,7 @@ fn column_str(df: &DataFrame, name: &str) -> Vec<String> {
 #[test]
 fn rfm_scores_with_ties_five_bins() {
     let computed = compute(rfm_fixture(), "as_of: 2024-03-01\n", &[]);
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     // N = 5, B = 5: score = 1 + floor(5 (rank − 1) / 5) = rank.
     // Recency descending (largest first): D 40 → 1; A, B 10 → 2; C, E 5 → 4.
     assert_eq!(column_i64(customers, "r_score"), [2, 2, 4, 1, 4]);
@@ -88,7 +88,7 @@ fn rfm_scores_with_ties_five_bins() {
 fn rfm_scores_three_bins_and_average_monetary() {
     let segments = "rfm:\n  bins: 3\n  monetary: average\n  segments:\n    - {name: Best, r: 2, f: [2, 3]}\n    - {name: Rest, r: [1, 3]}\n";
     let computed = compute(rfm_fixture(), &format!("as_of: 2024-03-01\n{segments}"), &[]);
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     // score = 1 + floor(3 (rank − 1) / 5): ranks 1..5 → 1, 1, 2, 2, 3.
     assert_eq!(column_i64(customers, "r_score"), [1, 1, 2, 1, 2]);
     assert_eq!(column_i64(customers, "f_score"), [1, 2, 2, 3, 1]);
@@ -104,7 +104,7 @@ fn rfm_scores_three_bins_and_average_monetary() {
 #[test]
 fn rfm_segments_table() {
     let computed = compute(rfm_fixture(), "as_of: 2024-03-01\n", &[]);
-    let segments = table(&computed, "rfm_segments");
+    let segments = &table(&computed, "rfm_segments");
     // One row per non-empty segment, sorted by name.
     assert_eq!(
         column_str(segments, "segment"),
@@ -146,7 +146,7 @@ fn shadowed_segment_rules_warn() {
     );
     // D (r = 1) matches no rule.
     assert_eq!(
-        str_at(table(&computed, "customers"), "segment", 3).as_deref(),
+        str_at(&table(&computed, "customers"), "segment", 3).as_deref(),
         Some("Other")
     );
 }
@@ -155,7 +155,7 @@ fn shadowed_segment_rules_warn() {
 fn historical_and_formula_clv() {
     // Every recency < 365: annual churn 0, so the lifetime is the cap (10 years).
     let computed = compute(rfm_fixture(), "as_of: 2024-03-01\nclv:\n  margin: 0.5\n", &[]);
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     // A: historical = 10 × 0.5; formula = aov 10 × (1 / max(10, 30) × 365.25) × 10 × 0.5.
     assert_close(
         f64_at(customers, "historical_clv", 0).unwrap(),
@@ -183,7 +183,7 @@ fn formula_clv_lifetime_from_annual_churn() {
     let rows = orders(&rows);
     let annual = |f: f64, tenure: f64| 12.0 * (1.0 / tenure * 365.25) * f;
     let computed = compute(rows.clone(), "as_of: 2024-03-01\n", &[]);
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     // F: tenure = 2024-03-01 − 2022-12-01 = 456 days.
     assert_close(
         f64_at(customers, "formula_clv", 5).unwrap(),
@@ -192,7 +192,7 @@ fn formula_clv_lifetime_from_annual_churn() {
     );
     let capped = compute(rows, "as_of: 2024-03-01\nclv:\n  max_lifetime_years: 4\n", &[]);
     assert_close(
-        f64_at(table(&capped, "customers"), "formula_clv", 5).unwrap(),
+        f64_at(&table(&capped, "customers"), "formula_clv", 5).unwrap(),
         annual(4.0, 456.0),
         "lifetime capped at 4",
     );
@@ -201,7 +201,7 @@ fn formula_clv_lifetime_from_annual_churn() {
 #[test]
 fn clv_by_segment_dimensions() {
     let computed = compute(rfm_fixture(), "as_of: 2024-03-01\n", &[]);
-    let by = table(&computed, "clv_by_segment");
+    let by = &table(&computed, "clv_by_segment");
     let keys: Vec<(String, String)> = (0..by.height())
         .map(|i| {
             (
@@ -246,7 +246,7 @@ fn cohort_fixture() -> DataFrame {
 #[test]
 fn cohort_retention_month_grid() {
     let computed = compute(cohort_fixture(), "as_of: 2024-04-16\n", &[]);
-    let grid = table(&computed, "cohort_retention");
+    let grid = &table(&computed, "cohort_retention");
     let keys: Vec<(String, i64)> = (0..grid.height())
         .map(|i| {
             (
@@ -312,7 +312,7 @@ fn cohort_retention_last_period_complete_when_as_of_starts_a_new_one() {
             "as_of: 2024-04-01\n",
             &[&format!("cohorts.grain={grain}")],
         );
-        let grid = table(&computed, "cohort_retention");
+        let grid = &table(&computed, "cohort_retention");
         let all_complete = (0..grid.height())
             .all(|i| grid.column("is_complete").unwrap().get(i).unwrap() == AnyValue::Boolean(true));
         assert!(all_complete, "{grain}");
@@ -325,7 +325,7 @@ fn cohort_retention_weeks_across_the_year_boundary() {
     // as_of Monday 2024-01-08: obs_end Sunday 01-07 ends its week, so both rows are complete.
     let df = orders(&[("V", "2023-12-29", 5.0), ("V", "2024-01-02", 7.0)]);
     let computed = compute(df, "as_of: 2024-01-08\ncohorts:\n  grain: week\n", &[]);
-    let grid = table(&computed, "cohort_retention");
+    let grid = &table(&computed, "cohort_retention");
     assert_eq!(grid.height(), 2);
     assert_eq!(str_at(grid, "cohort", 0).as_deref(), Some("2023-12-25"));
     assert_eq!(column_i64(grid, "active_customers"), [1, 1]);
@@ -390,7 +390,7 @@ fn upsell_and_channel_on_generated_data_match_the_definitions() {
         ])
         .collect()
         .unwrap();
-    let kpis = table(&computed, "kpis");
+    let kpis = &table(&computed, "kpis");
     assert_close(
         f64_at(kpis, "upsell_ratio", 0).unwrap(),
         f64_at(&naive, "upsell", 0).unwrap(),
@@ -408,7 +408,7 @@ fn upsell_and_channel_on_generated_data_match_the_definitions() {
         .sort(["customer_id"], SortMultipleOptions::default())
         .collect()
         .unwrap();
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     assert_eq!(
         column_str(customers, "customer_id"),
         column_str(&first, "customer_id")

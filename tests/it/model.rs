@@ -85,13 +85,13 @@ fn summary_from_the_sample_orders_fits_as_spec_says() {
     let inputs = loyalty::io::input::resolve(&config.input.orders).unwrap();
     let raw = loyalty::io::input::scan(&inputs).unwrap();
     let computed = loyalty::pipeline::compute(raw, &config, "sample").unwrap();
-    let kpis = table(&computed, "kpis");
+    let kpis = &table(&computed, "kpis");
     assert_eq!(i64_at(kpis, "customers", 0), Some(2_349));
     let r = f64_at(kpis, "model_r", 0).unwrap();
     assert!(relative(r, 0.2439) < 1e-3, "r = {r}");
     assert_eq!(computed.models.len(), 2);
     // Every customer has predictions; P(alive) is a probability.
-    let customers = table(&computed, "customers");
+    let customers = &table(&computed, "customers");
     for i in 0..customers.height() {
         let p = f64_at(customers, "p_alive", i).unwrap();
         assert!((0.0..=1.0).contains(&p));
@@ -133,8 +133,8 @@ fn a_fit_that_cannot_succeed_names_its_cause_or_is_skipped() {
         .collect();
     assert_eq!(skipped.len(), 1, "{:?}", computed.warnings);
     assert!(skipped[0].contains("predicted columns are null"));
-    assert_eq!(f64_at(table(&computed, "customers"), "predicted_clv", 0), None);
-    assert_eq!(str_at(table(&computed, "kpis"), "model", 0), None);
+    assert_eq!(f64_at(&table(&computed, "customers"), "predicted_clv", 0), None);
+    assert_eq!(str_at(&table(&computed, "kpis"), "model", 0), None);
 }
 
 #[test]
@@ -231,7 +231,7 @@ fn holdout_validation_on_the_cdnow_sample() {
     let inputs = loyalty::io::input::resolve(&config.input.orders).unwrap();
     let raw = loyalty::io::input::scan(&inputs).unwrap();
     let computed = loyalty::pipeline::compute(raw, &config, "sample").unwrap();
-    let holdout = table(&computed, "clv_holdout");
+    let holdout = &table(&computed, "clv_holdout");
     let buckets: Vec<String> = (0..holdout.height())
         .map(|i| str_at(holdout, "calibration_frequency", i).unwrap())
         .collect();
@@ -241,7 +241,7 @@ fn holdout_validation_on_the_cdnow_sample() {
         .map(|i| i64_at(holdout, "customers", i).unwrap())
         .sum();
     assert_eq!(customers, 2_349);
-    let kpis = table(&computed, "kpis");
+    let kpis = &table(&computed, "kpis");
     assert_eq!(i64_at(kpis, "holdout_days", 0), Some(273));
     let model = f64_at(kpis, "model_holdout_error_pct", 0).unwrap();
     let naive = f64_at(kpis, "naive_holdout_error_pct", 0).unwrap();
@@ -310,7 +310,7 @@ fn every_model_runs_in_the_job() {
         let inputs = loyalty::io::input::resolve(&config.input.orders).unwrap();
         let raw = loyalty::io::input::scan(&inputs).unwrap();
         let computed = loyalty::pipeline::compute(raw, &config, "sample").unwrap();
-        let kpis = table(&computed, "kpis");
+        let kpis = &table(&computed, "kpis");
         assert_eq!(str_at(kpis, "model", 0).as_deref(), Some(model));
         assert!(f64_at(kpis, "model_r", 0).unwrap() > 0.0);
         let second = if model == "pareto_nbd" {
@@ -319,7 +319,7 @@ fn every_model_runs_in_the_job() {
             "model_a"
         };
         assert!(f64_at(kpis, second, 0).unwrap() > 0.0, "{model}");
-        let customers = table(&computed, "customers");
+        let customers = &table(&computed, "customers");
         for i in 0..customers.height() {
             let p = f64_at(customers, "p_alive", i).unwrap();
             assert!((0.0..=1.0).contains(&p), "{model}: p_alive {p}");

@@ -287,7 +287,7 @@ proptest! {
             }
             Ok(c) => c,
         };
-        let customers = table(&computed, "customers");
+        let customers = &table(&computed, "customers");
         prop_assert_eq!(customers.height(), expected.customers.len());
         for (i, c) in expected.customers.iter().enumerate() {
             prop_assert_eq!(str_at(customers, "customer_id", i), Some(c.id.clone()));
@@ -308,7 +308,7 @@ proptest! {
             prop_assert_eq!(str_at(customers, "segment", i), Some(c.segment.clone()));
         }
 
-        let kpis = table(&computed, "kpis");
+        let kpis = &table(&computed, "kpis");
         let n = expected.customers.len() as f64;
         prop_assert_eq!(i64_at(kpis, "customers", 0), Some(expected.customers.len() as i64));
         let orders: i64 = expected.customers.iter().map(|c| c.orders).sum();
@@ -344,7 +344,7 @@ proptest! {
         // Pareto (§5): ceil(p N⁺) exactly, top revenue over total.
         let positive = &expected.positive;
         let total: i64 = positive.iter().sum();
-        let pareto = table(&computed, "pareto");
+        let pareto = &table(&computed, "pareto");
         for (i, (num, den)) in [(1i64, 100i64), (5, 100), (1, 10), (2, 10), (5, 10)].iter().enumerate() {
             let k = (num * positive.len() as i64 + den - 1) / den;
             prop_assert_eq!(i64_at(pareto, "customers", i), Some(k));
@@ -355,7 +355,7 @@ proptest! {
                 (a, b) => prop_assert_eq!(a, b),
             }
         }
-        let lorenz = table(&computed, "lorenz");
+        let lorenz = &table(&computed, "lorenz");
         prop_assert_eq!(lorenz.height(), 101);
         for i in 0..=100usize {
             let m = i * positive.len() / 100;
@@ -373,7 +373,7 @@ proptest! {
             entry.0 += 1;
             entry.1 += c.revenue;
         }
-        let segments = table(&computed, "rfm_segments");
+        let segments = &table(&computed, "rfm_segments");
         prop_assert_eq!(segments.height(), by_segment.len());
         for (i, (name, (count, revenue))) in by_segment.iter().enumerate() {
             prop_assert_eq!(str_at(segments, "segment", i), Some(name.to_string()));
@@ -385,7 +385,7 @@ proptest! {
         let as_of = NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
         let last_index = |cohort: NaiveDate| period_index(cohort, as_of - Days::new(1), grain);
         let as_of_starts_period = period_start(as_of, grain) == as_of;
-        let grid = table(&computed, "cohort_retention");
+        let grid = &table(&computed, "cohort_retention");
         prop_assert_eq!(grid.height(), expected.cohorts.len());
         let mut cumulative = 0i64;
         for (i, ((cohort, k), (size, active, purchases, revenue))) in expected.cohorts.iter().enumerate() {
