@@ -12,7 +12,15 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h; the crate names no constant).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // Freed memory goes back to the OS at once, not after mimalloc's default 10 ms:
+    // each stage frees gigabytes that the next one does not reuse (at 100M lines the
+    // resident memory between stages was up to 1.8 GB higher, and the peak 0.5 GB).
+    // SAFETY: mi_option_set only stores the value; any time is fine to call it.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     std::panic::set_hook(Box::new(|info| {
         eprintln!(
             "internal error: {info}\nThis is a bug in loyalty; please report it with the command and config that caused it."

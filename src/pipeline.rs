@@ -147,7 +147,20 @@ fn collect_stage(
     timed(stages, name, || {
         plans
             .into_iter()
-            .map(|plan| Ok(LazyFrame::from(plan).collect_with_engine(engine)?.unwrap_single()))
+            .enumerate()
+            .map(|(i, plan)| {
+                let started = Instant::now();
+                let frame = LazyFrame::from(plan).collect_with_engine(engine)?.unwrap_single();
+                tracing::debug!(
+                    stage = name,
+                    plan = i,
+                    seconds = started.elapsed().as_secs_f64(),
+                    resident_mib = crate::memory::resident_mib(),
+                    peak_mib = crate::memory::peak_mib(),
+                    "plan collected"
+                );
+                Ok(frame)
+            })
             .collect()
     })
 }
@@ -201,13 +214,27 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             .unwrap_or_else(|| format!("{} orders, none with value > 0", cleaning[4].rows_out));
         return Err(InputError::NothingLeft(step).into());
     }
-    let orders_frame = ingested.orders;
+    let mut orders_frame = ingested.orders;
     let customer_ids = ingested.customer_ids;
+    let channels = match (normalised.has_channel, ingested.channels) {
+        (false, _) => None,
+        (true, Some(labels)) => Some(labels),
+        // A mapped channel column with no values: every order's channel is null.
+        (true, None) => {
+            let nulls = Column::full_null(
+                schema::internal::CHANNEL.into(),
+                orders_frame.height(),
+                &DataType::UInt32,
+            );
+            orders_frame.with_column(nulls)?;
+            Some(Series::new_empty("channel_labels".into(), &DataType::String))
+        }
+    };
     let params = CustomerParams {
         as_of,
         min_tenure_days: config.customers.min_tenure_days,
         grain: config.cohorts.grain,
-        has_channel: normalised.has_channel,
+        channels,
     };
     // The §2 columns of (a slice of) the per-customer aggregates, row by row.
     let columns_of = {
@@ -217,7 +244,8 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
 
     // Stage 2: the per-customer aggregates and the model summary, in memory; their
     // scalars and the fitted models feed the metrics below.
-    let aggregates_plan = customers::customer_aggregates(orders_frame.clone().lazy(), params.has_channel);
+    let aggregates_plan =
+        customers::customer_aggregates(orders_frame.clone().lazy(), params.channels.is_some());
     let mut frames = collect_stage(
         &mut stages,
         "customers",

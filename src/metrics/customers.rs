@@ -21,7 +21,9 @@ pub struct CustomerParams {
     pub as_of: NaiveDate,
     pub min_tenure_days: u32,
     pub grain: Grain,
-    pub has_channel: bool,
+    /// Channel text by channel number, when a channel column is mapped: orders carry
+    /// channels as numbers ([`crate::ingest::Ingested`]).
+    pub channels: Option<Series>,
 }
 
 /// Orders whose value is > 0.
@@ -42,7 +44,7 @@ fn days_until(as_of: NaiveDate, date: Expr) -> Expr {
 /// The customer table, sorted by customer_id, with `__revenue_micros` kept for
 /// downstream metrics (dropped before writing).
 pub fn customers(orders: LazyFrame, params: &CustomerParams) -> LazyFrame {
-    customer_columns(customer_aggregates(orders, params.has_channel), params)
+    customer_columns(customer_aggregates(orders, params.channels.is_some()), params)
 }
 
 /// Per customer with a purchase, sorted by customer key: `customer_id` (the key),
@@ -86,7 +88,7 @@ pub fn customer_columns(aggregates: LazyFrame, params: &CustomerParams) -> LazyF
         .then(lit(params.min_tenure_days as i64))
         .otherwise(tenure.clone());
     let revenue = || to_currency(col(REVENUE_MICROS));
-    let computed = [
+    let mut computed = vec![
         revenue().alias(REVENUE),
         (revenue() / col(ORDERS).cast(DataType::Float64)).alias(AOV),
         days_until(params.as_of, col(LAST_ORDER_DATE)).alias(RECENCY_DAYS),
@@ -106,7 +108,9 @@ pub fn customer_columns(aggregates: LazyFrame, params: &CustomerParams) -> LazyF
         ANNUAL_VALUE,
         COHORT,
     ];
-    if params.has_channel {
+    if let Some(labels) = &params.channels {
+        // The acquisition channel's number, named (null stays null).
+        computed.push(lit(labels.clone()).gather(col(CHANNEL), false).alias(CHANNEL));
         order.push(CHANNEL);
     }
     // The aggregates' other columns (revenue micros, attached model columns) follow.

@@ -466,6 +466,23 @@ fn acquisition_channel_is_the_first_purchase_ties_by_order_id() {
 }
 
 #[test]
+fn a_mapped_channel_column_without_values_gives_null_channels() {
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("customer_id".into(), ["a", "b", "b"]),
+        Column::new("order_id".into(), ["o1", "o2", "o3"]),
+        dates("order_date", &["2024-01-01", "2024-01-02", "2024-01-03"]),
+        Column::new("amount".into(), [1.0, 2.0, 3.0]),
+        Column::new("channel".into(), [None::<&str>, None, None]),
+    ])
+    .unwrap();
+    let computed = compute(df, "  columns:\n    channel: channel\n", &[]);
+    let customers = table(&computed, "customers");
+    let channel = customers.column("channel").unwrap();
+    assert_eq!(channel.dtype(), &DataType::String);
+    assert_eq!(channel.null_count(), 2);
+}
+
+#[test]
 fn nothing_left_after_cleaning_is_an_input_error() {
     let err = try_compute(orders(), "", &["as_of=2020-01-01"])
         .err()
