@@ -38,6 +38,11 @@ use crate::schema::internal::{ORDER_RANK, REVENUE_MICROS};
 use crate::schema::model::{EXPECTED_PURCHASES, EXPECTED_SPEND, P_ALIVE, PREDICTED_CLV};
 use crate::schema::{self, CUSTOMER_ID};
 
+/// Customers up to which the customer table is computed whole with the in-memory
+/// engine (about 1.2 GB of columns); past it, and with `engine: streaming`, it is
+/// made a slice at a time as it is written.
+pub const IN_MEMORY_CUSTOMERS: usize = 4 * crate::io::table::SLICE_ROWS;
+
 /// The output tables, in the order they are written.
 pub const TABLES: [&str; 8] = [
     schema::customers::TABLE,
@@ -377,7 +382,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         let (columns_of, rfm_config, clv_config) =
             (columns_of.clone(), config.rfm.clone(), config.clv.clone());
         let min_tenure_days = config.customers.min_tenure_days;
-        move |frame: &DataFrame| -> Result<LazyFrame> {
+        std::sync::Arc::new(move |frame: &DataFrame| -> Result<LazyFrame> {
             let customers = pareto::with_abc_class(columns_of(frame), &boundaries)?;
             let customers = rfm::rfm_scores(customers, &rfm_config, &rfm_steps)?;
             Ok(clv::customer_clv(
@@ -386,7 +391,42 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
                 min_tenure_days,
                 annual_churn_rate,
             ))
-        }
+        })
+    };
+
+    // The customer table: whole, when it is small enough to hold, computed once for
+    // the tables below and the writer; else made a slice at a time as it is written
+    // (bounded memory), at the cost of computing the columns again for each use.
+    let named = move |mut frame: DataFrame| -> Result<DataFrame> {
+        let keys = frame.column(CUSTOMER_ID)?.u32()?.clone();
+        let ids = customer_ids.take(&keys)?;
+        frame.replace(CUSTOMER_ID, ids.into_column())?;
+        Ok(frame)
+    };
+    let sliced = config.engine == EngineChoice::Streaming || base.height() > IN_MEMORY_CUSTOMERS;
+    let (enriched, customer_table) = if sliced {
+        let table = Table::Sliced {
+            height: base.height(),
+            rows: crate::io::table::slice_rows(),
+            slice: Box::new({
+                let (base, enrich) = (base.clone(), enrich.clone());
+                move |offset, len| {
+                    let part = base.slice(offset as i64, len);
+                    let frame = enrich(&part)?
+                        .drop(cols([REVENUE_MICROS]))
+                        .collect_with_engine(engine)?
+                        .unwrap_single();
+                    named(frame)
+                }
+            }),
+        };
+        (enrich(&base)?, table)
+    } else {
+        let enriched = collect_stage(&mut stages, "scores", vec![enrich(&base)?.logical_plan], engine)?
+            .pop()
+            .unwrap_or_default();
+        let table = Table::Frame(named(enriched.drop(REVENUE_MICROS)?)?);
+        (enriched.lazy(), table)
     };
 
     // Stage 4: every output table but the customer table.
@@ -401,8 +441,8 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         as_of,
         config.kpis.churn_window_days,
     );
-    let rfm_segments = rfm::rfm_segments(enrich(&base)?);
-    let clv_by_segment = clv::clv_by_segment(enrich(&base)?, &config.clv.segment_by);
+    let rfm_segments = rfm::rfm_segments(enriched.clone());
+    let clv_by_segment = clv::clv_by_segment(enriched, &config.clv.segment_by);
     let plans: Vec<DslPlan> = [
         kpis,
         cohort_retention.lazy(),
@@ -416,24 +456,6 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     .map(|lf| lf.logical_plan)
     .collect();
     let frames = collect_stage(&mut stages, "metrics", plans, engine)?;
-
-    // The customer table, a slice of customers at a time, with the keys turned
-    // back into customer_id text.
-    let customer_table = Table::Sliced {
-        height: base.height(),
-        rows: crate::io::table::slice_rows(),
-        slice: Box::new(move |offset, len| {
-            let part = base.slice(offset as i64, len);
-            let mut frame = enrich(&part)?
-                .drop(cols([REVENUE_MICROS]))
-                .collect_with_engine(engine)?
-                .unwrap_single();
-            let keys = frame.column(CUSTOMER_ID)?.u32()?.clone();
-            let ids = customer_ids.take(&keys)?;
-            frame.replace(CUSTOMER_ID, ids.into_column())?;
-            Ok(frame)
-        }),
-    };
     let tables = std::iter::once(customer_table).chain(frames.into_iter().map(Table::Frame));
     Ok(Computed {
         models: fits,

@@ -17,14 +17,42 @@ use crate::config;
 
 /// Micro-units (Int64) to currency units (Float64): the one place money becomes a float.
 pub fn to_currency(micros: Expr) -> Expr {
-    micros.cast(DataType::Float64) / lit(1_000_000.0)
+    divide(micros.cast(DataType::Float64), lit(1_000_000.0))
 }
 
 /// A ratio of two counts or sums as Float64; null when the denominator is zero.
 pub fn ratio(num: Expr, den: Expr) -> Expr {
     when(den.clone().eq(lit(0)))
         .then(lit(NULL).cast(DataType::Float64))
-        .otherwise(num.cast(DataType::Float64) / den.cast(DataType::Float64))
+        .otherwise(divide(num.cast(DataType::Float64), den.cast(DataType::Float64)))
+}
+
+/// `num / den` (Float64), each quotient correctly rounded. Polars divides by a
+/// single value (a literal, an aggregate) by multiplying with its reciprocal, which
+/// is an ulp off for many values (19_280_000 micros became 19.279999999999998), and
+/// whether a denominator is a single value depends on the plan and the engine.
+pub fn divide(num: Expr, den: Expr) -> Expr {
+    num.map_many(
+        |columns: &mut [Column]| {
+            let num = columns[0].as_materialized_series().f64()?.clone();
+            let den = columns[1].as_materialized_series().f64()?.clone();
+            let quotient = match (num.len(), den.len()) {
+                (n, d) if n == d => &num / &den,
+                (_, 1) => match den.get(0) {
+                    Some(d) => num.apply_values(|x| x / d),
+                    None => Float64Chunked::full_null(num.name().clone(), num.len()),
+                },
+                (1, _) => match num.get(0) {
+                    Some(x) => den.apply_values(|d| x / d).with_name(num.name().clone()),
+                    None => Float64Chunked::full_null(num.name().clone(), den.len()),
+                },
+                (n, d) => polars_bail!(ShapeMismatch: "cannot divide {n} values by {d}"),
+            };
+            Ok(quotient.into_column())
+        },
+        &[den],
+        |_, fields| Ok(Field::new(fields[0].name().clone(), DataType::Float64)),
+    )
 }
 
 /// `f` of each date in a Date column, as `dtype` (Int64 or Date), computed once per
@@ -67,4 +95,39 @@ pub fn period_start_day(date: NaiveDate, grain: config::Grain) -> i64 {
         }
     };
     epoch_days(start) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn division_is_correctly_rounded_whatever_the_shape() {
+        let frame = df!(
+            "micros" => [19_280_000i64, 15, 43, 10_500_000],
+            "n" => [4.0, 7.0, 3.0, 2.0],
+        )
+        .unwrap();
+        let out = frame
+            .lazy()
+            .select([
+                to_currency(col("micros")).alias("currency"),
+                ratio(col("n"), col("n").sum()).alias("share"),
+                ratio(lit(1.0), col("n")).alias("inverse"),
+            ])
+            .collect()
+            .unwrap();
+        let values = |name: &str| -> Vec<f64> {
+            out.column(name)
+                .unwrap()
+                .f64()
+                .unwrap()
+                .into_no_null_iter()
+                .collect()
+        };
+        // Multiplying by the reciprocal gives 19.279999999999998 and 1.4999999999999999e-5.
+        assert_eq!(values("currency"), [19.28, 15.0 / 1e6, 43.0 / 1e6, 10.5]);
+        assert_eq!(values("share"), [4.0 / 16.0, 7.0 / 16.0, 3.0 / 16.0, 2.0 / 16.0]);
+        assert_eq!(values("inverse"), [1.0 / 4.0, 1.0 / 7.0, 1.0 / 3.0, 1.0 / 2.0]);
+    }
 }
