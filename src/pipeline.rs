@@ -374,8 +374,24 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     .into_iter();
     let ranked = frames.next().unwrap_or_default().lazy();
     let rfm_steps = frames.next().unwrap_or_default();
+    // Everything read from the ranking, collected now: the ranking (28 bytes per
+    // customer) is freed before the wide stages below.
     let pareto = pareto::pareto(ranked.clone(), &config.pareto);
-    let boundaries = pareto::abc_boundaries(ranked, &config.pareto).collect()?;
+    let plans = [
+        pareto.pareto,
+        pareto.lorenz,
+        pareto.summary,
+        pareto::abc_boundaries(ranked, &config.pareto),
+    ];
+    let mut frames = collect_stage(
+        &mut stages,
+        "pareto",
+        plans.into_iter().map(|lf| lf.logical_plan).collect(),
+        engine,
+    )?
+    .into_iter();
+    let mut next = || frames.next().unwrap_or_default();
+    let (pareto_table, lorenz, pareto_summary, boundaries) = (next(), next(), next(), next());
     // Every customer column, row by row from `base` with the global numbers as
     // constants: the customer table is made a slice at a time as it is written.
     let enrich = {
@@ -433,7 +449,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     let kpis = kpis::kpis(
         kpis::KpiInputs {
             customers: columns_of(&base),
-            pareto_summary: pareto.summary,
+            pareto_summary: pareto_summary.lazy(),
             models: fits.clone(),
             holdout: holdout.as_ref().map(|h| h.summary),
             upsell: upsell.map(DataFrame::lazy),
@@ -447,8 +463,8 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         kpis,
         cohort_retention.lazy(),
         rfm_segments,
-        pareto.pareto,
-        pareto.lorenz,
+        pareto_table.lazy(),
+        lorenz.lazy(),
         clv_by_segment,
         holdout.map_or_else(holdout::empty_table, |h| h.table),
     ]
