@@ -265,15 +265,11 @@ pub fn write_table(path: &Path, table: &Table, format: Format) -> Result<(u64, S
                     .map_err(failed)?;
                 for slice in std::iter::once(Ok(first)).chain(slices) {
                     let mut slice = slice?;
-                    slice.rechunk_mut_par();
-                    if slice.height() == 0 {
-                        writer.write_batch(&slice).map_err(failed)?;
-                    }
-                    // One row group per ROW_GROUP_ROWS rows, as a whole-frame write makes.
-                    for offset in (0..slice.height()).step_by(ROW_GROUP_ROWS) {
-                        let group = slice.slice(offset as i64, ROW_GROUP_ROWS);
-                        writer.write_batch(&group).map_err(failed)?;
-                    }
+                    // Row groups of about ROW_GROUP_ROWS rows, as a whole-frame write
+                    // makes, encoded in parallel.
+                    let groups =
+                        polars::frame::chunk_df_for_writing(&mut slice, ROW_GROUP_ROWS).map_err(failed)?;
+                    writer.write_batch(&groups).map_err(failed)?;
                 }
                 writer.finish().map_err(failed)?;
             }

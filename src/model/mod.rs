@@ -621,27 +621,24 @@ pub fn fit_and_predict(
     use crate::schema::model::*;
     use polars::prelude::*;
 
-    let column = |name: &str| -> Vec<f64> {
-        summary_frame
-            .column(name)
-            .ok()
-            .and_then(|c| c.f64().ok().map(|ca| ca.into_no_null_iter().collect()))
-            .unwrap_or_default()
-    };
-    let (x, t_x, t, m) = (
+    // One record per customer, read straight from the columns (at 20M customers
+    // each copy of the summary is 0.7 GB: this is the only one).
+    let column =
+        |name: &str| -> Option<Float64Chunked> { summary_frame.column(name).ok()?.f64().ok().cloned() };
+    let customers: Vec<summary::Summary> = match (
         column(FREQUENCY),
         column(T_X),
         column(BIG_T),
         column(MONETARY_VALUE),
-    );
-    let customers: Vec<summary::Summary> = (0..x.len())
-        .map(|i| summary::Summary {
-            x: x[i],
-            t_x: t_x[i],
-            t: t[i],
-            monetary: m[i],
-        })
-        .collect();
+    ) {
+        (Some(x), Some(t_x), Some(t), Some(m)) => x
+            .into_no_null_iter()
+            .zip(t_x.into_no_null_iter())
+            .zip(t.into_no_null_iter().zip(m.into_no_null_iter()))
+            .map(|((x, t_x), (t, monetary))| summary::Summary { x, t_x, t, monetary })
+            .collect(),
+        _ => Vec::new(),
+    };
     let started = std::time::Instant::now();
     let (triples, triple_of) = summary::triples_indexed(&customers);
     tracing::debug!(
@@ -662,6 +659,7 @@ pub fn fit_and_predict(
     );
     let repeat: Vec<(f64, f64)> = customers.iter().map(|c| (c.x, c.monetary)).collect();
     let gg_fit = gamma_gamma::fit(&repeat, config.penalizer)?;
+    drop(repeat);
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "Gamma-Gamma fitted");
     let gg = gamma_gamma::Params::from_fit(&gg_fit);
     if gg.q <= 1.0 {
@@ -678,6 +676,7 @@ pub fn fit_and_predict(
         unit_days: config.time_unit.days(),
     };
     let predictions = predict::predict_all(&customers, &triples, &triple_of, &count_model, &gg, &horizon);
+    drop((customers, triple_of));
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "predicted");
     let ids = summary_frame
         .column(CUSTOMER_ID)
