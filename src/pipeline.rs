@@ -458,20 +458,37 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         config.kpis.churn_window_days,
     );
     let rfm_segments = rfm::rfm_segments(enriched.clone());
-    let clv_by_segment = clv::clv_by_segment(enriched, &config.clv.segment_by);
+    // clv_by_segment one dimension at a time: together they shared one cache of
+    // every dimension's columns (0.4 GB more at 21M customers).
+    let dimensions = config.clv.segment_by.len();
     let plans: Vec<DslPlan> = [
         kpis,
         cohort_retention.lazy(),
         rfm_segments,
         pareto_table.lazy(),
         lorenz.lazy(),
-        clv_by_segment,
         holdout.map_or_else(holdout::empty_table, |h| h.table),
     ]
     .into_iter()
+    .chain(
+        config
+            .clv
+            .segment_by
+            .iter()
+            .map(|dimension| clv::by_dimension(enriched.clone(), *dimension)),
+    )
     .map(|lf| lf.logical_plan)
     .collect();
-    let frames = collect_stage(&mut stages, "metrics", plans, engine)?;
+    let mut frames = collect_stage(&mut stages, "metrics", plans, engine)?;
+    let by_dimension: Vec<LazyFrame> = frames
+        .split_off(frames.len() - dimensions)
+        .into_iter()
+        .map(DataFrame::lazy)
+        .collect();
+    let clv_by_segment = clv::combine(by_dimension).collect()?;
+    // In TABLES order: clv_by_segment comes before clv_holdout.
+    let holdout_table = frames.pop().unwrap_or_default();
+    frames.extend([clv_by_segment, holdout_table]);
     let tables = std::iter::once(customer_table).chain(frames.into_iter().map(Table::Frame));
     Ok(Computed {
         models: fits,

@@ -76,6 +76,17 @@ pub fn customer_clv(
 
 /// `clv_by_segment`: per dimension and value, customers and sum/mean/median of each CLV.
 pub fn clv_by_segment(customers: LazyFrame, dimensions: &[Dimension]) -> LazyFrame {
+    combine(
+        dimensions
+            .iter()
+            .map(|dimension| by_dimension(customers.clone(), *dimension))
+            .collect(),
+    )
+}
+
+/// The rows of `clv_by_segment` for one dimension. Collected one dimension at a time
+/// (see the pipeline), each computes only its own columns of a sliced customer table.
+pub fn by_dimension(customers: LazyFrame, dimension: Dimension) -> LazyFrame {
     // Means over the customers that have a value (predicted_clv may be null).
     // Money sums are integer sums (SPEC preamble): group totals add fixed-point
     // values, so they do not depend on summation order and reruns are byte-identical.
@@ -98,31 +109,11 @@ pub fn clv_by_segment(customers: LazyFrame, dimensions: &[Dimension]) -> LazyFra
             (sum / count.cast(DataType::Float64)).alias(format!("{name}_mean")),
         ]
     };
-    let frames: Vec<LazyFrame> = dimensions
-        .iter()
-        .map(|dimension| {
-            let mut aggs = vec![len().cast(DataType::Int64).alias(CUSTOMERS)];
-            aggs.extend(stats(HISTORICAL_CLV));
-            aggs.extend(stats(FORMULA_CLV));
-            aggs.extend(stats(PREDICTED_CLV));
-            aggs.push(fixed_mean(P_ALIVE).alias(MEAN_P_ALIVE));
-            // Grouped on the typed column; only the few group keys become text.
-            customers
-                .clone()
-                .group_by([col(dimension.column()).alias(VALUE)])
-                .agg(aggs)
-                .with_columns(
-                    [HISTORICAL_CLV, FORMULA_CLV, PREDICTED_CLV]
-                        .iter()
-                        .flat_map(|name| sum_and_mean(name))
-                        .collect::<Vec<_>>(),
-                )
-                .with_columns([
-                    col(VALUE).cast(DataType::String),
-                    lit(dimension.column()).alias(DIMENSION),
-                ])
-        })
-        .collect();
+    let mut aggs = vec![len().cast(DataType::Int64).alias(CUSTOMERS)];
+    aggs.extend(stats(HISTORICAL_CLV));
+    aggs.extend(stats(FORMULA_CLV));
+    aggs.extend(stats(PREDICTED_CLV));
+    aggs.push(fixed_mean(P_ALIVE).alias(MEAN_P_ALIVE));
     let mut columns = vec![col(DIMENSION), col(VALUE), col(CUSTOMERS)];
     for name in [HISTORICAL_CLV, FORMULA_CLV, PREDICTED_CLV] {
         for stat in ["sum", "mean", "median"] {
@@ -130,8 +121,27 @@ pub fn clv_by_segment(customers: LazyFrame, dimensions: &[Dimension]) -> LazyFra
         }
     }
     columns.push(col(MEAN_P_ALIVE));
+    // Grouped on the typed column; only the few group keys become text.
+    customers
+        .group_by([col(dimension.column()).alias(VALUE)])
+        .agg(aggs)
+        .with_columns(
+            [HISTORICAL_CLV, FORMULA_CLV, PREDICTED_CLV]
+                .iter()
+                .flat_map(|name| sum_and_mean(name))
+                .collect::<Vec<_>>(),
+        )
+        .with_columns([
+            col(VALUE).cast(DataType::String),
+            lit(dimension.column()).alias(DIMENSION),
+        ])
+        .select(columns)
+}
+
+/// [`by_dimension`] frames as the `clv_by_segment` table, sorted by dimension and value.
+pub fn combine(frames: Vec<LazyFrame>) -> LazyFrame {
     match concat(frames, UnionArgs::default()) {
-        Ok(all) => all.select(columns).sort(
+        Ok(all) => all.sort(
             [DIMENSION, VALUE],
             SortMultipleOptions::default().with_nulls_last(true),
         ),
