@@ -1010,6 +1010,18 @@ fn read_in_batches(lines: &LazyFrame, mut fold: impl FnMut(DataFrame) -> Result<
     })
 }
 
+/// The input's row count: from file metadata for a Parquet scan; 0 if unknown.
+pub fn input_lines(normalised: &Normalised) -> usize {
+    normalised
+        .lf
+        .clone()
+        .select([len()])
+        .collect()
+        .ok()
+        .and_then(|counts| counts.columns().first()?.get(0).ok()?.extract::<u64>())
+        .unwrap_or(0) as usize
+}
+
 /// SPEC §1 over the whole input: one streaming pass folds the lines into orders;
 /// the few lines whose fingerprints repeat are compared for step 3 (held from their
 /// batch, or read again when copies fall in different batches).
@@ -1020,15 +1032,8 @@ pub fn ingest(
     as_of: Option<NaiveDate>,
 ) -> Result<(Ingested, NaiveDate)> {
     let plan = clean::line_plan(normalised, cleaning);
-    // The row count (from file metadata for a scan) bounds the fold's arrays.
-    let expected_lines = normalised
-        .lf
-        .clone()
-        .select([len()])
-        .collect()
-        .ok()
-        .and_then(|counts| counts.columns().first()?.get(0).ok()?.extract::<u64>())
-        .unwrap_or(0) as usize;
+    // The row count bounds the fold's arrays.
+    let expected_lines = input_lines(normalised);
     let mut book = OrderBook::new(
         &normalised.raw_columns,
         &plan,

@@ -1,6 +1,38 @@
 //! The process's memory use, for the stage log: performance work reads where the
 //! peak is reached without an external profiler.
 
+/// What the allocator can do to give freed memory back to the OS; set by the
+/// binary, which chooses the allocator (mimalloc returns freed memory only after a
+/// delay, and then only on later allocations).
+pub struct AllocatorHooks {
+    /// Now: what is freed and not yet returned.
+    pub release_freed: fn(),
+    /// From now on, as soon as it is freed (a few per cent slower).
+    pub release_at_once: fn(),
+}
+
+static HOOKS: std::sync::OnceLock<AllocatorHooks> = std::sync::OnceLock::new();
+
+pub fn set_allocator_hooks(hooks: AllocatorHooks) {
+    let _ = HOOKS.set(hooks);
+}
+
+/// Returns the memory a finished stage freed: between stages at 100M lines the
+/// resident memory otherwise stayed up to 1.8 GB above what was in use.
+pub fn release_freed() {
+    if let Some(hooks) = HOOKS.get() {
+        (hooks.release_freed)();
+    }
+}
+
+/// Memory first: freed memory goes back at once, also within a stage (at 100M lines
+/// the peak 6.1 -> 5.5 GiB, the wall time +5%; at 1M lines +20%).
+pub fn release_at_once() {
+    if let Some(hooks) = HOOKS.get() {
+        (hooks.release_at_once)();
+    }
+}
+
 /// Resident set size now, in MiB (Linux; `None` elsewhere).
 pub fn resident_mib() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

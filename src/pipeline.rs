@@ -43,6 +43,10 @@ use crate::schema::{self, CUSTOMER_ID};
 /// made a slice at a time as it is written.
 pub const IN_MEMORY_CUSTOMERS: usize = 4 * crate::io::table::SLICE_ROWS;
 
+/// Input lines past which freed memory goes back to the OS at once (about the
+/// size at which the customer table passes [`IN_MEMORY_CUSTOMERS`]).
+pub const LOW_MEMORY_LINES: usize = 20_000_000;
+
 /// The output tables, in the order they are written.
 pub const TABLES: [&str; 8] = [
     schema::customers::TABLE,
@@ -73,6 +77,7 @@ fn timed<T>(stages: &mut Vec<Stage>, name: &str, f: impl FnOnce() -> Result<T>) 
     let start = Instant::now();
     tracing::info!(stage = name, "starting");
     let result = f();
+    crate::memory::release_freed();
     let seconds = start.elapsed().as_secs_f64();
     tracing::info!(
         stage = name,
@@ -200,6 +205,11 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         EngineChoice::InMemory => Engine::InMemory,
         EngineChoice::Streaming => Engine::Streaming,
     };
+
+    // Past a size, or with `engine: streaming`, memory comes first.
+    if config.engine == EngineChoice::Streaming || ingest::input_lines(&normalised) > LOW_MEMORY_LINES {
+        crate::memory::release_at_once();
+    }
 
     // Stage 1, one streaming pass over the lines: SPEC §1 steps 1–5, folded into
     // orders keyed by integer customer keys (in customer_id order).
