@@ -1,21 +1,26 @@
 //! Wires the lazy frames: orders -> cleaned lines -> metric frames -> output tables.
 //!
 //! [`compute`] is pure with respect to the filesystem: it takes the raw scan (a
-//! `LazyFrame`) and the config and returns collected tables, so tests feed it
+//! `LazyFrame`) and the config and returns the output tables, so tests feed it
 //! in-memory frames. Stages:
 //! 1. one streaming pass over the lines ([`crate::ingest`]): SPEC §1 folded into
 //!    orders keyed by dense integer customer keys, with every cleaning count; the
 //!    lines are never held in memory, whatever the input's size;
-//! 2. the customer table, the model summary and the two metrics that read orders
-//!    (cohort retention, upsell) from the in-memory orders, which are freed after
-//!    the model; the scalars (customer count, annual churn) that later metrics take
-//!    as parameters;
-//! 3. the revenue ranking, the scores, then every output table, each stage one
-//!    collection over in-memory frames.
+//! 2. the per-customer aggregates, the model summary and the two metrics that read
+//!    orders (cohort retention, upsell) from the in-memory orders, which are freed
+//!    after the model; the scalars (customer count, annual churn) that later metrics
+//!    take as parameters;
+//! 3. the revenue ranking and RFM score steps, the Pareto tables, then every other
+//!    output table, each stage one collection over in-memory frames;
+//! 4. the customer table: every column is computed row by row from the aggregates,
+//!    the summary and the predictions, with the global numbers (ABC boundaries, RFM
+//!    steps, churn) as constants. Small tables are computed once, whole; large ones
+//!    (or with `engine: streaming`) a slice at a time as they are written, so no
+//!    customer-wide table beyond the aggregates is ever held.
 //!
 //! Every stage after the first groups, joins and sorts integer keys; customer_id
 //! text comes back only in the written `customers` table. Materialising orders and
-//! customers keeps the later plans small; Polars 0.55 mis-plans broadcast
+//! aggregates keeps the later plans small; Polars 0.55 mis-plans broadcast
 //! aggregates and cross joins over one large shared subplan.
 
 use std::time::Instant;
