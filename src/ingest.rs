@@ -986,8 +986,8 @@ fn cleaning_steps(
 /// Feeds the line stream to `fold`, batch by batch, in the order Polars' streaming
 /// engine produces them: the fold runs on this thread while the engine reads on.
 fn read_in_batches(lines: &LazyFrame, mut fold: impl FnMut(DataFrame) -> Result<()>) -> Result<()> {
-    // Capacity 1: the engine's sink blocks while a batch waits. (Upstream of the sink
-    // Polars still decodes ahead, ~0.5 GB at 10M lines, whatever its prefetch settings.)
+    // Capacity 1: the engine's sink blocks while a batch waits (upstream of the sink
+    // Polars still decodes a few row groups ahead).
     let (send, receive) = std::sync::mpsc::sync_channel::<DataFrame>(1);
     let sink = move |batch: DataFrame| -> PolarsResult<bool> {
         // A closed channel means the fold failed: stop the stream (true).
@@ -1025,15 +1025,15 @@ pub fn input_lines(normalised: &Normalised) -> usize {
 /// SPEC §1 over the whole input: one streaming pass folds the lines into orders;
 /// the few lines whose fingerprints repeat are compared for step 3 (held from their
 /// batch, or read again when copies fall in different batches).
-/// Returns the orders and the as_of in force (configured, or the default).
+/// `expected_lines` ([`input_lines`]) bounds the fold's arrays. Returns the orders
+/// and the as_of in force (configured, or the default).
 pub fn ingest(
     normalised: &Normalised,
     cleaning: &CleaningConfig,
     as_of: Option<NaiveDate>,
+    expected_lines: usize,
 ) -> Result<(Ingested, NaiveDate)> {
     let plan = clean::line_plan(normalised, cleaning);
-    // The row count bounds the fold's arrays.
-    let expected_lines = input_lines(normalised);
     let mut book = OrderBook::new(
         &normalised.raw_columns,
         &plan,

@@ -1,5 +1,6 @@
-//! The process's memory use, for the stage log: performance work reads where the
-//! peak is reached without an external profiler.
+//! The process's memory: its use, for the stage log (performance work reads where
+//! the peak is reached without an external profiler), and handing memory back to
+//! the OS (freed allocations, the input file's mapped pages).
 
 /// What the allocator can do to give freed memory back to the OS; set by the
 /// binary, which chooses the allocator (mimalloc returns freed memory only after a

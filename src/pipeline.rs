@@ -212,14 +212,15 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     };
 
     // Past a size, or with `engine: streaming`, memory comes first.
-    if config.engine == EngineChoice::Streaming || ingest::input_lines(&normalised) > LOW_MEMORY_LINES {
+    let input_lines = ingest::input_lines(&normalised);
+    if config.engine == EngineChoice::Streaming || input_lines > LOW_MEMORY_LINES {
         crate::memory::release_at_once();
     }
 
     // Stage 1, one streaming pass over the lines: SPEC §1 steps 1–5, folded into
     // orders keyed by integer customer keys (in customer_id order).
     let (ingested, as_of) = timed(&mut stages, "scan and clean", || {
-        ingest::ingest(&normalised, &config.cleaning, config.as_of)
+        ingest::ingest(&normalised, &config.cleaning, config.as_of, input_lines)
     })?;
     tracing::info!(%as_of, "analysis date (exclusive)");
     let cleaning = ingested.cleaning;

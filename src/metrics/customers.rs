@@ -41,12 +41,6 @@ fn days_until(as_of: NaiveDate, date: Expr) -> Expr {
     lit(epoch_days(as_of) as i64) - date.cast(DataType::Int32).cast(DataType::Int64)
 }
 
-/// The customer table, sorted by customer_id, with `__revenue_micros` kept for
-/// downstream metrics (dropped before writing).
-pub fn customers(orders: LazyFrame, params: &CustomerParams) -> LazyFrame {
-    customer_columns(customer_aggregates(orders, params.channels.is_some()), params)
-}
-
 /// Per customer with a purchase, sorted by customer key: `customer_id` (the key),
 /// first and last purchase date, purchases, `__revenue_micros`, and the acquisition
 /// channel. The only per-customer state the pipeline holds: every other column of

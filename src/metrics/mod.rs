@@ -27,6 +27,15 @@ pub fn ratio(num: Expr, den: Expr) -> Expr {
         .otherwise(divide(num.cast(DataType::Float64), den.cast(DataType::Float64)))
 }
 
+/// Row `i` of a collected column as a literal of the column's type: global numbers
+/// (class boundaries, score steps) enter per-row expressions as constants.
+pub fn literal_at(column: &Column, i: usize) -> PolarsResult<Expr> {
+    Ok(lit(Scalar::new(
+        column.dtype().clone(),
+        column.get(i)?.into_static(),
+    )))
+}
+
 /// `num / den` (Float64), each quotient correctly rounded. Polars divides by a
 /// single value (a literal, an aggregate) by multiplying with its reciprocal, which
 /// is an ulp off for many values (19_280_000 micros became 19.279999999999998), and

@@ -175,11 +175,7 @@ pub fn abc_boundaries(ranked: LazyFrame, config: &ParetoConfig) -> LazyFrame {
 /// order. The boundaries enter as literals: no join back from the ranking (0.2 s at
 /// 2M customers), and no cross join, which copied every column of the table.
 pub fn with_abc_class(customers: LazyFrame, boundaries: &DataFrame) -> PolarsResult<LazyFrame> {
-    let value = |name: &str| -> PolarsResult<Expr> {
-        let column = boundaries.column(name)?;
-        let value = column.get(0)?.into_static();
-        Ok(lit(Scalar::new(column.dtype().clone(), value)))
-    };
+    let value = |name: &str| super::literal_at(boundaries.column(name)?, 0);
     let at_or_above = |revenue: &str, id: &str| -> PolarsResult<Expr> {
         let (revenue, id) = (value(revenue)?, value(id)?);
         Ok(col(REV)

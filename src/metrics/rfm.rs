@@ -68,7 +68,7 @@ const RECENCY_RANKED_DESCENDING: bool = true;
 fn score(value: Expr, steps: &Column, descending: bool) -> PolarsResult<Expr> {
     let mut score = lit(1i64);
     for i in 0..steps.len() {
-        let step = lit(Scalar::new(steps.dtype().clone(), steps.get(i)?.into_static()));
+        let step = super::literal_at(steps, i)?;
         let behind = if descending {
             value.clone().lt(step)
         } else {
