@@ -332,10 +332,11 @@ pub fn line_plan(normalised: &Normalised, cleaning: &CleaningConfig) -> LinePlan
 }
 
 /// What step 3 compares candidate lines on, and what it needs to take a copy out of
-/// its order: the raw columns, then the ids, the value and step 4's verdict.
+/// its order: the raw columns, then the row (which names the order), the value and
+/// step 4's verdict.
 pub fn duplicate_check_columns(raw_columns: &[PlSmallStr]) -> Vec<PlSmallStr> {
     let mut columns = raw_columns.to_vec();
-    columns.extend([CUSTOMER_ID, ORDER_ID, VALUE, line::DROPPED_BY].map(PlSmallStr::from));
+    columns.extend([line::ROW, VALUE, line::DROPPED_BY].map(PlSmallStr::from));
     columns
 }
 

@@ -94,12 +94,6 @@ impl Interner {
         self.text.push_str(s);
         self.ends.push(self.text.len());
     }
-
-    fn find_hashed(&self, s: &str, hash: u64) -> Option<u32> {
-        self.table
-            .find(hash, |&i| bytes_of(&self.text, &self.ends, i) == s.as_bytes())
-            .copied()
-    }
 }
 
 /// A string's 16-byte view in its array. Within one array, equal views are equal
@@ -224,13 +218,39 @@ impl Orders {
         }
     }
 
-    fn find(&self, hasher: &FixedState, customer: u32, id: &str) -> Option<u32> {
-        self.table
-            .find(Self::hash(hasher, customer, id.as_bytes()), |&o| {
-                self.customer[o as usize] == customer
-                    && bytes_of(&self.ids.text, &self.ids.ends, o) == id.as_bytes()
-            })
-            .copied()
+    /// Once the pass is over: keeps the orders with a kept line, renumbered in
+    /// (customer, order_id) order, and frees the lookup table, the order ids and the
+    /// line counts. Returns each old number's new one (`NONE`: the order is gone).
+    fn seal(&mut self) -> Vec<u32> {
+        self.table = HashTable::new();
+        let ids = std::mem::take(&mut self.ids);
+        let mut kept: Vec<u32> = (0..self.customer.len() as u32)
+            .filter(|&o| self.kept_lines[o as usize] > 0)
+            .collect();
+        self.kept_lines = Vec::new();
+        let customer = &self.customer;
+        kept.sort_unstable_by(|&a, &b| {
+            customer[a as usize]
+                .cmp(&customer[b as usize])
+                .then_with(|| bytes_of(&ids.text, &ids.ends, a).cmp(bytes_of(&ids.text, &ids.ends, b)))
+        });
+        drop(ids);
+        let mut renumbered = vec![NONE; self.customer.len()];
+        for (new, &old) in kept.iter().enumerate() {
+            renumbered[old as usize] = new as u32;
+        }
+        // One array at a time, each freed as its copy is made.
+        fn in_kept_order<T: Copy>(values: &mut Vec<T>, kept: &[u32]) {
+            let ordered = kept.iter().map(|&o| values[o as usize]).collect();
+            *values = ordered;
+        }
+        in_kept_order(&mut self.customer, &kept);
+        in_kept_order(&mut self.first_day, &kept);
+        in_kept_order(&mut self.value, &kept);
+        in_kept_order(&mut self.channel, &kept);
+        in_kept_order(&mut self.category_min, &kept);
+        in_kept_order(&mut self.category_max, &kept);
+        renumbered
     }
 }
 
@@ -262,19 +282,31 @@ struct Batch<'a> {
     others: Option<&'a <UInt64Type as PolarsDataType>::Array>,
 }
 
-/// A line's fingerprint and row: 12 bytes, where a tuple pads to 16 (0.4 GB at 100M
-/// lines).
+/// A line's fingerprint, row and order (equal lines share an order): 16 bytes, where
+/// a tuple pads to 24.
 #[derive(Clone, Copy)]
 #[repr(C, packed(4))]
 struct Print {
     fingerprint: u64,
     row: IdxSize,
+    order: u32,
 }
-const _: () = assert!(std::mem::size_of::<Print>() == 8 + std::mem::size_of::<IdxSize>());
+const _: () = assert!(std::mem::size_of::<Print>() == 12 + std::mem::size_of::<IdxSize>());
+
+/// A line whose fingerprint repeats: its row, and the sealed shard and order
+/// (renumbered; `NONE` when the order kept no line) it was folded into.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    row: IdxSize,
+    shard: u32,
+    order: u32,
+}
 
 /// The customers whose id hashes to one part of the hash space, with their orders.
 /// Shards share nothing, so batches are folded by all shards in parallel; a
-/// customer's lines, orders and duplicates all fall in one shard.
+/// customer's lines, orders and duplicates all fall in one shard. At the end of its
+/// pass a shard is sealed ([`Shard::seal`]): it keeps its customers' ids and the
+/// aggregates of their kept orders, and frees everything else.
 #[derive(Default)]
 struct Shard {
     customers: Interner,
@@ -370,6 +402,7 @@ impl Shard {
                 self.fingerprints.push(Print {
                     fingerprint,
                     row: batch.rows.value(i),
+                    order,
                 });
                 if !self.batch_prints.insert(fingerprint) {
                     self.batch_repeats.push(fingerprint);
@@ -387,16 +420,33 @@ impl Shard {
             .collect()
     }
 
-    /// Rows whose fingerprint repeats within the shard (equal rows share a customer,
-    /// so a shard holds every copy).
-    fn repeated_fingerprints(&mut self) -> Vec<IdxSize> {
+    /// Seals the shard at the end of its pass (see [`Shard`]). Returns the lines
+    /// whose fingerprint repeats within the shard (equal rows share a customer, so a
+    /// shard holds every copy), with their renumbered orders.
+    fn seal(&mut self, shard: u32) -> Vec<Candidate> {
         let mut fingerprints = std::mem::take(&mut self.fingerprints);
+        self.batch_prints = Default::default();
+        self.batch_repeats = Vec::new();
         fingerprints.sort_unstable_by_key(|print| print.fingerprint);
-        fingerprints
+        let repeated: Vec<Print> = fingerprints
             .chunk_by(|a, b| a.fingerprint == b.fingerprint)
             .filter(|run| run.len() > 1)
             .flatten()
-            .map(|print| print.row)
+            .copied()
+            .collect();
+        drop(fingerprints);
+        // Only the customers' ids stay: the finish orders customers by them.
+        self.customers.table = HashTable::new();
+        self.customers.text.shrink_to_fit();
+        self.customers.ends.shrink_to_fit();
+        let renumbered = self.orders.seal();
+        repeated
+            .iter()
+            .map(|print| Candidate {
+                row: print.row,
+                shard,
+                order: renumbered[print.order as usize],
+            })
             .collect()
     }
 }
@@ -406,7 +456,16 @@ pub struct OrderBook {
     hasher: FixedState,
     as_of: Option<i32>,
     dedupe: bool,
+    /// Passes over the input, and the current one: pass p folds the customers whose
+    /// id hashes to part p ([`pass_of`]); the first also counts every line.
+    passes: usize,
+    pass: usize,
+    /// The current pass's shards, and those of the passes before it, sealed.
     shards: Vec<Shard>,
+    sealed: Vec<Shard>,
+    /// Lines and orders each shard reserves room for, and step 4's reason count.
+    per_shard: usize,
+    reasons: usize,
     counts: Counts,
     /// Per parse check: failures and the example with the smallest row number.
     parse_failures: Vec<(u64, Option<(IdxSize, String)>)>,
@@ -418,6 +477,8 @@ pub struct OrderBook {
     /// [`clean::duplicate_check_columns`], and their rows.
     held: Vec<DataFrame>,
     held_rows: Vec<IdxSize>,
+    /// Lines whose fingerprint repeats, from every sealed pass, by row.
+    candidates: Vec<Candidate>,
     /// Time spent folding, and batches folded (for the debug log).
     busy_seconds: f64,
     batches: u64,
@@ -426,6 +487,33 @@ pub struct OrderBook {
 /// The shard of a customer id's hash, from bits the shard's own table does not use first.
 fn shard_of(hash: u64, shards: usize) -> usize {
     ((hash >> 24) % shards as u64) as usize
+}
+
+/// The pass that folds a customer id's hash, from bits that neither the shard nor
+/// the tables use first.
+fn pass_of(hash: u64, passes: usize) -> usize {
+    ((hash >> 40) % passes as u64) as usize
+}
+
+/// Input lines per pass of the fold: past this the fold takes several passes over
+/// the input, each folding a part of the customers, so that the state of only one
+/// part's lines (hash tables, order ids, line fingerprints) is held at a time.
+pub const PASS_LINES: usize = 32_000_000;
+
+/// At most this many passes: each reads the whole input again.
+pub const MAX_PASSES: usize = 8;
+
+/// Test hook: passes instead of [`passes_for`]'s, so that tests on small inputs fold
+/// in several passes.
+const PASSES_ENV: &str = "LOYALTY_TEST_FOLD_PASSES";
+
+/// The fold's passes over an input of `lines` lines ([`PASS_LINES`] each).
+pub fn passes_for(lines: usize) -> usize {
+    std::env::var(PASSES_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&passes| passes > 0)
+        .unwrap_or_else(|| lines.div_ceil(PASS_LINES).clamp(1, MAX_PASSES))
 }
 
 /// The first 8 bytes of a string as a big-endian integer (zero-padded): integers
@@ -448,7 +536,8 @@ fn array<'a, T: PolarsDataType>(ca: &'a std::borrow::Cow<'a, ChunkedArray<T>>) -
 }
 
 impl OrderBook {
-    /// `shards`: how many parts the customers are split into, folded in parallel.
+    /// `shards`: how many parts the customers of a pass are split into, folded in
+    /// parallel; `passes`: how many passes over the input ([`passes_for`]).
     /// `expected_lines`: the input's row count, an upper bound on each shard's
     /// lines and orders. Their arrays are reserved for it up front: untouched
     /// capacity costs no memory, while growing by doubling copies every array
@@ -458,32 +547,70 @@ impl OrderBook {
         plan: &LinePlan,
         as_of: Option<NaiveDate>,
         dedupe: bool,
-        shards: usize,
+        (shards, passes): (usize, usize),
         expected_lines: usize,
     ) -> Self {
-        let shards = shards.max(1);
-        // Customers hash to shards evenly; a tenth more leaves room for chance.
-        let per_shard = expected_lines / shards + expected_lines / shards / 10 + 1024;
-        Self {
+        let (shards, passes) = (shards.max(1), passes.max(1));
+        // Customers hash to parts evenly; a tenth more leaves room for chance.
+        let per_part = expected_lines / (shards * passes);
+        let mut book = Self {
             hasher: FixedState::with_seed(0x006c_6f79_616c_7479),
             as_of: as_of.map(epoch_days),
             dedupe,
-            shards: (0..shards)
-                .map(|_| Shard {
-                    dropped: vec![0; plan.reasons.len()],
-                    orders: Orders::with_capacity(per_shard),
-                    fingerprints: Vec::with_capacity(if dedupe { per_shard } else { 0 }),
-                    ..Shard::default()
-                })
-                .collect(),
+            passes,
+            pass: 0,
+            shards: Vec::new(),
+            sealed: Vec::new(),
+            per_shard: per_part + per_part / 10 + 1024,
+            reasons: plan.reasons.len(),
             counts: Counts::default(),
             parse_failures: vec![(0, None); plan.parse_checks],
             routed: vec![Vec::new(); shards],
             raw_columns: raw_columns.to_vec(),
             held: Vec::new(),
             held_rows: Vec::new(),
+            candidates: Vec::new(),
             busy_seconds: 0.0,
             batches: 0,
+        };
+        book.shards = book.fresh_shards();
+        book
+    }
+
+    fn fresh_shards(&self) -> Vec<Shard> {
+        (0..self.routed.len())
+            .map(|_| Shard {
+                dropped: vec![0; self.reasons],
+                orders: Orders::with_capacity(self.per_shard),
+                fingerprints: Vec::with_capacity(if self.dedupe { self.per_shard } else { 0 }),
+                ..Shard::default()
+            })
+            .collect()
+    }
+
+    pub fn passes(&self) -> usize {
+        self.passes
+    }
+
+    /// Ends the current pass: its shards are sealed (in parallel), and the next
+    /// pass, if any, starts with empty ones.
+    pub fn end_pass(&mut self) {
+        let first = self.sealed.len() as u32;
+        let shards = std::mem::take(&mut self.shards);
+        let (shards, candidates): (Vec<Shard>, Vec<Vec<Candidate>>) = shards
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, mut shard)| {
+                let candidates = shard.seal(first + i as u32);
+                (shard, candidates)
+            })
+            .unzip();
+        self.sealed.extend(shards);
+        self.candidates.extend(candidates.into_iter().flatten());
+        self.candidates.sort_unstable_by_key(|c| c.row);
+        self.pass += 1;
+        if self.pass < self.passes {
+            self.shards = self.fresh_shards();
         }
     }
 
@@ -521,7 +648,9 @@ impl OrderBook {
         };
         let b = &batch_arrays;
 
-        for check in 0..self.parse_failures.len() {
+        // Every line is counted and checked once, in the first pass.
+        let first_pass = self.pass == 0;
+        for check in (0..self.parse_failures.len()).filter(|_| first_pass) {
             let failed = series(&line::parse_failed(check))?.bool()?.rechunk();
             let raw = series(&line::parse_raw(check))?.str()?.rechunk();
             let (failed, raw) = (array(&failed), array(&raw));
@@ -538,7 +667,12 @@ impl OrderBook {
         // Steps 1–2, and each remaining line routed to its customer's shard.
         let mut routed = std::mem::take(&mut self.routed);
         routed.iter_mut().for_each(Vec::clear);
-        let counts = &mut self.counts;
+        let mut uncounted = Counts::default();
+        let counts = if first_pass {
+            &mut self.counts
+        } else {
+            &mut uncounted
+        };
         counts.rows += batch.height() as u64;
         let mut last: Option<(u128, u64)> = None;
         for i in 0..batch.height() {
@@ -579,8 +713,10 @@ impl OrderBook {
                 _ => self.hasher.hash_one(customer.as_bytes()),
             };
             last = Some((customer_view, hash));
-            let shard = shard_of(hash, routed.len());
-            routed[shard].push((i as u32, hash));
+            if pass_of(hash, self.passes) == self.pass {
+                let shard = shard_of(hash, routed.len());
+                routed[shard].push((i as u32, hash));
+            }
         }
 
         let (hasher, dedupe) = (&self.hasher, self.dedupe);
@@ -648,19 +784,15 @@ impl OrderBook {
             .collect()
     }
 
-    /// The rows whose fingerprint repeats: the only candidates for exact duplicates.
-    pub fn duplicate_candidates(&mut self) -> Vec<IdxSize> {
-        let mut rows: Vec<IdxSize> = self
-            .shards
-            .par_iter_mut()
-            .flat_map_iter(Shard::repeated_fingerprints)
-            .collect();
-        rows.sort_unstable();
-        rows
+    /// The rows whose fingerprint repeats, in order: the only candidates for exact
+    /// duplicates. Known once every pass has ended.
+    pub fn duplicate_candidates(&self) -> Vec<IdxSize> {
+        self.candidates.iter().map(|c| c.row).collect()
     }
 
     /// Step 3 decided on the raw values of the candidate rows (their
     /// [`clean::duplicate_check_columns`]): each group of equal rows keeps one line.
+    /// Every pass has ended: a group's order is found by one of its rows.
     pub fn remove_duplicates(&mut self, candidates: DataFrame) -> Result<()> {
         let groups = candidates
             .lazy()
@@ -672,8 +804,7 @@ impl OrderBook {
             )
             .agg([
                 len().alias("__copies"),
-                col(CUSTOMER_ID).first(),
-                col(ORDER_ID).first(),
+                col(line::ROW).first(),
                 col(VALUE).first(),
                 col(line::DROPPED_BY).first(),
             ])
@@ -681,34 +812,32 @@ impl OrderBook {
             .collect()?;
         let column = |name: &str| -> Result<&Series> { Ok(groups.column(name)?.as_materialized_series()) };
         let copies = column("__copies")?.cast(&DataType::UInt64)?;
-        let (customers, order_ids) = (column(CUSTOMER_ID)?.str()?, column(ORDER_ID)?.str()?);
+        let rows = column(line::ROW)?.idx()?;
         let (values, verdicts) = (column(VALUE)?.i64()?, column(line::DROPPED_BY)?.i32()?);
-        for (((copies, customer), order_id), (value, verdict)) in copies
+        for ((copies, row), (value, verdict)) in copies
             .u64()?
             .iter()
-            .zip(customers.iter())
-            .zip(order_ids.iter())
+            .zip(rows.iter())
             .zip(values.iter().zip(verdicts.iter()))
         {
-            let not_folded = || Error::Internal("a duplicate line's order was not folded".into());
-            let (customer, order_id) = present(customer).zip(present(order_id)).ok_or_else(not_folded)?;
-            let hash = self.hasher.hash_one(customer.as_bytes());
-            let shard = shard_of(hash, self.shards.len());
-            let shard = &mut self.shards[shard];
-            let order = shard
-                .customers
-                .find_hashed(customer, hash)
-                .and_then(|c| shard.orders.find(&self.hasher, c, order_id))
-                .ok_or_else(not_folded)?;
+            let not_folded = || Error::Internal("a duplicate line was not folded".into());
+            let row = row.ok_or_else(not_folded)?;
+            let at = self
+                .candidates
+                .binary_search_by_key(&row, |c| c.row)
+                .map_err(|_| not_folded())?;
+            let Candidate { shard, order, .. } = self.candidates[at];
+            let shard = &mut self.sealed[shard as usize];
             let extra = copies.unwrap_or(1) - 1;
             shard.duplicates += extra;
             match verdict.unwrap_or(0) {
-                0 => {
-                    let o = order as usize;
-                    shard.orders.kept_lines[o] -= extra as u32;
+                0 if order != NONE => {
+                    // Equal kept lines: one stays, so the order keeps a line.
                     let value = value.unwrap_or(0).wrapping_mul(extra as i64);
-                    shard.orders.value[o] = shard.orders.value[o].wrapping_sub(value);
+                    let sum = &mut shard.orders.value[order as usize];
+                    *sum = sum.wrapping_sub(value);
                 }
+                0 => return Err(not_folded()),
                 reason => shard.dropped[reason as usize - 1] -= extra,
             }
         }
@@ -723,9 +852,12 @@ impl OrderBook {
     }
 
     /// The orders with at least one kept line, keyed by customer; see [`Ingested`].
+    /// Every pass has ended.
     pub fn finish(self, reasons: &[String]) -> Result<Ingested> {
         let Self {
-            mut shards, counts, ..
+            sealed: mut shards,
+            counts,
+            ..
         } = self;
         // Customer keys in customer_id text order, so sorting by key sorts by id.
         // Sorted on the first 8 bytes as an integer first: most comparisons then
@@ -748,55 +880,43 @@ impl OrderBook {
                     .into_series();
             (key, ids, by_text.len())
         };
-        // The fold's tables are done with: free them before the columns are built.
         for shard in &mut shards {
             shard.customers = Interner::default();
-            shard.orders.table = HashTable::new();
         }
 
-        // Kept orders grouped by customer key (a counting sort), each customer's by order_id.
+        // Orders grouped by customer key (a counting sort). A customer's orders are
+        // all in one sealed shard, in order_id order, and the sort is stable.
         let key_of =
             |(s, o): (u32, u32)| key[s as usize][shards[s as usize].orders.customer[o as usize] as usize];
-        let sorted = {
-            let kept: Vec<(u32, u32)> = shards
+        let all_orders = || {
+            shards
                 .iter()
                 .enumerate()
-                .flat_map(|(s, shard)| {
-                    (0..shard.orders.customer.len() as u32)
-                        .filter(|&o| shard.orders.kept_lines[o as usize] > 0)
-                        .map(move |o| (s as u32, o))
-                })
-                .collect();
+                .flat_map(|(s, shard)| (0..shard.orders.customer.len() as u32).map(move |o| (s as u32, o)))
+        };
+        let sorted = {
             let mut starts = vec![0usize; customer_count + 1];
-            for &order in &kept {
+            for order in all_orders() {
                 starts[key_of(order) as usize + 1] += 1;
             }
             for k in 1..starts.len() {
                 starts[k] += starts[k - 1];
             }
-            let mut sorted = vec![(0u32, 0u32); kept.len()];
-            let mut next = starts.clone();
-            for &order in &kept {
+            let mut sorted = vec![(0u32, 0u32); starts[customer_count]];
+            for order in all_orders() {
                 let k = key_of(order) as usize;
-                sorted[next[k]] = order;
-                next[k] += 1;
-            }
-            let order_id = |&(s, o): &(u32, u32)| shards[s as usize].orders.ids.get(o);
-            for window in starts.windows(2).filter(|w| w[1] - w[0] > 1) {
-                sorted[window[0]..window[1]].sort_unstable_by(|a, b| order_id(a).cmp(order_id(b)));
+                sorted[starts[k]] = order;
+                starts[k] += 1;
             }
             sorted
         };
 
-        // The order ids are done with once the orders are in order. Each column below
-        // frees the arrays it was built from: at 100M lines each is 0.2–0.4 GB.
+        // Each column below frees the arrays it was built from: at 100M lines each is
+        // 0.2–0.4 GB.
         let mut customer_key =
             UInt32Chunked::from_vec(CUSTOMER_ID.into(), sorted.iter().map(|&so| key_of(so)).collect());
         customer_key.set_sorted_flag(IsSorted::Ascending);
         drop(key);
-        for shard in &mut shards {
-            shard.orders.ids = Interner::default();
-        }
         let mut order_rank = UInt32Chunked::from_vec(ORDER_RANK.into(), (0..sorted.len() as u32).collect());
         order_rank.set_sorted_flag(IsSorted::Ascending);
         let in_order = |shards: &[Shard], pick: fn(&Orders) -> &Vec<u32>| -> Vec<Option<u32>> {
@@ -1022,9 +1142,10 @@ pub fn input_lines(normalised: &Normalised) -> usize {
         .unwrap_or(0) as usize
 }
 
-/// SPEC §1 over the whole input: one streaming pass folds the lines into orders;
-/// the few lines whose fingerprints repeat are compared for step 3 (held from their
-/// batch, or read again when copies fall in different batches).
+/// SPEC §1 over the whole input: streaming passes fold the lines into orders (one
+/// pass, or past [`PASS_LINES`] one per part of the customers); the few lines whose
+/// fingerprints repeat are then compared for step 3 (held from their batch, or
+/// read again when copies fall in different batches).
 /// `expected_lines` ([`input_lines`]) bounds the fold's arrays. Returns the orders
 /// and the as_of in force (configured, or the default).
 pub fn ingest(
@@ -1039,35 +1160,45 @@ pub fn ingest(
         &plan,
         as_of,
         cleaning.dedupe,
-        rayon::current_num_threads(),
+        (rayon::current_num_threads(), passes_for(expected_lines)),
         expected_lines,
     );
     if std::env::var_os("LOYALTY_EXPLAIN").is_some() {
         eprintln!("{}", plan.lines.clone().explain(true)?);
     }
     let started = std::time::Instant::now();
-    read_in_batches(&plan.lines, |batch| {
-        let folding = std::time::Instant::now();
-        book.add(&batch)?;
-        book.busy_seconds += folding.elapsed().as_secs_f64();
-        book.batches += 1;
-        if book.batches.is_multiple_of(100) {
-            tracing::debug!(
-                batches = book.batches,
-                lines = book.counts.rows,
-                resident_mib = crate::memory::resident_mib(),
-                "folding"
-            );
+    for pass in 0..book.passes() {
+        read_in_batches(&plan.lines, |batch| {
+            let folding = std::time::Instant::now();
+            book.add(&batch)?;
+            book.busy_seconds += folding.elapsed().as_secs_f64();
+            book.batches += 1;
+            if book.batches.is_multiple_of(100) {
+                tracing::debug!(
+                    pass,
+                    batches = book.batches,
+                    resident_mib = crate::memory::resident_mib(),
+                    "folding"
+                );
+            }
+            Ok(())
+        })?;
+        if pass == 0 {
+            // Every line has been checked: fail before reading the input again.
+            clean::check_parse_failures(normalised, &book.parse_failures())?;
         }
-        Ok(())
-    })?;
-    tracing::debug!(
-        seconds = started.elapsed().as_secs_f64(),
-        busy = book.busy_seconds,
-        batches = book.batches,
-        "lines folded into orders"
-    );
-    clean::check_parse_failures(normalised, &book.parse_failures())?;
+        book.end_pass();
+        crate::memory::release_freed();
+        tracing::debug!(
+            pass,
+            of = book.passes(),
+            seconds = started.elapsed().as_secs_f64(),
+            busy = book.busy_seconds,
+            batches = book.batches,
+            resident_mib = crate::memory::resident_mib(),
+            "lines folded into orders"
+        );
+    }
     let as_of = as_of.or_else(|| book.default_as_of()).ok_or_else(|| {
         InputError::NothingLeft("no row has a customer_id, order_id, order_date and amount".into())
     })?;
@@ -1122,7 +1253,7 @@ mod tests {
     fn fold(
         frame: &DataFrame,
         batch_ends: &[usize],
-        shards: usize,
+        (shards, passes): (usize, usize),
     ) -> (DataFrame, Series, Vec<CleaningStep>) {
         let config = config::from_str(
             "input:\n  orders: x.parquet\n  columns:\n    channel: channel\n    category: category\n",
@@ -1140,13 +1271,16 @@ mod tests {
             &plan,
             None,
             true,
-            shards,
+            (shards, passes),
             lines.height() / 3,
         );
-        let mut start = 0;
-        for &end in batch_ends.iter().chain([&lines.height()]) {
-            book.add(&lines.slice(start as i64, end - start)).unwrap();
-            start = end;
+        for _ in 0..passes {
+            let mut start = 0;
+            for &end in batch_ends.iter().chain([&lines.height()]) {
+                book.add(&lines.slice(start as i64, end - start)).unwrap();
+                start = end;
+            }
+            book.end_pass();
         }
         // As `ingest` does: the copies held within batches, else the input read again.
         let candidates = book.duplicate_candidates();
@@ -1167,9 +1301,9 @@ mod tests {
     }
 
     #[test]
-    fn any_batch_split_and_shard_count_fold_to_the_same_orders() {
+    fn any_batch_split_shard_count_and_pass_count_fold_to_the_same_orders() {
         let frame = lines();
-        let (orders, ids, cleaning) = fold(&frame, &[], 1);
+        let (orders, ids, cleaning) = fold(&frame, &[], (1, 1));
         // Step 1: one null customer. Step 3: "c2 o9" twice and the long id's line
         // twice are exact duplicates; "c3 o3" differs in `note`, " c2 o9" only in the
         // raw text of its id (one order after trimming, but not a duplicate).
@@ -1225,15 +1359,15 @@ mod tests {
         assert!(upsell(&orders).equals(&expected_upsell), "{}", upsell(&orders));
         // Category numbers are per shard; everything else is the same at any split.
         let without_categories = |o: &DataFrame| o.drop_many([CATEGORY_MIN, CATEGORY_MAX]);
-        for shards in [1, 2, 3, 8] {
+        for (shards, passes) in [(1, 1), (2, 1), (3, 1), (8, 1), (1, 2), (2, 3), (3, 4)] {
             for ends in [
                 vec![1],
                 vec![3, 6],
                 vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
                 vec![5],
             ] {
-                let (o, i, c) = fold(&frame, &ends, shards);
-                let context = format!("{shards} shards, batches ending {ends:?}");
+                let (o, i, c) = fold(&frame, &ends, (shards, passes));
+                let context = format!("{shards} shards, {passes} passes, batches ending {ends:?}");
                 assert!(
                     without_categories(&o).equals_missing(&without_categories(&orders)),
                     "{context}\n{o}"

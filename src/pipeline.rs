@@ -39,7 +39,7 @@ use crate::metrics::customers::{self, CustomerParams};
 use crate::metrics::{clv, cohort, holdout, kpis, pareto, rfm};
 use crate::model::{self, Fit, summary};
 use crate::schema::customers::RECENCY_DAYS;
-use crate::schema::internal::{ORDER_RANK, REVENUE_MICROS};
+use crate::schema::internal::REVENUE_MICROS;
 use crate::schema::model::{EXPECTED_PURCHASES, EXPECTED_SPEND, P_ALIVE, PREDICTED_CLV};
 use crate::schema::{self, CUSTOMER_ID};
 
@@ -142,6 +142,16 @@ fn attach(frame: DataFrame, other: DataFrame) -> Result<DataFrame> {
         .collect()?)
 }
 
+/// Frames with the same columns, one under the other (their chunks, not copied).
+fn stacked(frames: Vec<DataFrame>) -> Result<DataFrame> {
+    let mut frames = frames.into_iter();
+    let mut all = frames.next().unwrap_or_default();
+    for frame in frames {
+        all.vstack_mut_owned(frame)?;
+    }
+    Ok(all)
+}
+
 /// One stage: collects its plans, timed.
 /// `LOYALTY_EXPLAIN=1` prints the optimised plan first, for performance work.
 fn collect_stage(
@@ -164,6 +174,7 @@ fn collect_stage(
             .into_iter()
             .enumerate()
             .map(|(i, plan)| {
+                crate::memory::reset_peak_per_plan();
                 let started = Instant::now();
                 let frame = LazyFrame::from(plan).collect_with_engine(engine)?.unwrap_single();
                 tracing::debug!(
@@ -263,44 +274,66 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         move |frame: &DataFrame| customers::customer_columns(frame.clone().lazy(), &params)
     };
 
-    // Stage 2: the per-customer aggregates and the model summary, in memory; their
-    // scalars and the fitted models feed the metrics below.
-    let aggregates_plan =
-        customers::customer_aggregates(orders_frame.clone().lazy(), params.channels.is_some());
-    let mut frames = collect_stage(
-        &mut stages,
-        "customers",
-        vec![aggregates_plan.logical_plan],
-        engine,
-    )?;
-    let aggregates = frames.pop().unwrap_or_default();
-    // The order columns that only the acquisition channel needed.
-    let orders_frame = orders_frame.drop_many([ORDER_RANK, schema::internal::CHANNEL]);
-    let orders = orders_frame.clone().lazy();
-    let summary = timed(&mut stages, "model summary", || {
-        Ok(summary::summary_frame(
-            &orders_frame,
-            as_of - Days::new(1),
-            config.clv.time_unit.days(),
-        )?)
+    // Stage 2, a slice of customers at a time (all of their orders, in key order):
+    // the per-customer aggregates and model summary, and the cohort activity and
+    // upsell counts, which add up over customers. Each slice's intermediates are
+    // freed before the next starts (at 100M lines, group-bys and windows over all
+    // orders at once took 2 GB more).
+    let has_channel = params.channels.is_some();
+    let grain = config.cohorts.grain;
+    let obs_end = as_of - Days::new(1);
+    let order_rows = crate::io::table::test_slice_rows().unwrap_or(crate::metrics::ORDER_SLICE_ROWS);
+    let slices = crate::metrics::customer_slices(&orders_frame, order_rows)?;
+    let per_customer = timed(&mut stages, "customers", || {
+        let mut parts: [Vec<DataFrame>; 4] = Default::default();
+        for (i, slice) in slices.iter().enumerate() {
+            let mut plans = vec![
+                customers::customer_aggregates(slice.clone().lazy(), has_channel),
+                cohort::cohort_activity(slice.clone().lazy(), grain),
+            ];
+            if normalised.has_category {
+                plans.push(customers::upsell_customers(slice.clone().lazy()));
+            }
+            for (part, plan) in parts.iter_mut().zip(plans) {
+                part.push(plan.collect_with_engine(engine)?.unwrap_single());
+            }
+            parts[3].push(summary::summary_frame(
+                slice,
+                obs_end,
+                config.clv.time_unit.days(),
+            )?);
+            tracing::debug!(
+                slice = i,
+                of = slices.len(),
+                resident_mib = crate::memory::resident_mib(),
+                "customers"
+            );
+        }
+        let [aggregates, activity, upsell, summaries] = parts.map(stacked);
+        Ok((aggregates?, activity?, upsell?, summaries?))
     })?;
-    // The metrics that read orders, collected now: the orders are freed once the
-    // model stages are done with them (at 100M lines they hold ~2 GB).
-    let mut plans = vec![
-        cohort::cohort_retention(
-            orders.clone(),
-            columns_of(&aggregates),
-            config.cohorts.grain,
-            as_of,
+    drop(slices);
+    let (aggregates, activity, upsell, summary) = per_customer;
+    let upsell = normalised
+        .has_category
+        .then(|| upsell.lazy().select([col("upsell_customers").sum()]));
+    let wants_holdout = config.clv.model != PurchaseModel::None && config.clv.holdout_days.is_some();
+    // Only the holdout reads the orders again (the columns it needs).
+    let orders = if wants_holdout {
+        Some(
+            orders_frame
+                .select([
+                    schema::internal::CUSTOMER_ID,
+                    schema::internal::ORDER_DATE,
+                    schema::internal::VALUE,
+                ])?
+                .lazy(),
         )
-        .logical_plan,
-    ];
-    if normalised.has_category {
-        plans.push(customers::upsell_customers(orders.clone()).logical_plan);
-    }
-    let mut frames = collect_stage(&mut stages, "cohorts", plans, engine)?.into_iter();
-    let cohort_retention = frames.next().unwrap_or_default();
-    let upsell = frames.next();
+    } else {
+        None
+    };
+    drop(orders_frame);
+    let cohort_retention = cohort::cohort_retention(activity.lazy(), columns_of(&aggregates), grain, as_of);
     let customer_count = aggregates.height() as u64;
     let scalars = columns_of(&aggregates)
         .select([
@@ -348,10 +381,10 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     for fit in &fits {
         tracing::info!(model = %fit.model, log_likelihood = fit.log_likelihood, iterations = fit.iterations, "fitted");
     }
-    let holdout = match (config.clv.model, config.clv.holdout_days) {
-        (model, Some(days)) if model != PurchaseModel::None => {
+    let holdout = match (orders, config.clv.holdout_days) {
+        (Some(orders), Some(days)) => {
             match timed(&mut stages, "holdout", || {
-                holdout::validate(orders.clone(), as_of, days, &config.clv)
+                holdout::validate(orders, as_of, days, &config.clv)
             }) {
                 Ok(result) => Some(result),
                 Err(Error::Model(failure)) if config.clv.on_fit_failure == OnFitFailure::Skip => {
@@ -365,8 +398,6 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         }
         _ => None,
     };
-    drop(orders);
-    drop(orders_frame);
     let predictions = match predictions {
         Some(frame) => frame,
         None => null_predictions(&summary)?,
@@ -468,7 +499,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             pareto_summary: pareto_summary.lazy(),
             models: fits.clone(),
             holdout: holdout.as_ref().map(|h| h.summary),
-            upsell: upsell.map(DataFrame::lazy),
+            upsell,
         },
         as_of,
         config.kpis.churn_window_days,
@@ -479,7 +510,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     let dimensions = config.clv.segment_by.len();
     let plans: Vec<DslPlan> = [
         kpis,
-        cohort_retention.lazy(),
+        cohort_retention,
         rfm_segments,
         pareto_table.lazy(),
         lorenz.lazy(),

@@ -13,17 +13,21 @@ pub const SLICE_ROWS: usize = 4 * ROW_GROUP_ROWS;
 /// Rows per Parquet row group (Polars' default).
 pub const ROW_GROUP_ROWS: usize = 512 * 512;
 
-/// Test hook: rows per slice instead of [`SLICE_ROWS`], so that tests on small
-/// inputs write tables of many slices.
+/// Test hook: rows per slice of every table made in slices (the customer table,
+/// the orders' customer slices), so that tests on small inputs make many slices.
 const SLICE_ROWS_ENV: &str = "LOYALTY_TEST_SLICE_ROWS";
 
-/// Rows per slice: [`SLICE_ROWS`] unless the test hook says otherwise.
-pub fn slice_rows() -> usize {
+/// The test hook's rows per slice, when set.
+pub fn test_slice_rows() -> Option<usize> {
     std::env::var(SLICE_ROWS_ENV)
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&rows| rows > 0)
-        .unwrap_or(SLICE_ROWS)
+}
+
+/// Rows per slice: [`SLICE_ROWS`] unless the test hook says otherwise.
+pub fn slice_rows() -> usize {
+    test_slice_rows().unwrap_or(SLICE_ROWS)
 }
 
 /// Makes rows `offset..offset + len` of a sliced table.

@@ -31,10 +31,52 @@ pub fn period_number_of(date: NaiveDate, grain: Grain) -> i64 {
     }
 }
 
-/// `orders`: internal order columns; `customers`: the customer table (`customer_id`,
+/// Each cohort × period cell as one integer: cohort number × 2^24 + period index.
+fn cell(cohort_number: Expr, index: Expr) -> Expr {
+    cohort_number * lit(1i64 << 24) + index
+}
+
+/// Per cohort × period cell, over the given orders (all of each of their
+/// customers'): active customers, purchases and revenue in micro-units. Cells add
+/// up over sets of orders that share no customer, distinct customers included, so
+/// the orders can be taken a slice at a time ([`super::customer_slices`]), which
+/// bounds the memory the window and the distinct counts take.
+pub fn cohort_activity(orders: LazyFrame, grain: Grain) -> LazyFrame {
+    // The customer's first purchase beside each order (a window over the customer:
+    // orders come grouped by customer, so no join is needed).
+    let Ok(first_purchase) = col(ORDER_DATE)
+        .filter(col(VALUE).gt(lit(0i64)))
+        .min()
+        .over([col(CID)])
+    else {
+        unreachable!("a window over a literal column name is valid")
+    };
+    orders
+        .with_columns([first_purchase.alias("__first_purchase")])
+        .filter(col(ORDER_DATE).gt_eq(col("__first_purchase")))
+        .with_columns([period_number(col("__first_purchase"), grain).alias("__cohort_number")])
+        .with_columns([cell(
+            col("__cohort_number"),
+            period_number(col(ORDER_DATE), grain) - col("__cohort_number"),
+        )
+        .alias("__cell")])
+        .group_by([col("__cell")])
+        .agg([
+            col(CID)
+                .filter(col(VALUE).gt(lit(0i64)))
+                .n_unique()
+                .cast(DataType::Int64)
+                .alias(ACTIVE_CUSTOMERS),
+            col(VALUE).gt(lit(0i64)).sum().cast(DataType::Int64).alias(ORDERS),
+            col(VALUE).sum().alias("__revenue_micros"),
+        ])
+}
+
+/// `activity`: [`cohort_activity`] of every order, or of slices of the orders that
+/// share no customer, stacked; `customers`: the customer table (`customer_id`,
 /// `first_order_date`, `cohort`).
 pub fn cohort_retention(
-    orders: LazyFrame,
+    activity: LazyFrame,
     customers: LazyFrame,
     grain: Grain,
     as_of: NaiveDate,
@@ -44,8 +86,6 @@ pub fn cohort_retention(
     // The last period is complete only when obs_end is its last day, i.e. as_of starts a new one.
     let last_is_complete = period_number_of(as_of, grain) != last_period;
 
-    // Each cohort × period cell as one integer: cohort number × 2^24 + period index.
-    let cell = |cohort_number: Expr, index: Expr| cohort_number * lit(1i64 << 24) + index;
     let grid = customers
         .group_by([col(COHORT)])
         .agg([len().cast(DataType::Int64).alias(COHORT_SIZE)])
@@ -66,34 +106,11 @@ pub fn cohort_retention(
         )
         .with_columns([cell(period_number(col(COHORT), grain), col(PERIOD_INDEX)).alias("__cell")]);
 
-    // The customer's first purchase beside each order (a window over the customer:
-    // orders come grouped by customer, so no join is needed).
-    let Ok(first_purchase) = col(ORDER_DATE)
-        .filter(col(VALUE).gt(lit(0i64)))
-        .min()
-        .over([col(CID)])
-    else {
-        unreachable!("a window over a literal column name is valid")
-    };
-    let activity = orders
-        .with_columns([first_purchase.alias("__first_purchase")])
-        .filter(col(ORDER_DATE).gt_eq(col("__first_purchase")))
-        .with_columns([period_number(col("__first_purchase"), grain).alias("__cohort_number")])
-        .with_columns([cell(
-            col("__cohort_number"),
-            period_number(col(ORDER_DATE), grain) - col("__cohort_number"),
-        )
-        .alias("__cell")])
-        .group_by([col("__cell")])
-        .agg([
-            col(CID)
-                .filter(col(VALUE).gt(lit(0i64)))
-                .n_unique()
-                .cast(DataType::Int64)
-                .alias(ACTIVE_CUSTOMERS),
-            col(VALUE).gt(lit(0i64)).sum().cast(DataType::Int64).alias(ORDERS),
-            col(VALUE).sum().alias("__revenue_micros"),
-        ]);
+    let activity = activity.group_by([col("__cell")]).agg([
+        col(ACTIVE_CUSTOMERS).sum(),
+        col(ORDERS).sum(),
+        col("__revenue_micros").sum(),
+    ]);
 
     let by_cohort = |e: Expr| {
         e.over_with_options(

@@ -44,7 +44,9 @@ fn days_until(as_of: NaiveDate, date: Expr) -> Expr {
 /// Per customer with a purchase, sorted by customer key: `customer_id` (the key),
 /// first and last purchase date, purchases, `__revenue_micros`, and the acquisition
 /// channel. The only per-customer state the pipeline holds: every other column of
-/// the table is computed from these row by row ([`customer_columns`]).
+/// the table is computed from these row by row ([`customer_columns`]). `orders`
+/// holds all of each of its customers' orders; slices of the orders in key order
+/// ([`super::customer_slices`]) give the slices of the aggregates in order.
 pub fn customer_aggregates(orders: LazyFrame, has_channel: bool) -> LazyFrame {
     // One group-by over all orders: the purchase-only aggregates see a purchase's
     // value and null otherwise, which keeps every aggregate on Polars' fast path
@@ -118,6 +120,7 @@ pub fn customer_columns(aggregates: LazyFrame, params: &CustomerParams) -> LazyF
 /// of their purchases (SPEC §7 upsell_ratio numerator), as a one-row frame. Each
 /// order carries the smallest and largest category number of its positive lines;
 /// a customer has two distinct categories exactly when their range is not a point.
+/// Counts add up over sets of orders that share no customer (slices).
 pub fn upsell_customers(orders: LazyFrame) -> LazyFrame {
     purchases(orders)
         .group_by([col(CID)])

@@ -106,9 +106,70 @@ pub fn period_start_day(date: NaiveDate, grain: config::Grain) -> i64 {
     epoch_days(start) as i64
 }
 
+/// Orders per slice of [`customer_slices`]: a few hundred MB of intermediates each.
+pub const ORDER_SLICE_ROWS: usize = 4 << 20;
+
+/// `orders` cut into slices of about `rows` rows that share no customer, so that a
+/// metric that adds up over customers can run a slice at a time. The orders must
+/// come grouped by customer key (as the fold writes them, sorted); otherwise, or when
+/// there are no more than `rows`, the whole frame is the one slice.
+pub fn customer_slices(orders: &DataFrame, rows: usize) -> PolarsResult<Vec<DataFrame>> {
+    use crate::schema::internal::CUSTOMER_ID;
+    let series = orders.column(CUSTOMER_ID)?.as_materialized_series().rechunk();
+    let Some(keys) = (series.u32().ok())
+        .and_then(|keys| keys.cont_slice().ok())
+        .filter(|keys| keys.len() > rows && keys.is_sorted())
+    else {
+        return Ok(vec![orders.clone()]);
+    };
+    let mut slices = Vec::new();
+    let mut start = 0;
+    while start < keys.len() {
+        let mut end = (start + rows.max(1)).min(keys.len());
+        // Past the cut, the rest of the last customer's orders.
+        end += keys[end..].partition_point(|&key| key == keys[end - 1]);
+        slices.push(orders.slice(start as i64, end - start));
+        start = end;
+    }
+    Ok(slices)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Slices share no customer, and together are every row once, in order; orders
+    /// not grouped by customer stay whole.
+    #[test]
+    fn customer_slices_cut_between_customers() {
+        use crate::schema::internal::CUSTOMER_ID;
+        let keys = [0u32, 0, 0, 1, 2, 2, 2, 2, 3, 4, 4];
+        let orders = df!(CUSTOMER_ID => keys, "row" => (0..keys.len() as u32).collect::<Vec<_>>()).unwrap();
+        let cut = |rows: usize| -> Vec<Vec<u32>> {
+            customer_slices(&orders, rows)
+                .unwrap()
+                .iter()
+                .map(|slice| {
+                    slice
+                        .column(CUSTOMER_ID)
+                        .unwrap()
+                        .u32()
+                        .unwrap()
+                        .into_no_null_iter()
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(cut(2), [vec![0, 0, 0], vec![1, 2, 2, 2, 2], vec![3, 4, 4]]);
+        assert_eq!(cut(4), [vec![0, 0, 0, 1], vec![2, 2, 2, 2], vec![3, 4, 4]]);
+        assert_eq!(
+            cut(1),
+            [vec![0, 0, 0], vec![1], vec![2, 2, 2, 2], vec![3], vec![4, 4]]
+        );
+        assert_eq!(cut(11), [keys.to_vec()]);
+        let unsorted = df!(CUSTOMER_ID => [1u32, 0, 1], "row" => [0u32, 1, 2]).unwrap();
+        assert_eq!(customer_slices(&unsorted, 1).unwrap().len(), 1);
+    }
 
     #[test]
     fn division_is_correctly_rounded_whatever_the_shape() {

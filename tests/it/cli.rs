@@ -507,18 +507,21 @@ fn fit_other_models() {
         .stdout(predicate::str::contains("log-likelihood -9594.97"));
 }
 
-/// With `engine: streaming` (and past a size) the customer table is made and written a
-/// slice of customers at a time: cut into slices of a few rows, the sample run writes
-/// the same tables as the in-memory run, which computes the table whole (CSV byte for
-/// byte; Parquet with smaller row groups, the same values).
+/// Past a size the fold takes several passes over the input, and with `engine:
+/// streaming` (and past a size) the customer table is made and written a slice of
+/// customers at a time. Folded in three passes and cut into slices of a few rows, the
+/// sample run writes the same tables and cleaning counts as the in-memory run, which
+/// folds in one pass and computes the table whole (CSV byte for byte; Parquet with
+/// smaller row groups, the same values).
 #[test]
-fn customer_table_written_in_many_slices_equals_the_whole_table() {
+fn bounded_memory_run_in_passes_and_slices_equals_the_in_memory_run() {
     let tmp = TempDir::new().unwrap();
     let run = |name: &str, sliced: bool| {
         let out = tmp.path().join(name);
         let mut cmd = loyalty();
         if sliced {
             cmd.env("LOYALTY_TEST_SLICE_ROWS", "97");
+            cmd.env("LOYALTY_TEST_FOLD_PASSES", "3");
             cmd.args(["--log-level", "debug"]);
         }
         let assert = cmd
@@ -535,6 +538,10 @@ fn customer_table_written_in_many_slices_equals_the_whole_table() {
         let log = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
         // Only the whole table is computed in a stage of its own.
         assert_eq!(log.contains("\"scores\""), !sliced, "{log}");
+        if sliced {
+            let passes = log.matches("lines folded into orders").count();
+            assert_eq!(passes, 3, "{log}");
+        }
         out
     };
     let (whole, sliced) = (run("whole", false), run("sliced", true));
@@ -546,6 +553,7 @@ fn customer_table_written_in_many_slices_equals_the_whole_table() {
     assert!(whole_customers.height() > 10 * 97, "the sample spans many slices");
     assert!(whole_customers.equals_missing(&customers(&sliced)));
     let sliced_manifest = manifest(&sliced);
+    assert_eq!(manifest(&whole)["cleaning"], sliced_manifest["cleaning"]);
     for output in manifest(&whole)["outputs"].as_array().unwrap() {
         let file = output["file"].as_str().unwrap();
         // The report embeds the manifest, with its times.
