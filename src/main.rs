@@ -15,7 +15,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h; the crate names no constant).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
+/// Row groups Polars' Parquet reader decodes ahead of the fold (its default is at
+/// least 16): at 100M lines, in row groups of 2.4M rows, 2 instead of 16 lowered the
+/// fold's peak by 0.4 GB, at the same speed. A value the user sets is kept.
+const ROW_GROUP_PREFETCH: (&str, &str) = ("POLARS_ROW_GROUP_PREFETCH_SIZE", "2");
+
 fn main() -> ExitCode {
+    let (name, value) = ROW_GROUP_PREFETCH;
+    if std::env::var_os(name).is_none() {
+        // SAFETY: no other thread exists yet, so none reads the environment meanwhile.
+        unsafe { std::env::set_var(name, value) };
+    }
     // How freed memory goes back to the OS (see `loyalty::memory`).
     loyalty::memory::set_allocator_hooks(loyalty::memory::AllocatorHooks {
         // SAFETY: mi_collect may be called from any thread at any time.

@@ -45,10 +45,13 @@ pub fn resident_mib() -> Option<u64> {
 
 /// Peak resident set size so far (since the last [`reset_peak_per_plan`]), in MiB.
 pub fn peak_mib() -> Option<u64> {
-    if let Some(kib) = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse::<u64>().ok()
-    }) {
+    if let Some(kib) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+    {
         return Some(kib / 1024);
     }
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();

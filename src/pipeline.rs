@@ -224,14 +224,20 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
 
     // Past a size, or with `engine: streaming`, memory comes first.
     let input_lines = ingest::input_lines(&normalised);
-    if config.engine == EngineChoice::Streaming || input_lines > LOW_MEMORY_LINES {
+    let streaming = config.engine == EngineChoice::Streaming;
+    if streaming || input_lines > LOW_MEMORY_LINES {
         crate::memory::release_at_once();
     }
 
     // Stage 1, one streaming pass over the lines: SPEC §1 steps 1–5, folded into
     // orders keyed by integer customer keys (in customer_id order).
     let (ingested, as_of) = timed(&mut stages, "scan and clean", || {
-        ingest::ingest(&normalised, &config.cleaning, config.as_of, input_lines)
+        ingest::ingest(
+            &normalised,
+            &config.cleaning,
+            config.as_of,
+            (input_lines, streaming),
+        )
     })?;
     tracing::info!(%as_of, "analysis date (exclusive)");
     let cleaning = ingested.cleaning;
@@ -466,7 +472,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         frame.replace(CUSTOMER_ID, ids.into_column())?;
         Ok(frame)
     };
-    let sliced = config.engine == EngineChoice::Streaming || base.height() > IN_MEMORY_CUSTOMERS;
+    let sliced = streaming || base.height() > IN_MEMORY_CUSTOMERS;
     let (enriched, customer_table) = if sliced {
         let table = Table::Sliced {
             height: base.height(),
