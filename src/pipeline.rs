@@ -3,13 +3,14 @@
 //! [`compute`] is pure with respect to the filesystem: it takes the raw scan (a
 //! `LazyFrame`) and the config and returns the output tables, so tests feed it
 //! in-memory frames. Stages:
-//! 1. one streaming pass over the lines ([`crate::ingest`]): SPEC §1 folded into
-//!    orders keyed by dense integer customer keys, with every cleaning count; the
-//!    lines are never held in memory, whatever the input's size;
-//! 2. the per-customer aggregates, the model summary and the two metrics that read
-//!    orders (cohort retention, upsell) from the in-memory orders, which are freed
-//!    after the model; the scalars (customer count, annual churn) that later metrics
-//!    take as parameters;
+//! 1. streaming passes over the lines ([`crate::ingest`]; one, or past a size one
+//!    per part of the customers): SPEC §1 folded into orders keyed by dense integer
+//!    customer keys, with every cleaning count; the lines are never held in memory,
+//!    whatever the input's size;
+//! 2. a slice of whole customers' orders at a time: the per-customer aggregates and
+//!    model summary, and the cohort activity and upsell counts, which add up over
+//!    customers; the orders are then freed (kept for the holdout only); the scalars
+//!    (customer count, annual churn) that later metrics take as parameters;
 //! 3. the revenue ranking and RFM score steps, the Pareto tables, then every other
 //!    output table, each stage one collection over in-memory frames;
 //! 4. the customer table: every column is computed row by row from the aggregates,

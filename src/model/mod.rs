@@ -620,6 +620,7 @@ pub fn fit_and_predict(
     use crate::schema::CUSTOMER_ID;
     use crate::schema::model::*;
     use polars::prelude::*;
+    use rayon::prelude::*;
 
     // One record per customer, read straight from the columns (at 20M customers
     // each copy of the summary is 0.7 GB: this is the only one).
@@ -675,36 +676,40 @@ pub fn fit_and_predict(
         margin: config.margin,
         unit_days: config.time_unit.days(),
     };
-    let predictions = predict::predict_all(&customers, &triples, &triple_of, &count_model, &gg, &horizon);
-    drop((customers, triple_of));
+    // The prediction columns are built a chunk of customers at a time: a record per
+    // customer (48 bytes) beside the columns took 1 GB more at 20M customers.
+    let predictor = predict::Predictor::new(&triples, &count_model, &gg, &horizon);
+    let n = customers.len();
+    let builder = |name: &str| PrimitiveChunkedBuilder::<Float64Type>::new(name.into(), n);
+    let mut columns = [
+        builder(P_ALIVE),
+        builder(EXPECTED_PURCHASES),
+        builder(EXPECTED_SPEND),
+        builder(PREDICTED_CLV),
+    ];
+    const CHUNK: usize = 1 << 20;
+    for (chunk, triples_of) in customers.chunks(CHUNK).zip(triple_of.chunks(CHUNK)) {
+        let predictions: Vec<predict::Prediction> = chunk
+            .par_iter()
+            .zip(triples_of)
+            .map(|(c, &k)| predictor.predict(c, k))
+            .collect();
+        for p in predictions {
+            columns[0].append_value(p.p_alive);
+            columns[1].append_option(p.expected_purchases);
+            columns[2].append_value(p.expected_spend);
+            columns[3].append_option(p.predicted_clv);
+        }
+    }
+    drop((predictor, customers, triple_of));
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "predicted");
     let ids = summary_frame
         .column(CUSTOMER_ID)
         .cloned()
         .unwrap_or_else(|_| Column::new(CUSTOMER_ID.into(), Vec::<String>::new()));
-    let frame = DataFrame::new_infer_height(vec![
-        ids,
-        Column::new(
-            P_ALIVE.into(),
-            predictions.iter().map(|p| p.p_alive).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            EXPECTED_PURCHASES.into(),
-            predictions
-                .iter()
-                .map(|p| p.expected_purchases)
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            EXPECTED_SPEND.into(),
-            predictions.iter().map(|p| p.expected_spend).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            PREDICTED_CLV.into(),
-            predictions.iter().map(|p| p.predicted_clv).collect::<Vec<_>>(),
-        ),
-    ])
-    .map_err(|e| FitError::NoData {
+    let mut frame_columns = vec![ids];
+    frame_columns.extend(columns.map(|c| c.finish().into_column()));
+    let frame = DataFrame::new_infer_height(frame_columns).map_err(|e| FitError::NoData {
         model: "predictions".into(),
         reason: e.to_string(),
     })?;

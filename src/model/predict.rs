@@ -69,9 +69,64 @@ fn combine(p_alive: f64, if_alive: Option<(f64, f64)>, spend: f64, margin: f64) 
     }
 }
 
-/// [`predict`] for every customer, in parallel, in order: P(alive) once per distinct
-/// (x, t_x, T) and the horizon once per distinct (x, T), which customers share.
-/// `triples` and `triple_of` are [`super::summary::triples_indexed`] of `customers`.
+/// What [`predict`] needs per distinct (x, t_x, T): P(alive) once per triple and
+/// the horizon once per distinct (x, T), which customers share.
+pub struct Predictor<'a> {
+    p_alive: Vec<f64>,
+    curves: Vec<Option<(f64, f64)>>,
+    curve_of: Vec<usize>,
+    gg: &'a gamma_gamma::Params,
+    margin: f64,
+}
+
+impl<'a> Predictor<'a> {
+    /// `triples`: [`super::summary::triples_indexed`] of the customers.
+    pub fn new(
+        triples: &[Triple],
+        model: &CountModel,
+        gg: &'a gamma_gamma::Params,
+        horizon: &Horizon,
+    ) -> Predictor<'a> {
+        let p_alive: Vec<f64> = triples
+            .par_iter()
+            .map(|d| model.p_alive(d.x, d.t_x, d.t))
+            .collect();
+        let pair = |d: &Triple| (d.x.to_bits(), d.t.to_bits());
+        let mut pairs: Vec<(u64, u64)> = triples.iter().map(pair).collect();
+        pairs.par_sort_unstable();
+        pairs.dedup();
+        let curves: Vec<Option<(f64, f64)>> = pairs
+            .par_iter()
+            .map(|&(x, t)| horizon_if_alive(model, f64::from_bits(x), f64::from_bits(t), horizon))
+            .collect();
+        // Every triple's pair is in `pairs`, so the search always finds it.
+        let curve_of: Vec<usize> = triples
+            .par_iter()
+            .map(|d| pairs.binary_search(&pair(d)).unwrap_or_else(|i| i))
+            .collect();
+        Predictor {
+            p_alive,
+            curves,
+            curve_of,
+            gg,
+            margin: horizon.margin,
+        }
+    }
+
+    /// [`predict`] for a customer whose triple is number `triple`.
+    pub fn predict(&self, customer: &Summary, triple: u32) -> Prediction {
+        let k = triple as usize;
+        combine(
+            self.p_alive[k],
+            self.curves[self.curve_of[k]],
+            gamma_gamma::conditional_expected_spend(self.gg, customer.x, customer.monetary),
+            self.margin,
+        )
+    }
+}
+
+/// [`predict`] for every customer, in parallel, in order. `triples` and `triple_of`
+/// are [`super::summary::triples_indexed`] of `customers`.
 pub fn predict_all(
     customers: &[Summary],
     triples: &[Triple],
@@ -80,35 +135,11 @@ pub fn predict_all(
     gg: &gamma_gamma::Params,
     horizon: &Horizon,
 ) -> Vec<Prediction> {
-    let p_alive: Vec<f64> = triples
-        .par_iter()
-        .map(|d| model.p_alive(d.x, d.t_x, d.t))
-        .collect();
-    let pair = |d: &Triple| (d.x.to_bits(), d.t.to_bits());
-    let mut pairs: Vec<(u64, u64)> = triples.iter().map(pair).collect();
-    pairs.par_sort_unstable();
-    pairs.dedup();
-    let curves: Vec<Option<(f64, f64)>> = pairs
-        .par_iter()
-        .map(|&(x, t)| horizon_if_alive(model, f64::from_bits(x), f64::from_bits(t), horizon))
-        .collect();
-    // Every triple's pair is in `pairs`, so the search always finds it.
-    let curve_of: Vec<usize> = triples
-        .par_iter()
-        .map(|d| pairs.binary_search(&pair(d)).unwrap_or_else(|i| i))
-        .collect();
+    let predictor = Predictor::new(triples, model, gg, horizon);
     customers
         .par_iter()
         .zip(triple_of)
-        .map(|(c, &k)| {
-            let k = k as usize;
-            combine(
-                p_alive[k],
-                curves[curve_of[k]],
-                gamma_gamma::conditional_expected_spend(gg, c.x, c.monetary),
-                horizon.margin,
-            )
-        })
+        .map(|(c, &k)| predictor.predict(c, k))
         .collect()
 }
 
