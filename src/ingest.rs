@@ -1424,6 +1424,9 @@ mod tests {
         }
     }
 
+    /// A random line: customer, order, date, amount, note, channel.
+    type Row = (String, String, String, f64, i64, String);
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
 
@@ -1438,7 +1441,7 @@ mod tests {
             (shards, passes) in (1..4usize, 1..5usize),
             cut in 1..20usize,
         ) {
-            let mut rows: Vec<(String, String, String, f64, i64, String)> = raw
+            let mut rows: Vec<Row> = raw
                 .iter()
                 .map(|&(c, padded, o, day, cents, channel)| {
                     let customer = if padded { format!(" c{c}") } else { format!("c{c}") };
@@ -1450,7 +1453,7 @@ mod tests {
                 let copy = rows[i % rows.len()].clone();
                 rows.push(copy);
             }
-            let column = |f: fn(&(String, String, String, f64, i64, String)) -> String| -> Vec<String> { rows.iter().map(f).collect() };
+            let column = |f: fn(&Row) -> String| -> Vec<String> { rows.iter().map(f).collect() };
             let frame = df!(
                 "customer_id" => column(|r| r.0.clone()),
                 "order_id" => column(|r| r.1.clone()),

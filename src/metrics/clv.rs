@@ -16,9 +16,10 @@ use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
 
 /// CLV values in units of 10⁻¹² currency, Int128: fine enough that a group mean
 /// stays within 1e-9 of the exact one, coarse enough to add exactly.
-const FIXED_SCALE: f64 = 1e12;
+pub const FIXED_SCALE: f64 = 1e12;
 
-fn fixed(currency: &str) -> Expr {
+/// A CLV column in fixed point (Int128).
+pub fn fixed(currency: &str) -> Expr {
     (col(currency) * lit(FIXED_SCALE) + lit(0.5))
         .floor()
         .cast(DataType::Int128)
@@ -82,6 +83,17 @@ pub fn clv_by_segment(customers: LazyFrame, dimensions: &[Dimension]) -> LazyFra
             .map(|dimension| by_dimension(customers.clone(), *dimension))
             .collect(),
     )
+}
+
+/// The only columns [`by_dimension`] reads: the dimension's and the CLVs.
+pub fn dimension_values(customers: LazyFrame, dimension: Dimension) -> LazyFrame {
+    customers.select([
+        col(dimension.column()),
+        col(HISTORICAL_CLV),
+        col(FORMULA_CLV),
+        col(PREDICTED_CLV),
+        col(P_ALIVE),
+    ])
 }
 
 /// The rows of `clv_by_segment` for one dimension. Collected one dimension at a time

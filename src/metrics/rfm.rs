@@ -10,12 +10,12 @@
 
 use polars::prelude::*;
 
-use super::clv::{fixed_mean, money_sum};
-use super::ratio;
+use super::clv::money_sum;
+use super::{divide, ratio};
 use crate::config::{Monetary, RfmConfig, SegmentRule};
 use crate::schema::customers::{FORMULA_CLV, HISTORICAL_CLV, RECENCY_DAYS};
 use crate::schema::internal::REVENUE_MICROS;
-use crate::schema::model::{P_ALIVE, PREDICTED_CLV};
+use crate::schema::model::PREDICTED_CLV;
 use crate::schema::rfm::*;
 use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
 
@@ -217,30 +217,62 @@ pub fn collapsed_bins(customers: LazyFrame, config: &RfmConfig) -> PolarsResult<
     Ok(warnings)
 }
 
-/// Mean of a micro-unit column in currency, from its exact integer sum.
-fn mean_money(micros_column: &str) -> Expr {
-    money_sum(micros_column) / len().cast(DataType::Float64)
+/// The columns of the CLV means in `rfm_segments`.
+const CLV_COLUMNS: [&str; 4] = [
+    HISTORICAL_CLV,
+    FORMULA_CLV,
+    PREDICTED_CLV,
+    crate::schema::model::P_ALIVE,
+];
+
+/// Per segment, the counts and exact sums `rfm_segments` is made of: integer sums,
+/// and fixed-point sums of the CLV columns. They add up over any split of the
+/// customers, so they can be taken a slice of customers at a time and stacked.
+pub fn segment_sums(customers: LazyFrame) -> LazyFrame {
+    let mut aggs = vec![
+        len().cast(DataType::Int64).alias(CUSTOMERS),
+        col(REVENUE_MICROS).sum().alias(REVENUE_MICROS),
+        col(RECENCY_DAYS).cast(DataType::Int64).sum().alias(RECENCY_DAYS),
+        col(ORDERS).cast(DataType::Int64).sum().alias(ORDERS),
+    ];
+    for name in CLV_COLUMNS {
+        aggs.push(super::clv::fixed(name).sum().alias(format!("__{name}_fixed")));
+        aggs.push(
+            col(name)
+                .count()
+                .cast(DataType::Int64)
+                .alias(format!("__{name}_count")),
+        );
+    }
+    customers.group_by([col(SEGMENT)]).agg(aggs)
 }
 
-/// `rfm_segments`: one row per non-empty segment, sorted by segment.
-pub fn rfm_segments(customers: LazyFrame) -> LazyFrame {
-    customers
-        .group_by([col(SEGMENT)])
-        .agg([
-            len().cast(DataType::Int64).alias(CUSTOMERS),
-            col(REVENUE_MICROS).sum().alias(REVENUE_MICROS),
-            col(RECENCY_DAYS)
-                .cast(DataType::Float64)
-                .mean()
-                .alias(MEAN_RECENCY_DAYS),
-            col(ORDERS).cast(DataType::Float64).mean().alias(MEAN_ORDERS),
-            // Money means from exact integer sums, so reruns give identical bits.
-            mean_money(REVENUE_MICROS).alias(MEAN_REVENUE),
-            fixed_mean(HISTORICAL_CLV).alias(MEAN_HISTORICAL_CLV),
-            fixed_mean(FORMULA_CLV).alias(MEAN_FORMULA_CLV),
-            fixed_mean(PREDICTED_CLV).alias(MEAN_PREDICTED_CLV),
-            fixed_mean(P_ALIVE).alias(crate::schema::clv::MEAN_P_ALIVE),
-        ])
+/// `rfm_segments`: one row per non-empty segment, sorted by segment, from
+/// [`segment_sums`] of all customers (or of slices of them, stacked). Means come
+/// from exact sums, so reruns and any split give identical bits.
+pub fn rfm_segments(sums: LazyFrame) -> LazyFrame {
+    let total = |name: &str| col(name).sum();
+    let count = || total(CUSTOMERS).cast(DataType::Float64);
+    let mut aggs = vec![
+        total(CUSTOMERS).alias(CUSTOMERS),
+        total(REVENUE_MICROS).alias(REVENUE_MICROS),
+        divide(total(RECENCY_DAYS).cast(DataType::Float64), count()).alias(MEAN_RECENCY_DAYS),
+        divide(total(ORDERS).cast(DataType::Float64), count()).alias(MEAN_ORDERS),
+        divide(money_sum(REVENUE_MICROS), count()).alias(MEAN_REVENUE),
+    ];
+    let means = [
+        MEAN_HISTORICAL_CLV,
+        MEAN_FORMULA_CLV,
+        MEAN_PREDICTED_CLV,
+        crate::schema::clv::MEAN_P_ALIVE,
+    ];
+    for (name, mean) in CLV_COLUMNS.into_iter().zip(means) {
+        let sum = total(&format!("__{name}_fixed")).cast(DataType::Float64) / lit(super::clv::FIXED_SCALE);
+        let count = total(&format!("__{name}_count")).cast(DataType::Float64);
+        aggs.push((sum / count).alias(mean));
+    }
+    sums.group_by([col(SEGMENT)])
+        .agg(aggs)
         .select([
             col(SEGMENT),
             col(CUSTOMERS),
