@@ -231,23 +231,12 @@ impl Orders {
     fn seal(&mut self, customers: usize) -> Vec<u32> {
         self.table = HashTable::new();
         let ids = std::mem::take(&mut self.ids);
-        // Kept orders grouped by customer (a counting sort), each customer's by order_id.
-        let is_kept = |o: usize| self.kept_lines[o] > 0;
-        let mut starts = vec![0usize; customers + 1];
-        for o in (0..self.customer.len()).filter(|&o| is_kept(o)) {
-            starts[self.customer[o] as usize + 1] += 1;
-        }
-        for c in 1..starts.len() {
-            starts[c] += starts[c - 1];
-        }
-        let mut kept = vec![0u32; starts[customers]];
-        let mut next = starts.clone();
-        for o in (0..self.customer.len()).filter(|&o| is_kept(o)) {
-            let c = self.customer[o] as usize;
-            kept[next[c]] = o as u32;
-            next[c] += 1;
-        }
-        drop(next);
+        // Kept orders grouped by customer, each customer's by order_id.
+        let (mut kept, starts) = grouped_by_key(
+            || (0..self.customer.len() as u32).filter(|&o| self.kept_lines[o as usize] > 0),
+            customers,
+            |o| self.customer[o as usize] as usize,
+        );
         let id = |o: u32| bytes_of(&ids.text, &ids.ends, o);
         for window in starts.windows(2).filter(|w| w[1] - w[0] > 1) {
             kept[window[0]..window[1]].sort_unstable_by(|&a, &b| id(a).cmp(id(b)));
@@ -554,6 +543,34 @@ pub fn passes_for(lines: usize, memory_first: bool) -> usize {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&passes| passes > 0)
         .unwrap_or_else(|| lines.div_ceil(per_pass).clamp(1, MAX_PASSES))
+}
+
+/// The items grouped by key (a counting sort: stable, so each key's items keep their
+/// order), with where each key's items start (`keys + 1` entries). `items` is called
+/// twice: once to count, once to place.
+fn grouped_by_key<T: Copy + Default, I: Iterator<Item = T>>(
+    items: impl Fn() -> I,
+    keys: usize,
+    key: impl Fn(T) -> usize,
+) -> (Vec<T>, Vec<usize>) {
+    let mut starts = vec![0usize; keys + 1];
+    for item in items() {
+        starts[key(item) + 1] += 1;
+    }
+    for k in 1..starts.len() {
+        starts[k] += starts[k - 1];
+    }
+    let mut grouped = vec![T::default(); starts[keys]];
+    // `starts` serves as each key's cursor (no copy: at 20M customers one is 0.17 GB),
+    // ending at the next key's start; shifted back by one, it is `starts` again.
+    for item in items() {
+        let k = key(item);
+        grouped[starts[k]] = item;
+        starts[k] += 1;
+    }
+    starts.rotate_right(1);
+    starts[0] = 0;
+    (grouped, starts)
 }
 
 /// The first 8 bytes of a string as a big-endian integer (zero-padded): integers
@@ -934,22 +951,7 @@ impl OrderBook {
                 .enumerate()
                 .flat_map(|(s, shard)| (0..shard.orders.customer.len() as u32).map(move |o| (s as u32, o)))
         };
-        let sorted = {
-            let mut starts = vec![0usize; customer_count + 1];
-            for order in all_orders() {
-                starts[key_of(order) as usize + 1] += 1;
-            }
-            for k in 1..starts.len() {
-                starts[k] += starts[k - 1];
-            }
-            let mut sorted = vec![(0u32, 0u32); starts[customer_count]];
-            for order in all_orders() {
-                let k = key_of(order) as usize;
-                sorted[starts[k]] = order;
-                starts[k] += 1;
-            }
-            sorted
-        };
+        let (sorted, _) = grouped_by_key(all_orders, customer_count, |order| key_of(order) as usize);
 
         // Each column is gathered into order, then the shards' arrays it came from are
         // freed: at 100M lines each is 0.2–0.4 GB.
