@@ -292,21 +292,17 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     let order_rows = crate::io::table::test_slice_rows().unwrap_or(crate::metrics::ORDER_SLICE_ROWS);
     let slices = crate::metrics::customer_slices(&orders_frame, order_rows)?;
     let per_customer = timed(&mut stages, "customers", || {
-        let mut parts: [Vec<DataFrame>; 4] = Default::default();
+        let (mut aggregates, mut activity, mut upsell, mut summaries) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, slice) in slices.iter().enumerate() {
-            let mut plans = vec![
-                customers::customer_aggregates(slice.clone().lazy(), has_channel),
-                cohort::cohort_activity(slice.clone().lazy(), grain),
-            ];
-            if normalised.has_category {
-                plans.push(customers::upsell_customers(slice.clone().lazy()));
-            }
             // In memory whatever the engine: a slice is in memory and small, and the
             // streaming engine took twice as long over them.
-            for (part, plan) in parts.iter_mut().zip(plans) {
-                part.push(plan.collect()?);
+            aggregates.push(customers::customer_aggregates(slice.clone().lazy(), has_channel).collect()?);
+            activity.push(cohort::cohort_activity(slice.clone().lazy(), grain).collect()?);
+            if normalised.has_category {
+                upsell.push(customers::upsell_customers(slice.clone().lazy()).collect()?);
             }
-            parts[3].push(summary::summary_frame(
+            summaries.push(summary::summary_frame(
                 slice,
                 obs_end,
                 config.clv.time_unit.days(),
@@ -318,8 +314,12 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
                 "customers"
             );
         }
-        let [aggregates, activity, upsell, summaries] = parts.map(stacked);
-        Ok((aggregates?, activity?, upsell?, summaries?))
+        Ok((
+            stacked(aggregates)?,
+            stacked(activity)?,
+            stacked(upsell)?,
+            stacked(summaries)?,
+        ))
     })?;
     drop(slices);
     let (aggregates, activity, upsell, summary) = per_customer;
@@ -476,7 +476,8 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         Ok(frame)
     };
     let sliced = streaming || base.height() > IN_MEMORY_CUSTOMERS;
-    let (enriched, customer_table) = if sliced {
+    // `whole`: the customer columns, computed once, when the table is not sliced.
+    let (whole, customer_table) = if sliced {
         let table = Table::Sliced {
             height: base.height(),
             rows: crate::io::table::slice_rows(),
@@ -492,13 +493,13 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
                 }
             }),
         };
-        (enrich(&base)?, table)
+        (None, table)
     } else {
         let enriched = collect_stage(&mut stages, "scores", vec![enrich(&base)?.logical_plan], engine)?
             .pop()
             .unwrap_or_default();
         let table = Table::Frame(named(enriched.drop(REVENUE_MICROS)?)?);
-        (enriched.lazy(), table)
+        (Some(enriched), table)
     };
 
     // Stage 4: every output table but the customer table.
@@ -519,8 +520,8 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     // stacked (its medians need every value). Over the whole customer frame at once,
     // each took 1.5-2.2 GB more at 21M customers.
     let over_customers = |plan_of: &dyn Fn(LazyFrame) -> LazyFrame| -> Result<DataFrame> {
-        if !sliced {
-            return Ok(plan_of(enriched.clone())
+        if let Some(whole) = &whole {
+            return Ok(plan_of(whole.clone().lazy())
                 .collect_with_engine(engine)?
                 .unwrap_single());
         }

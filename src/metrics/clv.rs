@@ -75,16 +75,6 @@ pub fn customer_clv(
     ])
 }
 
-/// `clv_by_segment`: per dimension and value, customers and sum/mean/median of each CLV.
-pub fn clv_by_segment(customers: LazyFrame, dimensions: &[Dimension]) -> LazyFrame {
-    combine(
-        dimensions
-            .iter()
-            .map(|dimension| by_dimension(customers.clone(), *dimension))
-            .collect(),
-    )
-}
-
 /// The only columns [`by_dimension`] reads: the dimension's and the CLVs.
 pub fn dimension_values(customers: LazyFrame, dimension: Dimension) -> LazyFrame {
     customers.select([
