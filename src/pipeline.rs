@@ -514,39 +514,32 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         as_of,
         config.kpis.churn_window_days,
     );
-    // The segment tables, a slice of customers at a time when the table is sliced
-    // (each slice's columns freed before the next): rfm_segments from per-slice
-    // sums; clv_by_segment one dimension at a time from the few columns it reads,
-    // stacked (its medians need every value). Over the whole customer frame at once,
-    // each took 1.5-2.2 GB more at 21M customers.
-    let over_customers = |plan_of: &dyn Fn(LazyFrame) -> LazyFrame| -> Result<DataFrame> {
-        if let Some(whole) = &whole {
-            return Ok(plan_of(whole.clone().lazy())
-                .collect_with_engine(engine)?
-                .unwrap_single());
-        }
-        let rows = crate::io::table::slice_rows();
-        let parts = (0..base.height())
-            .step_by(rows)
-            .map(|offset| -> Result<DataFrame> {
-                let part = base.slice(offset as i64, rows);
-                Ok(plan_of(enrich(&part)?).collect()?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        stacked(parts)
-    };
+    // The segment tables in one pass over the customers, a slice at a time when the
+    // table is sliced (each slice's columns freed before the next): rfm_segments and
+    // clv_by_segment from per-slice exact sums, and clv_by_segment's medians from
+    // the three CLV columns stacked, picked by row number.
     let (rfm_segments, clv_by_segment) = timed(&mut stages, "segments", || {
-        let rfm_segments = rfm::rfm_segments(over_customers(&rfm::segment_sums)?.lazy()).collect()?;
-        let by_dimension = config
-            .clv
-            .segment_by
-            .iter()
-            .map(|&dimension| -> Result<LazyFrame> {
-                let values = over_customers(&|customers| clv::dimension_values(customers, dimension))?;
-                Ok(clv::by_dimension(values.lazy(), dimension).collect()?.lazy())
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((rfm_segments, clv::combine(by_dimension).collect()?))
+        let dimensions = &config.clv.segment_by;
+        let (mut sums, mut parts, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        let mut add = |customers: LazyFrame, first_row: usize| -> Result<()> {
+            sums.push(rfm::segment_sums(customers.clone()).collect()?);
+            parts.push(clv::dimension_parts(customers.clone(), dimensions, first_row as IdxSize).collect()?);
+            values.push(clv::median_values(customers).collect()?);
+            Ok(())
+        };
+        if let Some(whole) = &whole {
+            add(whole.clone().lazy(), 0)?;
+        } else {
+            let rows = crate::io::table::slice_rows();
+            // One (empty) slice when there are no customers: the tables keep their columns.
+            for offset in (0..base.height().max(1)).step_by(rows) {
+                let part = enrich(&base.slice(offset as i64, rows))?.collect()?;
+                add(part.lazy(), offset)?;
+            }
+        }
+        let rfm_segments = rfm::rfm_segments(stacked(sums)?.lazy()).collect()?;
+        let clv_by_segment = clv::clv_by_segment(stacked(parts)?.lazy(), &stacked(values)?)?.collect()?;
+        Ok((rfm_segments, clv_by_segment))
     })?;
     let plans: Vec<DslPlan> = [
         kpis,

@@ -267,9 +267,9 @@ pub fn rfm_segments(sums: LazyFrame) -> LazyFrame {
         crate::schema::clv::MEAN_P_ALIVE,
     ];
     for (name, mean) in CLV_COLUMNS.into_iter().zip(means) {
+        // Over the customers with a value: null, not NaN, when none has one (no model).
         let sum = total(&format!("__{name}_fixed")).cast(DataType::Float64) / lit(super::clv::FIXED_SCALE);
-        let count = total(&format!("__{name}_count")).cast(DataType::Float64);
-        aggs.push((sum / count).alias(mean));
+        aggs.push(ratio(sum, total(&format!("__{name}_count"))).alias(mean));
     }
     sums.group_by([col(SEGMENT)])
         .agg(aggs)

@@ -221,6 +221,24 @@ fn clv_by_segment_dimensions() {
     assert_close(f64_at(by, "historical_clv_median", 0).unwrap(), 20.0, "A median");
     assert!(keys.contains(&("cohort".into(), "2024-02-01".into())));
     assert!(keys.contains(&("segment".into(), "Champions".into())));
+    // Without the model no customer has a predicted CLV or p_alive: their sums,
+    // means and medians are null (they were NaN, 0/0, before), here and in rfm_segments.
+    for column in [
+        "predicted_clv_sum",
+        "predicted_clv_mean",
+        "predicted_clv_median",
+        "mean_p_alive",
+    ] {
+        assert_eq!(by.column(column).unwrap().null_count(), by.height(), "{column}");
+    }
+    let segments = &table(&computed, "rfm_segments");
+    for column in ["mean_predicted_clv", "mean_p_alive"] {
+        assert_eq!(
+            segments.column(column).unwrap().null_count(),
+            segments.height(),
+            "{column}"
+        );
+    }
 }
 
 /// Month grain, as_of 2024-04-16 (April incomplete).
