@@ -340,6 +340,27 @@ struct Shard {
 }
 
 impl Shard {
+    /// Bytes this shard's arrays hold (their capacities), for the debug log: the
+    /// resident memory beyond the sealed shards is Polars' and the allocator's.
+    fn heap_bytes(&self) -> usize {
+        fn of<T>(v: &Vec<T>) -> usize {
+            v.capacity() * std::mem::size_of::<T>()
+        }
+        let interner = |i: &Interner| i.text.capacity() + of(&i.ends) + i.table.capacity() * 5;
+        let o = &self.orders;
+        interner(&self.customers)
+            + interner(&o.ids)
+            + o.table.capacity() * 5
+            + of(&o.customer)
+            + of(&o.first_day)
+            + of(&o.value)
+            + of(&o.kept_lines)
+            + of(&o.channel)
+            + of(&o.category_min)
+            + of(&o.category_max)
+            + of(&self.fingerprints)
+    }
+
     /// Folds the given lines of a batch: (index in the batch, hash of the customer id).
     /// Returns the rows whose fingerprint repeats within this batch.
     fn fold(
@@ -1241,6 +1262,7 @@ pub fn ingest(
             busy = book.busy_seconds,
             batches = book.batches,
             resident_mib = crate::memory::resident_mib(),
+            sealed_mib = book.sealed.iter().map(Shard::heap_bytes).sum::<usize>() >> 20,
             "lines folded into orders"
         );
     }
