@@ -608,6 +608,49 @@ fn present(id: Option<&str>) -> Option<&str> {
     id.map(str::trim).filter(|id| !id.is_empty())
 }
 
+/// `frame` with each string column holding only its own values. A gathered or
+/// filtered string column still shares its source's buffers, and Polars decodes a
+/// Parquet page's strings into one buffer, short ones included: a few rows kept from
+/// each batch had kept every decoded page alive (0.7 GB at 100M lines, 2.9 GB in
+/// 262k-row row groups).
+fn with_owned_strings(mut frame: DataFrame) -> PolarsResult<DataFrame> {
+    for name in frame.get_column_names_owned() {
+        let Ok(strings) = frame.column(&name)?.str() else {
+            continue;
+        };
+        let chunks = strings
+            .downcast_iter()
+            .map(|array| array.clone().gc().boxed())
+            .collect::<Vec<_>>();
+        // SAFETY: the column's own chunks, of its type, only compacted.
+        let owned = unsafe { StringChunked::from_chunks(name.clone(), chunks) };
+        frame.replace(&name, owned.into_column())?;
+    }
+    Ok(frame)
+}
+
+/// The candidate rows' raw values ([`clean::rows_with_raw_values`]), read again from
+/// the input when copies of a line fell in different batches; each batch's rows own
+/// their strings ([`with_owned_strings`]), as the held ones do.
+fn read_candidates(normalised: &Normalised, plan: &LinePlan, rows: Vec<IdxSize>) -> Result<DataFrame> {
+    let lines = clean::rows_with_raw_values(normalised, plan, rows);
+    let mut parts: Vec<DataFrame> = Vec::new();
+    read_in_batches(&lines, |batch| {
+        parts.push(with_owned_strings(batch)?);
+        Ok(())
+    })?;
+    let mut parts = parts.into_iter();
+    let Some(mut all) = parts.next() else {
+        return Err(Error::Internal(
+            "the input changed while it was read: candidate rows are gone".into(),
+        ));
+    };
+    for part in parts {
+        all.vstack_mut_owned(part)?;
+    }
+    Ok(all)
+}
+
 /// A column of a batch as one contiguous array.
 fn array<'a, T: PolarsDataType>(ca: &'a std::borrow::Cow<'a, ChunkedArray<T>>) -> &'a T::Array {
     ca.downcast_as_array()
@@ -827,25 +870,10 @@ impl OrderBook {
             .collect();
         self.held_rows
             .extend(local.iter().map(|&i| rows.value(i as usize)));
-        let mut lines = batch
+        let lines = batch
             .select(clean::duplicate_check_columns(&self.raw_columns))?
             .take(&IdxCa::from_vec("local".into(), local))?;
-        // A gathered string column still shares its batch's buffers (Polars decodes a
-        // page's strings into one buffer, short ones included): the held rows had kept
-        // about 0.7 GB of decoded pages alive at 100M lines (2.9 GB in 262k-row row groups).
-        for name in lines.get_column_names_owned() {
-            let column = lines.column(&name)?;
-            if let Ok(strings) = column.str() {
-                let chunks = strings
-                    .downcast_iter()
-                    .map(|array| array.clone().gc().boxed())
-                    .collect::<Vec<_>>();
-                // SAFETY: the chunks are the column's own, of its type, only compacted.
-                let owned = unsafe { StringChunked::from_chunks(name.clone(), chunks) };
-                lines.replace(&name, owned.into_column())?;
-            }
-        }
-        self.held.push(lines);
+        self.held.push(with_owned_strings(lines)?);
         Ok(())
     }
 
@@ -1299,11 +1327,7 @@ pub fn ingest(
             rows = candidates.len(),
             "lines whose fingerprints repeat, compared on raw values"
         );
-        let paging = crate::memory::PagingOut::start();
-        let lines = clean::rows_with_raw_values(normalised, &plan, candidates)
-            .collect_with_engine(Engine::Streaming)?
-            .unwrap_single();
-        drop(paging);
+        let lines = read_candidates(normalised, &plan, candidates)?;
         book.remove_duplicates(lines)?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), "duplicates compared");
     }
@@ -1369,9 +1393,7 @@ mod tests {
         if !candidates.is_empty() {
             let raw = match book.held_candidates(&candidates).unwrap() {
                 Some(held) => held,
-                None => clean::rows_with_raw_values(&normalised, &plan, candidates)
-                    .collect()
-                    .unwrap(),
+                None => read_candidates(&normalised, &plan, candidates).unwrap(),
             };
             book.remove_duplicates(raw).unwrap();
         }
@@ -1384,11 +1406,32 @@ mod tests {
         (ingested.orders, ingested.customer_ids, ingested.cleaning)
     }
 
-    /// Lines whose fingerprints repeat within their batch are held with their raw
-    /// values until step 3. The copies must own their strings: a gathered string
-    /// column shares its batch's buffers, which kept whole decoded pages alive.
+    /// Panics unless each string column of `frame` holds only its own strings.
+    fn assert_owns_strings(frame: &DataFrame) {
+        let mut strings = 0;
+        for column in frame.columns() {
+            let Ok(texts) = column.str() else { continue };
+            for array in texts.downcast_iter() {
+                strings += 1;
+                // Buffers hold only the strings longer than 12 bytes, of these rows.
+                assert!(
+                    array.total_buffer_len() <= array.total_bytes_len(),
+                    "column {}: {} buffer bytes for {} bytes of strings",
+                    column.name(),
+                    array.total_buffer_len(),
+                    array.total_bytes_len()
+                );
+            }
+        }
+        assert!(strings > 0, "no string column in {frame}");
+    }
+
+    /// The raw values of lines whose fingerprints repeat, held from their batch or read
+    /// again, are kept until step 3. They must own their strings: a gathered or
+    /// filtered string column shares its source's buffers, which kept whole decoded
+    /// pages alive.
     #[test]
-    fn held_lines_own_their_strings() {
+    fn lines_kept_for_step_3_own_their_strings() {
         let extra = 200;
         let long = |what: &str| {
             (0..extra)
@@ -1410,6 +1453,7 @@ mod tests {
                 .unwrap(),
             )
             .unwrap();
+        frame.rechunk_mut_par();
         let config = config::from_str("input:\n  orders: x.parquet\n", "test.yaml", &[]).unwrap();
         let mut lf = frame.lazy();
         let schema = lf.collect_schema().unwrap();
@@ -1421,24 +1465,11 @@ mod tests {
         book.add(&lines).unwrap();
         // The two exact copies of "c2 o9" and of the long id's line, and the near copies.
         assert!(book.held_rows.len() >= 4, "{:?}", book.held_rows);
-        let mut strings = 0;
-        for held in &book.held {
-            for column in held.columns() {
-                let Ok(texts) = column.str() else { continue };
-                for array in texts.downcast_iter() {
-                    strings += 1;
-                    // Buffers hold only the strings longer than 12 bytes, of these rows.
-                    assert!(
-                        array.total_buffer_len() <= array.total_bytes_len(),
-                        "column {}: {} buffer bytes for {} bytes of strings",
-                        column.name(),
-                        array.total_buffer_len(),
-                        array.total_bytes_len()
-                    );
-                }
-            }
-        }
-        assert!(strings > 0);
+        book.held.iter().for_each(assert_owns_strings);
+        // Read again: the long id's line and one of the long extra lines.
+        let again = read_candidates(&normalised, &plan, vec![3, 5, 20]).unwrap();
+        assert_eq!(again.height(), 3);
+        assert_owns_strings(&again);
     }
 
     #[test]
