@@ -108,6 +108,7 @@ pub fn dimension_parts(customers: LazyFrame, dimensions: &[Dimension], first_row
                 lit(dimension.column()).alias(DIMENSION),
             ])
     });
+    // An error only for no frames, unreachable: the config requires a dimension.
     concat(parts.collect::<Vec<_>>(), UnionArgs::default()).unwrap_or_else(|_| DataFrame::empty().lazy())
 }
 
