@@ -639,16 +639,12 @@ fn read_candidates(normalised: &Normalised, plan: &LinePlan, rows: Vec<IdxSize>)
         parts.push(with_owned_strings(batch)?);
         Ok(())
     })?;
-    let mut parts = parts.into_iter();
-    let Some(mut all) = parts.next() else {
+    if parts.is_empty() {
         return Err(Error::Internal(
             "the input changed while it was read: candidate rows are gone".into(),
         ));
-    };
-    for part in parts {
-        all.vstack_mut_owned(part)?;
     }
-    Ok(all)
+    Ok(crate::io::table::stacked(parts)?)
 }
 
 /// A column of a batch as one contiguous array.

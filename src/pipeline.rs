@@ -34,7 +34,7 @@ use crate::config::{Engine as EngineChoice, JobConfig, OnFitFailure, PurchaseMod
 use crate::error::Error;
 use crate::error::{InputError, Result};
 use crate::ingest;
-use crate::io::table::Table;
+use crate::io::table::{Table, stacked};
 use crate::manifest::Stage;
 use crate::metrics::customers::{self, CustomerParams};
 use crate::metrics::{clv, cohort, holdout, kpis, pareto, rfm};
@@ -145,16 +145,6 @@ fn attach(frame: DataFrame, other: DataFrame) -> Result<DataFrame> {
         .collect()?)
 }
 
-/// Frames with the same columns, one under the other (their chunks, not copied).
-fn stacked(frames: Vec<DataFrame>) -> Result<DataFrame> {
-    let mut frames = frames.into_iter();
-    let mut all = frames.next().unwrap_or_default();
-    for frame in frames {
-        all.vstack_mut_owned(frame)?;
-    }
-    Ok(all)
-}
-
 /// One stage: collects its plans, timed.
 /// `LOYALTY_EXPLAIN=1` prints the optimised plan first, for performance work.
 fn collect_stage(
@@ -232,7 +222,7 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
         crate::memory::release_at_once();
     }
 
-    // Stage 1, one streaming pass over the lines: SPEC §1 steps 1–5, folded into
+    // Stage 1, streaming passes over the lines: SPEC §1 steps 1–5, folded into
     // orders keyed by integer customer keys (in customer_id order).
     let (ingested, as_of) = timed(&mut stages, "scan and clean", || {
         ingest::ingest(

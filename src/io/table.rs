@@ -30,6 +30,17 @@ pub fn slice_rows() -> usize {
     test_slice_rows().unwrap_or(SLICE_ROWS)
 }
 
+/// Frames with the same columns, one under the other (their chunks, not copied); an
+/// empty frame when there are none.
+pub fn stacked(frames: Vec<DataFrame>) -> PolarsResult<DataFrame> {
+    let mut frames = frames.into_iter();
+    let mut all = frames.next().unwrap_or_default();
+    for frame in frames {
+        all.vstack_mut_owned(frame)?;
+    }
+    Ok(all)
+}
+
 /// Makes rows `offset..offset + len` of a sliced table.
 pub type MakeSlice = Box<dyn Fn(usize, usize) -> Result<DataFrame> + Send + Sync>;
 
@@ -77,17 +88,11 @@ impl Table {
         if let Table::Frame(frame) = self {
             return select(frame.clone());
         }
-        let mut all: Option<DataFrame> = None;
-        for slice in self.slices() {
-            let slice = select(slice?)?;
-            match all.as_mut() {
-                Some(frame) => {
-                    frame.vstack_mut(&slice)?;
-                }
-                None => all = Some(slice),
-            }
-        }
-        Ok(all.unwrap_or_default())
+        let slices = self
+            .slices()
+            .map(|slice| select(slice?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(stacked(slices)?)
     }
 }
 

@@ -28,6 +28,50 @@ pub fn fixed(currency: &str) -> Expr {
         .cast(DataType::Int128)
 }
 
+/// A CLV column's partial sums over some customers: its fixed-point sum and its
+/// count of values. Integers, so they add up over any split of the customers: the
+/// segment tables take them a slice of customers at a time and total them.
+pub fn sum_parts(currency: &str) -> [Expr; 2] {
+    [
+        fixed(currency).sum().alias(fixed_sum_name(currency)),
+        col(currency)
+            .count()
+            .cast(DataType::Int64)
+            .alias(count_name(currency)),
+    ]
+}
+
+/// The totals of stacked [`sum_parts`], in a group-by of them.
+pub fn total_parts(currency: &str) -> [Expr; 2] {
+    [
+        col(fixed_sum_name(currency)).sum(),
+        col(count_name(currency)).sum(),
+    ]
+}
+
+/// From totalled [`sum_parts`]: the column's sum in currency, over the customers that
+/// have a value (predicted_clv and p_alive are null without the model); null when
+/// none has one.
+pub fn sum_from_parts(currency: &str) -> Expr {
+    when(col(count_name(currency)).gt(lit(0)))
+        .then(col(fixed_sum_name(currency)).cast(DataType::Float64) / lit(FIXED_SCALE))
+        .otherwise(lit(NULL).cast(DataType::Float64))
+}
+
+/// From totalled [`sum_parts`]: the column's mean over the customers that have a
+/// value; null, not NaN, when none has one.
+pub fn mean_from_parts(currency: &str) -> Expr {
+    ratio(sum_from_parts(currency), col(count_name(currency)))
+}
+
+fn fixed_sum_name(name: &str) -> String {
+    format!("__{name}_fixed")
+}
+
+fn count_name(name: &str) -> String {
+    format!("__{name}_count")
+}
+
 /// The exact sum of a micro-unit column, in currency.
 pub fn money_sum(micros_column: &str) -> Expr {
     super::to_currency(col(micros_column).sum())
@@ -72,14 +116,6 @@ const CLV_COLUMNS: [&str; 3] = [HISTORICAL_CLV, FORMULA_CLV, PREDICTED_CLV];
 /// Row numbers (in the stacked [`median_values`]) of a group's customers.
 const ROWS: &str = "__rows";
 
-fn fixed_sum_name(name: &str) -> String {
-    format!("__{name}_fixed")
-}
-
-fn count_name(name: &str) -> String {
-    format!("__{name}_count")
-}
-
 /// Per value of each dimension, over a slice of customers whose first row is row
 /// `first_row` of all customers: the customers, the fixed-point sums and counts of
 /// the CLV columns and p_alive, and the row numbers of its customers.
@@ -92,10 +128,7 @@ fn count_name(name: &str) -> String {
 pub fn dimension_parts(customers: LazyFrame, dimensions: &[Dimension], first_row: IdxSize) -> LazyFrame {
     let customers = customers.with_row_index(ROWS, Some(first_row));
     let mut aggs = vec![len().cast(DataType::Int64).alias(CUSTOMERS)];
-    for name in CLV_COLUMNS.into_iter().chain([P_ALIVE]) {
-        aggs.push(fixed(name).sum().alias(fixed_sum_name(name)));
-        aggs.push(col(name).count().cast(DataType::Int64).alias(count_name(name)));
-    }
+    aggs.extend(CLV_COLUMNS.into_iter().chain([P_ALIVE]).flat_map(sum_parts));
     aggs.push(col(ROWS));
     let parts = dimensions.iter().map(|dimension| {
         // Grouped on the typed column; only the few group keys become text.
@@ -121,31 +154,19 @@ pub fn median_values(customers: LazyFrame) -> LazyFrame {
 /// The `clv_by_segment` table, sorted by dimension and value, from the stacked
 /// [`dimension_parts`] of every slice of customers and their stacked [`median_values`].
 pub fn clv_by_segment(parts: LazyFrame, values: &DataFrame) -> PolarsResult<LazyFrame> {
-    let total = |name: &str| col(name).sum();
-    let mut aggs = vec![total(CUSTOMERS)];
-    for name in CLV_COLUMNS.into_iter().chain([P_ALIVE]) {
-        aggs.push(total(&fixed_sum_name(name)));
-        aggs.push(total(&count_name(name)));
-    }
+    let mut aggs = vec![col(CUSTOMERS).sum()];
+    aggs.extend(CLV_COLUMNS.into_iter().chain([P_ALIVE]).flat_map(total_parts));
     // Each group's row numbers stay one list per slice: they are joined inside
     // [`medians_at`], a group at a time, rather than all copied into one list each.
     aggs.push(col(ROWS));
-    // Sums and means over the customers that have a value (predicted_clv and p_alive
-    // are null without the model): a sum of no values is null, and so is their mean.
-    let sum_of = |name: &str| {
-        when(col(count_name(name)).gt(lit(0)))
-            .then(col(fixed_sum_name(name)).cast(DataType::Float64) / lit(FIXED_SCALE))
-            .otherwise(lit(NULL).cast(DataType::Float64))
-    };
-    let mean_of = |name: &str| ratio(sum_of(name), col(count_name(name)));
     let mut columns = vec![col(DIMENSION), col(VALUE), col(CUSTOMERS)];
     for name in CLV_COLUMNS {
-        columns.push(sum_of(name).alias(format!("{name}_sum")));
-        columns.push(mean_of(name).alias(format!("{name}_mean")));
+        columns.push(sum_from_parts(name).alias(format!("{name}_sum")));
+        columns.push(mean_from_parts(name).alias(format!("{name}_mean")));
         let values = values.column(name)?.as_materialized_series().clone();
         columns.push(medians_at(col(ROWS), values).alias(format!("{name}_median")));
     }
-    columns.push(mean_of(P_ALIVE).alias(MEAN_P_ALIVE));
+    columns.push(mean_from_parts(P_ALIVE).alias(MEAN_P_ALIVE));
     Ok(parts
         .group_by([col(DIMENSION), col(VALUE)])
         .agg(aggs)
@@ -221,11 +242,8 @@ mod tests {
             values.push(median_values(part).collect().unwrap());
         }
         let parts = concat(parts, UnionArgs::default()).unwrap();
-        let mut stacked = values.remove(0);
-        for v in values {
-            stacked.vstack_mut_owned(v).unwrap();
-        }
-        clv_by_segment(parts, &stacked).unwrap().collect().unwrap()
+        let values = crate::io::table::stacked(values).unwrap();
+        clv_by_segment(parts, &values).unwrap().collect().unwrap()
     }
 
     fn f64s(frame: &DataFrame, name: &str) -> Vec<Option<f64>> {

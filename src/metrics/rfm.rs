@@ -10,7 +10,7 @@
 
 use polars::prelude::*;
 
-use super::clv::money_sum;
+use super::clv::{mean_from_parts, money_sum, sum_parts, total_parts};
 use super::{divide, ratio};
 use crate::config::{Monetary, RfmConfig, SegmentRule};
 use crate::schema::customers::{FORMULA_CLV, HISTORICAL_CLV, RECENCY_DAYS};
@@ -235,15 +235,7 @@ pub fn segment_sums(customers: LazyFrame) -> LazyFrame {
         col(RECENCY_DAYS).cast(DataType::Int64).sum().alias(RECENCY_DAYS),
         col(ORDERS).cast(DataType::Int64).sum().alias(ORDERS),
     ];
-    for name in CLV_COLUMNS {
-        aggs.push(super::clv::fixed(name).sum().alias(format!("__{name}_fixed")));
-        aggs.push(
-            col(name)
-                .count()
-                .cast(DataType::Int64)
-                .alias(format!("__{name}_count")),
-        );
-    }
+    aggs.extend(CLV_COLUMNS.into_iter().flat_map(sum_parts));
     customers.group_by([col(SEGMENT)]).agg(aggs)
 }
 
@@ -260,6 +252,17 @@ pub fn rfm_segments(sums: LazyFrame) -> LazyFrame {
         divide(total(ORDERS).cast(DataType::Float64), count()).alias(MEAN_ORDERS),
         divide(money_sum(REVENUE_MICROS), count()).alias(MEAN_REVENUE),
     ];
+    aggs.extend(CLV_COLUMNS.into_iter().flat_map(total_parts));
+    let mut columns = vec![
+        col(SEGMENT),
+        col(CUSTOMERS),
+        ratio(col(CUSTOMERS), col(CUSTOMERS).sum()).alias(SHARE_OF_CUSTOMERS),
+        super::to_currency(col(REVENUE_MICROS)).alias(REVENUE),
+        ratio(col(REVENUE_MICROS), col(REVENUE_MICROS).sum()).alias(SHARE_OF_REVENUE),
+        col(MEAN_RECENCY_DAYS),
+        col(MEAN_ORDERS),
+        col(MEAN_REVENUE),
+    ];
     let means = [
         MEAN_HISTORICAL_CLV,
         MEAN_FORMULA_CLV,
@@ -267,26 +270,11 @@ pub fn rfm_segments(sums: LazyFrame) -> LazyFrame {
         crate::schema::clv::MEAN_P_ALIVE,
     ];
     for (name, mean) in CLV_COLUMNS.into_iter().zip(means) {
-        // Over the customers with a value: null, not NaN, when none has one (no model).
-        let sum = total(&format!("__{name}_fixed")).cast(DataType::Float64) / lit(super::clv::FIXED_SCALE);
-        aggs.push(ratio(sum, total(&format!("__{name}_count"))).alias(mean));
+        columns.push(mean_from_parts(name).alias(mean));
     }
     sums.group_by([col(SEGMENT)])
         .agg(aggs)
-        .select([
-            col(SEGMENT),
-            col(CUSTOMERS),
-            ratio(col(CUSTOMERS), col(CUSTOMERS).sum()).alias(SHARE_OF_CUSTOMERS),
-            super::to_currency(col(REVENUE_MICROS)).alias(REVENUE),
-            ratio(col(REVENUE_MICROS), col(REVENUE_MICROS).sum()).alias(SHARE_OF_REVENUE),
-            col(MEAN_RECENCY_DAYS),
-            col(MEAN_ORDERS),
-            col(MEAN_REVENUE),
-            col(MEAN_HISTORICAL_CLV),
-            col(MEAN_FORMULA_CLV),
-            col(MEAN_PREDICTED_CLV),
-            col(crate::schema::clv::MEAN_P_ALIVE),
-        ])
+        .select(columns)
         .sort([SEGMENT], SortMultipleOptions::default())
 }
 
