@@ -160,11 +160,30 @@ impl Labels {
     }
 }
 
+/// A customer's first run of orders: numbers `start..start + len`, made one after
+/// another (no other order in between) and not in the lookup table. `len` is
+/// [`TABLED`] once the customer's orders are all in the table.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    start: u32,
+    len: u32,
+}
+
+/// [`Run::len`] of a customer whose orders are in the lookup table.
+const TABLED: u32 = u32::MAX;
+
+/// Orders a run holds before they go to the table: a new order is compared with
+/// each order of its customer's run.
+const RUN_ORDERS: u32 = 16;
+
 /// Per order, indexed by the order's number: the step 5 aggregates of its kept lines.
 #[derive(Default)]
 struct Orders {
-    /// (customer, order_id) -> order number.
-    table: HashTable<u32>,
+    /// (customer, order_id) -> (order number, 32 bits of the hash), for the orders
+    /// of customers whose lines do not come together (see [`Orders::number`]).
+    table: HashTable<(u32, u32)>,
+    /// Per customer: its run of orders not in the table.
+    runs: Vec<Run>,
     /// order_id text per order.
     ids: Interner,
     customer: Vec<u32>,
@@ -183,10 +202,6 @@ struct Orders {
 impl Orders {
     fn with_capacity(orders: usize) -> Self {
         Self {
-            // Unlike the arrays, the table's slots are written at random, so its whole
-            // reservation becomes resident: reserved for two lines per order (the
-            // generated histories have ~2); it grows if there are more orders.
-            table: HashTable::with_capacity(orders / 2),
             ids: Interner {
                 text: String::with_capacity(orders * 12),
                 ends: Vec::with_capacity(orders),
@@ -199,44 +214,102 @@ impl Orders {
             channel: Vec::with_capacity(orders),
             category_min: Vec::with_capacity(orders),
             category_max: Vec::with_capacity(orders),
+            ..Orders::default()
         }
     }
 
-    fn hash(hasher: &FixedState, customer: u32, id: &[u8]) -> u64 {
-        hasher.hash_one((customer, id))
+    /// The table hash bits of (customer, order_id).
+    fn hash_bits(hasher: &FixedState, customer: u32, id: &[u8]) -> u32 {
+        hash_bits(hasher.hash_one((customer, id)))
     }
 
+    fn id(&self, o: u32) -> &[u8] {
+        bytes_of(&self.ids.text, &self.ids.ends, o)
+    }
+
+    /// The number of the customer's order `id`, a new one if it has none.
+    ///
+    /// When a customer's lines come together (histories sorted by customer, as
+    /// exports often are) its orders are made one after another, and a new one is
+    /// found among them (its run) without the table: at 30M lines the table, written
+    /// at random and far larger than the caches, took 30% of the fold. Once another
+    /// order has been made since, or the run is full, the customer's orders go in
+    /// the table, where all its later orders are looked up.
     fn number(&mut self, hasher: &FixedState, customer: u32, id: &str) -> u32 {
+        let c = customer as usize;
+        if c >= self.runs.len() {
+            self.runs.resize(c + 1, Run::default());
+        }
+        let run = self.runs[c];
+        let next = self.customer.len() as u32;
+        if run.len != TABLED {
+            if let Some(o) = (run.start..run.start + run.len).find(|&o| self.id(o) == id.as_bytes()) {
+                return o;
+            }
+            if run.len == 0 || (run.start + run.len == next && run.len < RUN_ORDERS) {
+                let start = if run.len == 0 { next } else { run.start };
+                self.runs[c] = Run {
+                    start,
+                    len: run.len + 1,
+                };
+                return self.push(customer, id);
+            }
+            self.move_run_to_table(hasher, customer);
+        }
         let Self {
             table,
             ids,
             customer: customers,
             ..
         } = self;
-        let id_bytes = id.as_bytes();
-        let hash = Self::hash(hasher, customer, id_bytes);
+        let bits = Self::hash_bits(hasher, customer, id.as_bytes());
         let entry = table.entry(
-            hash,
-            |&o| customers[o as usize] == customer && bytes_of(&ids.text, &ids.ends, o) == id_bytes,
-            |&o| Self::hash(hasher, customers[o as usize], bytes_of(&ids.text, &ids.ends, o)),
+            table_hash(bits),
+            |&(o, stored)| {
+                stored == bits
+                    && customers[o as usize] == customer
+                    && bytes_of(&ids.text, &ids.ends, o) == id.as_bytes()
+            },
+            |&(_, stored)| table_hash(stored),
         );
         match entry {
-            Entry::Occupied(e) => *e.get(),
+            Entry::Occupied(e) => e.get().0,
             Entry::Vacant(e) => {
-                let o = customers.len() as u32;
-                e.insert(o);
-                // Order ids are stored per order, not deduplicated: (customer, id) is the key.
-                ids.push(id);
-                customers.push(customer);
-                self.first_day.push(i32::MAX);
-                self.value.push(0);
-                self.kept_lines.push(0);
-                self.channel.push(NONE);
-                self.category_min.push(NONE);
-                self.category_max.push(NONE);
-                o
+                e.insert((next, bits));
+                self.push(customer, id)
             }
         }
+    }
+
+    /// Moves the customer's run into the table.
+    fn move_run_to_table(&mut self, hasher: &FixedState, customer: u32) {
+        let run = std::mem::replace(
+            &mut self.runs[customer as usize],
+            Run {
+                start: 0,
+                len: TABLED,
+            },
+        );
+        for o in run.start..run.start + run.len {
+            let bits = Self::hash_bits(hasher, customer, self.id(o));
+            self.table
+                .insert_unique(table_hash(bits), (o, bits), |&(_, stored)| table_hash(stored));
+        }
+    }
+
+    /// A new order of the customer; returns its number.
+    fn push(&mut self, customer: u32, id: &str) -> u32 {
+        let o = self.customer.len() as u32;
+        // Order ids are stored per order, not deduplicated: (customer, id) is the key.
+        self.ids.push(id);
+        self.customer.push(customer);
+        self.first_day.push(i32::MAX);
+        self.value.push(0);
+        self.kept_lines.push(0);
+        self.channel.push(NONE);
+        self.category_min.push(NONE);
+        self.category_max.push(NONE);
+        o
     }
 
     /// Once the pass is over: keeps the orders with a kept line, renumbered in
@@ -245,6 +318,7 @@ impl Orders {
     /// `customers`: how many customers the orders' numbers range over.
     fn seal(&mut self, customers: usize) -> Vec<u32> {
         self.table = HashTable::new();
+        self.runs = Vec::new();
         let ids = std::mem::take(&mut self.ids);
         // Kept orders grouped by customer, each customer's by order_id.
         let (mut kept, starts) = grouped_by_key(
@@ -365,7 +439,8 @@ impl Shard {
         let o = &self.orders;
         interner(&self.customers)
             + interner(&o.ids)
-            + o.table.capacity() * 5
+            + o.table.capacity() * 9
+            + of(&o.runs)
             + of(&o.customer)
             + of(&o.first_day)
             + of(&o.value)
@@ -1349,6 +1424,58 @@ pub fn ingest(
 mod tests {
     use super::*;
     use crate::config;
+
+    /// Order numbers against a map from (customer, order_id) to the order first
+    /// made for it: in runs, in the table, and moved from one to the other.
+    fn numbers_match_a_map(lookups: &[(u32, String)]) {
+        let hasher = FixedState::with_seed(1);
+        let mut orders = Orders::with_capacity(0);
+        let mut expected: std::collections::BTreeMap<(u32, &str), u32> = Default::default();
+        for (customer, id) in lookups {
+            let o = orders.number(&hasher, *customer, id);
+            let next = expected.len() as u32;
+            let want = *expected.entry((*customer, id.as_str())).or_insert(next);
+            assert_eq!(o, want, "customer {customer} order {id}");
+            assert_eq!(orders.customer[o as usize], *customer);
+        }
+    }
+
+    #[test]
+    fn orders_are_found_in_runs_and_in_the_table() {
+        let lookups = |pairs: &[(u32, &str)]| -> Vec<(u32, String)> {
+            pairs.iter().map(|(c, id)| (*c, id.to_string())).collect()
+        };
+        // A run (0), found again in it; another customer (1) ends it; 0 comes back
+        // with an order of its run, then a new one (the run goes to the table).
+        numbers_match_a_map(&lookups(&[
+            (0, "a"),
+            (0, "b"),
+            (0, "a"),
+            (1, "a"),
+            (0, "b"),
+            (0, "c"),
+            (0, "a"),
+            (1, "b"),
+            (1, "a"),
+        ]));
+        // One customer's run past RUN_ORDERS, then every order again.
+        let ids: Vec<String> = (0..3 * RUN_ORDERS).map(|i| format!("order-{i}")).collect();
+        let mut long: Vec<(u32, String)> = ids.iter().map(|id| (7, id.clone())).collect();
+        long.extend(ids.iter().rev().map(|id| (7, id.clone())));
+        numbers_match_a_map(&long);
+    }
+
+    proptest::proptest! {
+        /// Any interleaving of customers and repeats of their orders.
+        #[test]
+        fn any_lookups_match_a_map(
+            lookups in proptest::collection::vec((0u32..6, 0u8..24), 0..300),
+        ) {
+            let lookups: Vec<(u32, String)> =
+                lookups.into_iter().map(|(c, o)| (c, format!("o{o}"))).collect();
+            numbers_match_a_map(&lookups);
+        }
+    }
 
     /// Lines with what makes the fold work: padded and long ids (past the 12 bytes
     /// a view holds), an order split far apart, exact duplicates adjacent and far
