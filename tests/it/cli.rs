@@ -507,6 +507,33 @@ fn fit_other_models() {
         .stdout(predicate::str::contains("log-likelihood -9594.97"));
 }
 
+/// The lines' row numbers are read by the Parquet scan itself, not added by a step
+/// after it: only then does the filter that reads candidate duplicates again (step
+/// 3) go into the scan and skip the other rows undecoded. A plan whose schema was
+/// collected first kept the step, and at 100M lines the whole input was decoded
+/// again (2-4 GB more at the peak). The plan is the line stream's
+/// (`LOYALTY_EXPLAIN`); the rows read again come from the same scan.
+#[test]
+fn row_numbers_are_read_by_the_scan() {
+    let assert = loyalty()
+        .env("LOYALTY_EXPLAIN", "1")
+        .current_dir(repo())
+        .args(["run", "--config", "config/example.yaml", "--out"])
+        .arg(TempDir::new().unwrap().path().join("out"))
+        .assert()
+        .success();
+    let log = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(log.contains("Parquet SCAN"), "{log}");
+    assert!(
+        log.contains("ROW_INDEX: __row"),
+        "the scan reads the row numbers:\n{log}"
+    );
+    assert!(
+        !log.contains("ROW INDEX name: __row"),
+        "a step of its own:\n{log}"
+    );
+}
+
 /// Past a size the fold takes several passes over the input, and with `engine:
 /// streaming` (and past a size) the customer table is made and written a slice of
 /// customers at a time. Folded in three passes and cut into slices of a few rows, the
