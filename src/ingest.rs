@@ -981,17 +981,7 @@ impl OrderBook {
         if self.held_rows != candidates {
             return Ok(None);
         }
-        let held = std::mem::take(&mut self.held);
-        Ok(Some(match held.split_first() {
-            Some((first, rest)) => {
-                let mut all = first.clone();
-                for frame in rest {
-                    all.vstack_mut(frame)?;
-                }
-                all
-            }
-            None => DataFrame::empty(),
-        }))
+        Ok(Some(crate::io::table::stacked(std::mem::take(&mut self.held))?))
     }
 
     /// Per parse check: how many values failed, and the first failing value.
