@@ -7,8 +7,8 @@ use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{Command, ConfigArgs, FitArgs, FitModel, GenerateArgs, ReportArgs, RunArgs, TimeUnit};
-use crate::config::{self, Format, JobConfig};
-use crate::error::Error;
+use crate::config::{self, ConfigIssue, Format, JobConfig};
+use crate::error::{Error, InputError};
 use crate::generate::{self, GenerateParams, TrueParameters};
 use crate::io::{input, output};
 use crate::manifest::Manifest;
@@ -53,14 +53,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config.as_of = Some(as_of);
     }
     if let Some(out) = &args.out {
-        config.output.dir = out.display().to_string();
+        let out = out.display().to_string();
+        if let Some(problem) = output::unusable_name(&out) {
+            return Err(Error::Config(vec![ConfigIssue {
+                location: "--out".into(),
+                message: format!("`{out}` {problem}"),
+            }])
+            .into());
+        }
+        config.output.dir = out;
+    }
+    if args.force {
+        config.output.replace = true;
     }
     let run_date = started.date_naive();
-    if !config.output.dir.contains("{as_of}") {
-        let dir = output::resolve_dir(&config.output.dir, run_date, run_date);
-        output::check_dir(&dir)?;
-        output::check_outside_inputs(&dir, &config.input.orders)?;
-    }
 
     let inputs = input::resolve(&config.input.orders)?;
     tracing::info!(
@@ -68,23 +74,35 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         rows = inputs.total_rows(),
         "input resolved"
     );
+    let protected = output::Protected {
+        inputs: &inputs.roots,
+        files: &inputs.files,
+        config_file: Some(&args.config.config),
+    };
+    // The output directory is checked before the work: whole when its name is known
+    // now, else (`{as_of}` from the data) its overlap with the inputs and its parent,
+    // on the name it would have with today's date.
+    let template = &config.output.dir;
+    let known_now = !template.contains("{as_of}") || config.as_of.is_some();
+    let early_dir = output::resolve_dir(template, config.as_of.unwrap_or(run_date), run_date);
+    // Unknown yet, today's name may be a previous snapshot's: its ownership waits.
+    output::prepare(&early_dir, &protected, config.output.replace || !known_now)?;
     if inputs.total_rows() == 0 {
-        return Err(Error::from(crate::error::InputError::Empty {
+        return Err(Error::from(InputError::Empty {
             label: inputs.label(),
         })
         .into());
     }
     let raw = input::scan(&inputs)?;
     let bar = spinner("computing");
-    let computed = pipeline::compute(raw, &config, &inputs.label());
+    let computed = pipeline::compute(raw, &config, &inputs.label()).map_err(|e| locate_rows(e, &inputs));
     bar.finish_and_clear();
     let computed = computed?;
 
     let dir = output::resolve_dir(&config.output.dir, computed.as_of, run_date);
-    if config.output.dir.contains("{as_of}") {
-        // Only now known; otherwise checked before the work.
-        output::check_outside_inputs(&dir, &config.input.orders)?;
-    }
+    // Checked again: the name may only be known now, and the directory may have
+    // changed while the job ran.
+    let destination = output::prepare(&dir, &protected, config.output.replace)?;
     let mut manifest = Manifest {
         tool: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
@@ -119,7 +137,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
     output::publish(
-        &dir,
+        &destination,
         &computed.tables,
         &config.output.formats,
         &documents,
@@ -129,7 +147,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     for warning in &computed.warnings {
         tracing::warn!("{warning}");
     }
-    println!(
+    // The outputs are published: a closed stdout must not turn that into a failure.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stdout(),
         "wrote {} ({})",
         dir.display(),
         computed
@@ -140,6 +161,22 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .join(", ")
     );
     Ok(())
+}
+
+/// An input error that names a row of the whole input names its file and row there.
+fn locate_rows(error: Error, inputs: &input::Inputs) -> Error {
+    match error {
+        Error::Input(mut boxed) => {
+            if let InputError::OutOfRange { row, .. } = boxed.as_mut()
+                && let Some(index) = row.strip_prefix("input row ").and_then(|r| r.parse::<u64>().ok())
+                && let Some((file, line)) = inputs.locate(index - 1)
+            {
+                *row = format!("row {line} of {file}");
+            }
+            Error::Input(boxed)
+        }
+        other => other,
+    }
 }
 
 fn validate(args: ConfigArgs) -> anyhow::Result<()> {

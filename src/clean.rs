@@ -29,7 +29,16 @@ pub struct Normalised {
     parse_checks: Vec<ParseCheck>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CheckKind {
+    /// Text that does not parse as the type the column needs.
+    Unparseable,
+    /// A value that cannot be represented exactly (money) or as a calendar date.
+    OutOfRange,
+}
+
 struct ParseCheck {
+    kind: CheckKind,
     logical: &'static str,
     physical: String,
     what: String,
@@ -42,6 +51,115 @@ struct ParseCheck {
 /// Days since 1970-01-01, the physical value of a Polars `Date`.
 pub fn epoch_days(date: NaiveDate) -> i32 {
     (date - NaiveDate::default()).num_days() as i32
+}
+
+/// Decimal places a text amount is parsed to exactly (more are truncated).
+const TEXT_SCALE: u32 = 12;
+
+/// Decimal places of amount and quantity together that integer arithmetic carries
+/// exactly: a value below 10^13 with 24 places fits an Int128 (below 1.7 × 10^38).
+const MAX_EXACT_SCALE: usize = 24;
+
+/// A numeric input column as the line value needs it.
+enum Number {
+    Integer(Expr),
+    /// An exact decimal: `units` / 10^`scale` (Int128), with its float for range guards.
+    Decimal {
+        units: Expr,
+        scale: u32,
+        float: Expr,
+    },
+    Float(Expr),
+}
+
+impl Number {
+    fn float(&self) -> Expr {
+        match self {
+            Number::Integer(e) => e.clone().cast(DataType::Float64),
+            Number::Decimal { float, .. } | Number::Float(float) => float.clone(),
+        }
+    }
+
+    /// The value as (Int128 units, decimal places), where it is exact.
+    fn exact(&self) -> Option<(Expr, u32)> {
+        match self {
+            Number::Integer(e) => Some((e.clone().cast(DataType::Int128), 0)),
+            Number::Decimal { units, scale, .. } => Some((units.clone(), *scale)),
+            Number::Float(_) => None,
+        }
+    }
+}
+
+fn i128_lit(value: i128) -> Expr {
+    Expr::Literal(Scalar::from(value).into())
+}
+
+/// The line value in micro-units, `floor(value × 10^6 + 0.5)` (SPEC preamble), and
+/// whether it fits an Int64 (else the line is an input error, never wrapped).
+/// Integers and decimals are computed exactly in Int128; floats as floats. A null
+/// or non-finite value is null and in range: step 1 drops it.
+fn line_value_micros(amount: Number, quantity: Option<Number>) -> (Expr, Expr) {
+    let float = match &quantity {
+        Some(q) => amount.float() * q.float(),
+        None => amount.float(),
+    };
+    let (amount_exact, quantity_exact) = (amount.exact(), quantity.as_ref().map(Number::exact));
+    // A text value that is not a plain decimal (NaN, infinity, 1e30) has no exact
+    // units: its float decides.
+    let mut has_exact = lit(true);
+    for (units, _) in amount_exact.iter().chain(quantity_exact.iter().flatten()) {
+        has_exact = has_exact.and(units.clone().is_not_null());
+    }
+    let exact = match (amount_exact, quantity_exact) {
+        (Some(a), None) => Some(a),
+        (Some((a, sa)), Some(Some((q, sq)))) if (sa + sq) as usize <= MAX_EXACT_SCALE => {
+            Some((a * q, sa + sq))
+        }
+        _ => None,
+    };
+    // Past this the value cannot fit, whatever the float's rounding; below it the
+    // exact product cannot overflow an Int128.
+    let plausible = float
+        .clone()
+        .lt_eq(lit(1e13))
+        .and(float.clone().gt_eq(lit(-1e13)));
+    let float_micros = (float.clone() * lit(MICROS_PER_UNIT as f64) + lit(0.5)).floor();
+    let two_pow_63 = 9_223_372_036_854_775_808.0_f64;
+    let float_fits = float_micros
+        .clone()
+        .gt_eq(lit(-two_pow_63))
+        .and(float_micros.clone().lt(lit(two_pow_63)));
+    let from_float = (
+        when(float_fits.clone())
+            .then(float_micros.cast(DataType::Int64))
+            .otherwise(lit(NULL).cast(DataType::Int64)),
+        float_fits
+            .or(float.clone().is_finite().not())
+            .fill_null(lit(true)),
+    );
+    let Some((units, scale)) = exact else {
+        return from_float;
+    };
+    let micros = if scale <= 6 {
+        units * i128_lit(10i128.pow(6 - scale))
+    } else {
+        let step = 10i128.pow(scale - 6);
+        (units + i128_lit(step / 2)).floor_div(i128_lit(step))
+    };
+    let fits = micros
+        .clone()
+        .gt_eq(lit(i64::MIN))
+        .and(micros.clone().lt_eq(lit(i64::MAX)));
+    let exact_fits = plausible.and(fits);
+    let value = when(exact_fits.clone())
+        .then(micros.cast(DataType::Int64))
+        .otherwise(lit(NULL).cast(DataType::Int64));
+    (
+        when(has_exact.clone()).then(value).otherwise(from_float.0),
+        when(has_exact)
+            .then(exact_fits.fill_null(lit(true)))
+            .otherwise(from_float.1),
+    )
 }
 
 /// A date literal (Polars' `lit(NaiveDate)` would give a datetime).
@@ -116,6 +234,44 @@ pub fn normalise(raw: LazyFrame, schema: &Schema, input: &InputConfig, file: &st
     let order_id = id("order_id", &columns.order_id)?;
 
     let date_col = col(columns.order_date.as_str());
+    let (first_day, last_day) = (
+        epoch_days(NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or_default()),
+        epoch_days(NaiveDate::from_ymd_opt(9999, 12, 31).unwrap_or_default()),
+    );
+    // Dates past the calendar's range are refused; timestamps are masked before any
+    // conversion (Polars panics converting one past chrono's range).
+    let day_in_range = |day: Expr| {
+        day.clone()
+            .gt_eq(lit(first_day - 1))
+            .and(day.lt_eq(lit(last_day + 1)))
+    };
+    let as_days_text = |day: Expr| {
+        concat_str(
+            [day.cast(DataType::String), lit(" days from 1970-01-01")],
+            "",
+            false,
+        )
+    };
+    let (date_col, stored_day) = match &dtypes["order_date"] {
+        DataType::Date => {
+            let day = date_col.clone().to_physical().cast(DataType::Int64);
+            (date_col, Some(day))
+        }
+        DataType::Datetime(unit, _) => {
+            let per_day: i64 = 86_400
+                * match unit {
+                    TimeUnit::Nanoseconds => 1_000_000_000,
+                    TimeUnit::Microseconds => 1_000_000,
+                    TimeUnit::Milliseconds => 1_000,
+                };
+            let day = date_col.clone().to_physical().floor_div(lit(per_day));
+            let masked = when(day_in_range(day.clone()))
+                .then(date_col.clone())
+                .otherwise(lit(NULL).cast(dtypes["order_date"].clone()));
+            (masked, Some(day))
+        }
+        _ => (date_col, None),
+    };
     let order_date = match &dtypes["order_date"] {
         DataType::Date => date_col,
         DataType::Datetime(_, None) => date_col.cast(DataType::Date),
@@ -132,6 +288,7 @@ pub fn normalise(raw: LazyFrame, schema: &Schema, input: &InputConfig, file: &st
                 cache: true,
             });
             parse_checks.push(ParseCheck {
+                kind: CheckKind::Unparseable,
                 logical: "order_date",
                 physical: columns.order_date.clone(),
                 what: match &input.date_format {
@@ -155,55 +312,90 @@ pub fn normalise(raw: LazyFrame, schema: &Schema, input: &InputConfig, file: &st
         }
     };
 
-    let numeric =
-        |logical: &'static str, physical: &str, checks: &mut Vec<ParseCheck>| -> Result<(Expr, bool)> {
-            let c = col(physical);
-            match &dtypes[logical] {
-                d if d.is_integer() => Ok((c.cast(DataType::Int64), true)),
-                d if d.is_float() || d.is_decimal() => Ok((c.cast(DataType::Float64), false)),
-                DataType::String => {
-                    let parsed = c.clone().str().strip_chars(lit(NULL)).cast(DataType::Float64);
-                    checks.push(ParseCheck {
-                        logical,
-                        physical: physical.to_string(),
-                        what: "numbers".into(),
-                        fix: format!("clean the column, or map input.columns.{logical} to a numeric column"),
-                        failed: c.clone().is_not_null().and(parsed.clone().is_null()),
-                        raw: c,
-                    });
-                    Ok((parsed, false))
-                }
-                d => Err(wrong_type(logical, physical, d, "a number (integer, float or decimal)").into()),
+    let numeric = |logical: &'static str, physical: &str, checks: &mut Vec<ParseCheck>| -> Result<Number> {
+        let c = col(physical);
+        match &dtypes[logical] {
+            // Any width, unsigned 64-bit included: cast to Int128 exactly, then checked.
+            d if d.is_integer() => Ok(Number::Integer(c)),
+            // Spark's DECIMAL(38, 18) included.
+            DataType::Decimal(_, scale) if *scale <= MAX_EXACT_SCALE => Ok(Number::Decimal {
+                units: c.clone().to_physical(),
+                scale: *scale as u32,
+                float: c.cast(DataType::Float64),
+            }),
+            d if d.is_float() || d.is_decimal() => Ok(Number::Float(c.cast(DataType::Float64))),
+            DataType::String => {
+                let text = c.clone().str().strip_chars(lit(NULL));
+                let float = text.clone().cast(DataType::Float64);
+                checks.push(ParseCheck {
+                    kind: CheckKind::Unparseable,
+                    logical,
+                    physical: physical.to_string(),
+                    what: "numbers".into(),
+                    fix: format!("clean the column, or map input.columns.{logical} to a numeric column"),
+                    failed: c.clone().is_not_null().and(float.clone().is_null()),
+                    raw: c,
+                });
+                // Exact where the text is a plain decimal number; NaN, infinities and
+                // numbers past 26 integer digits take the float path.
+                Ok(Number::Decimal {
+                    units: text
+                        .cast(DataType::Decimal(38, TEXT_SCALE as usize))
+                        .to_physical(),
+                    scale: TEXT_SCALE,
+                    float,
+                })
             }
-        };
-    let (amount, amount_is_int) = numeric("amount", &columns.amount, &mut parse_checks)?;
+            d => Err(wrong_type(logical, physical, d, "a number (integer, float or decimal)").into()),
+        }
+    };
+    let amount = numeric("amount", &columns.amount, &mut parse_checks)?;
     let quantity = match (&columns.quantity, input.amount_is_unit_price) {
         (Some(q), true) => Some(numeric("quantity", q, &mut parse_checks)?),
         _ => None,
     };
-    // Money is rounded once, to integer micro-units (SPEC preamble).
-    let value_micros = match quantity {
-        None if amount_is_int => amount * lit(MICROS_PER_UNIT),
-        Some((q, true)) if amount_is_int => amount * q * lit(MICROS_PER_UNIT),
-        other => {
-            let value = match other {
-                Some((q, _)) => amount.cast(DataType::Float64) * q.cast(DataType::Float64),
-                None => amount.cast(DataType::Float64),
-            };
-            let micros = (value.clone() * lit(MICROS_PER_UNIT as f64) + lit(0.5)).floor();
-            // Non-finite values and values past the Int64 range become null: step 1 drops them.
-            when(
-                value.is_finite().and(
-                    micros
-                        .clone()
-                        .gt(lit(-9.0e18))
-                        .and(micros.clone().lt(lit(9.0e18))),
-                ),
-            )
-            .then(micros.cast(DataType::Int64))
-            .otherwise(lit(NULL).cast(DataType::Int64))
-        }
+    let (value_micros, in_range) = line_value_micros(amount, quantity);
+    let raw_value = match (&columns.quantity, input.amount_is_unit_price) {
+        (Some(q), true) => concat_str(
+            [
+                col(columns.amount.as_str()).cast(DataType::String),
+                col(q.as_str()).cast(DataType::String),
+            ],
+            " x ",
+            false,
+        ),
+        _ => col(columns.amount.as_str()).cast(DataType::String),
     };
+    parse_checks.push(ParseCheck {
+        kind: CheckKind::OutOfRange,
+        logical: "amount",
+        physical: columns.amount.clone(),
+        what: String::new(),
+        fix: "the limit is ±9223372036854.775807 currency units per line (an Int64 of micro-units: money is exact or refused); split such lines, or check the column's unit".into(),
+        failed: in_range.not(),
+        raw: raw_value,
+    });
+    let day = order_date.clone().cast(DataType::Int32);
+    let typed_out_of_range = day.clone().lt(lit(first_day)).or(day.gt(lit(last_day)));
+    let (failed, shown) = match stored_day {
+        Some(stored) => (
+            day_in_range(stored.clone()).not().or(typed_out_of_range),
+            as_days_text(stored),
+        ),
+        None => (
+            typed_out_of_range,
+            col(columns.order_date.as_str()).cast(DataType::String),
+        ),
+    };
+    parse_checks.push(ParseCheck {
+        kind: CheckKind::OutOfRange,
+        logical: "order_date",
+        physical: columns.order_date.clone(),
+        what: String::new(),
+        fix: "an order date must lie within 0001-01-01 and 9999-12-31; fix or remove those rows".into(),
+        failed: failed.fill_null(lit(false)),
+        raw: shown,
+    });
 
     let mut typed = vec![
         customer_id.alias(CUSTOMER_ID),
@@ -244,10 +436,6 @@ pub mod line {
 
     pub fn parse_failed(i: usize) -> String {
         format!("__parse_failed_{i}")
-    }
-
-    pub fn parse_raw(i: usize) -> String {
-        format!("__parse_raw_{i}")
     }
 }
 
@@ -315,8 +503,9 @@ pub fn line_plan(normalised: &Normalised, cleaning: &CleaningConfig) -> LinePlan
         columns.push(as_struct(others).hash(0, 0, 0, 0).alias(line::OTHER_COLUMNS_HASH));
     }
     for (i, check) in normalised.parse_checks.iter().enumerate() {
+        // Only the verdict rides along: a failure's text is read back for its one
+        // example row (carrying every line's text cost a tenth of the pass).
         columns.push(check.failed.clone().alias(line::parse_failed(i)));
-        columns.push(check.raw.clone().cast(DataType::String).alias(line::parse_raw(i)));
     }
     if cleaning.dedupe {
         // The raw columns ride along: duplicates within one batch are compared there,
@@ -359,21 +548,52 @@ pub fn rows_with_raw_values(normalised: &Normalised, plan: &LinePlan, rows: Vec<
 
 /// Text that does not parse is an error naming the column and an example, never
 /// silently dropped. `failures[i]`: check i's count and its first failing value.
-pub fn check_parse_failures(normalised: &Normalised, failures: &[(u64, Option<String>)]) -> Result<()> {
-    for (check, (failed, example)) in normalised.parse_checks.iter().zip(failures) {
-        if *failed > 0 {
-            return Err(InputError::Unparseable {
+pub fn check_parse_failures(normalised: &Normalised, failures: &[(u64, Option<IdxSize>)]) -> Result<()> {
+    for (check, (failed, first)) in normalised.parse_checks.iter().zip(failures) {
+        if *failed == 0 {
+            continue;
+        }
+        let row = first.unwrap_or_default();
+        let example = example_text(normalised, check, row)?;
+        return Err(match check.kind {
+            CheckKind::Unparseable => InputError::Unparseable {
                 logical: check.logical.into(),
                 physical: check.physical.clone(),
                 count: *failed,
-                example: example.clone().unwrap_or_default(),
+                example,
                 what: check.what.clone(),
                 fix: check.fix.clone(),
-            }
-            .into());
+            },
+            CheckKind::OutOfRange => InputError::OutOfRange {
+                logical: check.logical.into(),
+                physical: check.physical.clone(),
+                count: *failed,
+                example,
+                // Named by its file once the pipeline's caller knows the files.
+                row: format!("input row {}", row as u64 + 1),
+                limit: check.fix.clone(),
+            },
         }
+        .into());
     }
     Ok(())
+}
+
+/// The text of a check's value at one input row, read again for the message.
+fn example_text(normalised: &Normalised, check: &ParseCheck, row: IdxSize) -> Result<String> {
+    let frame = normalised
+        .lf
+        .clone()
+        .filter(col(line::ROW).eq(lit(row)))
+        .select([check.raw.clone().cast(DataType::String).alias("example")])
+        .collect()?;
+    let text = frame
+        .column("example")?
+        .str()?
+        .get(0)
+        .unwrap_or_default()
+        .to_string();
+    Ok(text)
 }
 
 fn exclude_matches(rule: &ExcludeRule) -> Expr {

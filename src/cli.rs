@@ -117,6 +117,11 @@ pub struct RunArgs {
     /// Output directory (overrides `output.dir`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+
+    /// Replace the output directory even if it is not a previous output of this job
+    /// (same as `output.replace: true`). Inputs are never replaced.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

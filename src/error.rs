@@ -96,6 +96,27 @@ pub enum InputError {
     )]
     NotParquet { path: String, reason: String },
 
+    #[error("cannot list {path} (input.orders): {reason}; fix or remove it")]
+    Unlistable { path: String, reason: String },
+
+    #[error(
+        "cannot read the order lines of {source_label}: {reason}; the file is damaged or not what its metadata says (check how it was written or copied)"
+    )]
+    Unreadable { source_label: String, reason: String },
+
+    #[error(
+        "column `{physical}` (input.columns.{logical}): {count} value(s) out of range, e.g. `{example}` at {row}; {limit}"
+    )]
+    OutOfRange {
+        logical: String,
+        physical: String,
+        count: u64,
+        example: String,
+        /// Where the example is: "row N of FILE", or "input row N".
+        row: String,
+        limit: String,
+    },
+
     #[error("{label} has no rows: nothing to analyse (input.orders); check that the export ran")]
     Empty { label: String },
 

@@ -189,7 +189,9 @@ struct Orders {
     customer: Vec<u32>,
     /// Earliest date of a kept line; `i32::MAX` while none.
     first_day: Vec<i32>,
-    value: Vec<i64>,
+    /// Summed line values in micro-units. Lines are Int64 (SPEC); their sums are
+    /// Int128, which no order can overflow (at most 2^32 lines of at most 2^63 each).
+    value: Vec<i128>,
     kept_lines: Vec<u32>,
     /// Smallest channel (in text order) among kept lines.
     channel: Vec<u32>,
@@ -508,7 +510,7 @@ impl Shard {
                 let o = order as usize;
                 let orders = &mut self.orders;
                 orders.kept_lines[o] += 1;
-                orders.value[o] = orders.value[o].wrapping_add(value);
+                orders.value[o] += i128::from(value);
                 orders.first_day[o] = orders.first_day[o].min(day);
                 let current = orders.channel[o];
                 if channel != NONE
@@ -606,7 +608,8 @@ pub struct OrderBook {
     reasons: usize,
     counts: Counts,
     /// Per parse check: failures and the example with the smallest row number.
-    parse_failures: Vec<(u64, Option<(IdxSize, String)>)>,
+    /// Per parse check: failing lines, and the first one's row.
+    parse_failures: Vec<(u64, Option<IdxSize>)>,
     /// Per shard, the lines of the current batch (reused between batches).
     routed: Vec<Vec<(u32, u64)>>,
     /// The input's own columns, which decide exact duplicates (step 3).
@@ -870,14 +873,16 @@ impl OrderBook {
         let first_pass = self.pass == 0;
         for check in (0..self.parse_failures.len()).filter(|_| first_pass) {
             let failed = series(&line::parse_failed(check))?.bool()?.rechunk();
-            let raw = series(&line::parse_raw(check))?.str()?.rechunk();
-            let (failed, raw) = (array(&failed), array(&raw));
+            let failed = array(&failed);
+            if failed.values().set_bits() == 0 {
+                continue;
+            }
             for i in (0..batch.height()).filter(|&i| failed.get(i) == Some(true)) {
-                let (count, example) = &mut self.parse_failures[check];
+                let (count, first) = &mut self.parse_failures[check];
                 *count += 1;
                 let row = b.rows.value(i);
-                if example.as_ref().is_none_or(|(first, _)| row < *first) {
-                    *example = Some((row, raw.get(i).unwrap_or_default().to_string()));
+                if first.is_none_or(|first| row < first) {
+                    *first = Some(row);
                 }
             }
         }
@@ -984,12 +989,9 @@ impl OrderBook {
         Ok(Some(crate::io::table::stacked(std::mem::take(&mut self.held))?))
     }
 
-    /// Per parse check: how many values failed, and the first failing value.
-    pub fn parse_failures(&self) -> Vec<(u64, Option<String>)> {
-        self.parse_failures
-            .iter()
-            .map(|(count, example)| (*count, example.as_ref().map(|(_, text)| text.clone())))
-            .collect()
+    /// Per parse check: how many values failed, and the row of the first.
+    pub fn parse_failures(&self) -> Vec<(u64, Option<IdxSize>)> {
+        self.parse_failures.clone()
     }
 
     /// The rows whose fingerprint repeats, in order: the only candidates for exact
@@ -1041,9 +1043,8 @@ impl OrderBook {
             match verdict.unwrap_or(0) {
                 0 if order != NONE => {
                     // Equal kept lines: one stays, so the order keeps a line.
-                    let value = value.unwrap_or(0).wrapping_mul(extra as i64);
-                    let sum = &mut shard.orders.value[order as usize];
-                    *sum = sum.wrapping_sub(value);
+                    let value = i128::from(value.unwrap_or(0)) * i128::from(extra);
+                    shard.orders.value[order as usize] -= value;
                 }
                 0 => return Err(not_folded()),
                 reason => shard.dropped[reason as usize - 1] -= extra,
@@ -1133,7 +1134,7 @@ impl OrderBook {
         for shard in &mut shards {
             shard.orders.first_day = Vec::new();
         }
-        let values = Int64Chunked::from_vec(
+        let values = Int128Chunked::from_vec(
             VALUE.into(),
             sorted
                 .iter()
@@ -1753,7 +1754,7 @@ mod tests {
             proptest::prop_assert_eq!(texts, customers);
             let keys: Vec<u32> = orders.column(CUSTOMER_ID).unwrap().u32().unwrap().into_no_null_iter().collect();
             let dates = orders.column(ORDER_DATE).unwrap().cast(&DataType::String).unwrap();
-            let values: Vec<i64> = orders.column(VALUE).unwrap().i64().unwrap().into_no_null_iter().collect();
+            let values: Vec<i64> = orders.column(VALUE).unwrap().i128().unwrap().into_no_null_iter().map(|v| v as i64).collect();
             let channels = orders.column(CHANNEL).unwrap().cast(&DataType::String).unwrap();
             let got: Vec<(String, String, i64, String)> = (0..orders.height())
                 .map(|k| {

@@ -40,9 +40,26 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
-    stop_on_termination_signals();
+    let signalled = stop_on_termination_signals();
     match std::panic::catch_unwind(|| loyalty::app::main(cli.command)) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(())) => {
+            // A signal that came once the outputs were published stopped nothing.
+            let signal = signalled.load(std::sync::atomic::Ordering::SeqCst);
+            if signal != 0 {
+                let name = if signal == signal_hook::consts::SIGTERM as usize {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
+                let published = loyalty::io::output::published_dir()
+                    .map(|d| format!(" to {}", d.display()))
+                    .unwrap_or_default();
+                eprintln!(
+                    "warning: {name} arrived after the outputs were published{published}; the run is complete"
+                );
+            }
+            ExitCode::SUCCESS
+        }
         Ok(Err(err)) => {
             let code = err.downcast_ref::<Error>().map_or(1, Error::exit_code);
             eprintln!("error: {err:#}");
@@ -54,28 +71,47 @@ fn main() -> ExitCode {
 
 /// SIGTERM and SIGINT stop the run at once: its temporary files are removed, the
 /// previous outputs stay as they were, and the exit code is 128 + the signal (143
-/// for SIGTERM, 130 for SIGINT), distinct from every error code.
-fn stop_on_termination_signals() {
+/// for SIGTERM, 130 for SIGINT), distinct from every error code. A signal that
+/// arrives once the outputs are published (or while the swap is under way, which
+/// it waits for) stops nothing: the run completes and exits 0, and says so.
+fn stop_on_termination_signals() -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    let signalled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for signal in [SIGTERM, SIGINT] {
+        // Set in the signal handler itself: the run's end sees it even when the
+        // thread below has not woken yet.
+        let _ = signal_hook::flag::register_usize(signal, signalled.clone(), signal as usize);
+    }
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) else {
-        return;
+        return signalled;
     };
     std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            let _no_publish_after_this = loyalty::io::output::remove_in_progress();
+        for signal in signals.forever() {
+            let state = loyalty::io::output::stop_publishing();
+            if state.published().is_some() {
+                // Reported by `main` when the run ends.
+                continue;
+            }
             let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
             eprintln!(
                 "error: stopped by {name}; nothing was published and the previous outputs are untouched"
             );
+            // Exits holding the lock: no swap can start now.
             std::process::exit(128 + signal);
         }
     });
+    signalled
 }
 
 fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only on a terminal, and never with NO_COLOR set: a log file or a
+    // scheduler's capture gets plain text.
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false);
     match format {

@@ -212,7 +212,16 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
     // of going into the scan, where a filter on them (the rows read again for step
     // 3) skips the other rows undecoded (at 100M lines the whole input was decoded
     // again: 2-4 GB more).
-    let schema = timed(&mut stages, "schema", || Ok(raw.clone().collect_schema()?))?;
+    let unreadable = |e: PolarsError| -> Error {
+        InputError::Unreadable {
+            source_label: source.to_string(),
+            reason: e.to_string(),
+        }
+        .into()
+    };
+    let schema = timed(&mut stages, "schema", || {
+        raw.clone().collect_schema().map_err(unreadable)
+    })?;
     let normalised = clean::normalise(raw, &schema, &config.input, source)?;
     let engine = match config.engine {
         EngineChoice::InMemory => Engine::InMemory,
@@ -228,6 +237,8 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
 
     // Stage 1, streaming passes over the lines: SPEC §1 steps 1–5, folded into
     // orders keyed by integer customer keys (in customer_id order).
+    // The query engine fails here on the data itself (a damaged page, a value its
+    // reader refuses): an input error naming the input, not an internal one.
     let (ingested, as_of) = timed(&mut stages, "scan and clean", || {
         ingest::ingest(
             &normalised,
@@ -235,6 +246,10 @@ pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Compu
             config.as_of,
             (input_lines, streaming),
         )
+    })
+    .map_err(|e| match e {
+        Error::Polars(e) => unreadable(e),
+        other => other,
     })?;
     tracing::info!(%as_of, "analysis date (exclusive)");
     let cleaning = ingested.cleaning;

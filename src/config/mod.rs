@@ -293,6 +293,9 @@ pub struct OutputConfig {
     pub formats: Vec<Format>,
     /// Write `report.html` (KPIs, charts, tables) beside the tables.
     pub report: bool,
+    /// Replace an existing `dir` even when it is not a previous output of this job
+    /// (`--force`); without it such a directory is refused.
+    pub replace: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -860,6 +863,17 @@ impl Reader {
         if orders.iter().any(|p| p.trim().is_empty()) {
             self.invalid(&section, "orders", "must not contain an empty path");
         }
+        if orders.is_empty()
+            && section
+                .get("orders")
+                .is_some_and(|n| matches!(n.value, Value::Seq(_)))
+        {
+            self.invalid(
+                &section,
+                "orders",
+                "must list at least one file, directory or glob",
+            );
+        }
 
         let mut cols = self.section(&mut section, "columns");
         let mut name = |reader: &mut Self, key: &'static str| -> String {
@@ -907,6 +921,9 @@ impl Reader {
             }
         }
         let timezone = self.field(&mut section, "timezone", "UTC".to_string());
+        if let Some(problem) = timezone_problem(&timezone) {
+            self.invalid(&section, "timezone", problem);
+        }
         let amount_is_unit_price = self.field(&mut section, "amount_is_unit_price", false);
         if amount_is_unit_price && columns.quantity.is_none() {
             self.invalid(
@@ -1054,9 +1071,20 @@ impl Reader {
 
     fn output(&mut self, top: &mut Section) -> OutputConfig {
         let mut section = self.section(top, "output");
-        let dir = self.field(&mut section, "dir", "out".to_string());
-        if dir.trim().is_empty() {
-            self.invalid(&section, "dir", "must not be empty");
+        let dir = match section.get("dir") {
+            None => "out".to_string(),
+            // Given but null (`dir:`, `dir: ~`, `--set output.dir=`): not the default.
+            Some(node) if node.is_null() => {
+                self.invalid(&section, "dir", "is empty: name a directory, e.g. `out`");
+                "out".to_string()
+            }
+            Some(node) => String::from_node(node).unwrap_or_else(|b| {
+                self.issue(&b.origin, format!("`output.dir` {}", b.message));
+                "out".to_string()
+            }),
+        };
+        if let Some(problem) = crate::io::output::unusable_name(&dir) {
+            self.invalid(&section, "dir", format!("`{dir}` {problem}"));
         }
         let mut rest = dir.as_str();
         while let Some(open) = rest.find('{') {
@@ -1077,8 +1105,14 @@ impl Reader {
             self.invalid(&section, "formats", "must list at least one of parquet, csv");
         }
         let report = self.field(&mut section, "report", true);
+        let replace = self.field(&mut section, "replace", false);
         self.finish(section);
-        OutputConfig { dir, formats, report }
+        OutputConfig {
+            dir,
+            formats,
+            report,
+            replace,
+        }
     }
 }
 
@@ -1102,6 +1136,36 @@ impl ColumnMap {
         }
         out
     }
+}
+
+/// Why `zone` is not a time zone Polars converts to (an IANA name such as
+/// `Europe/Berlin`, `UTC`, or a whole-hour offset such as `+02:00`), with the
+/// closest names.
+fn timezone_problem(zone: &str) -> Option<String> {
+    if !zone.trim().is_empty()
+        && polars::prelude::TimeZone::opt_try_new(Some(zone)).is_ok_and(|tz| tz.is_some())
+    {
+        return None;
+    }
+    let lower = zone.to_lowercase();
+    let mut scored: Vec<(f64, &str)> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|tz| {
+            let name = tz.name();
+            let score = if name.to_lowercase() == lower {
+                2.0
+            } else {
+                strsim::jaro_winkler(&name.to_lowercase(), &lower)
+            };
+            (score, name)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let suggestions: Vec<String> = scored.iter().take(3).map(|(_, n)| format!("`{n}`")).collect();
+    Some(format!(
+        "`{zone}` is not a time zone; use an IANA name such as `Europe/Berlin` or `UTC`, or an offset such as `+02:00`; closest: {}",
+        suggestions.join(", ")
+    ))
 }
 
 fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {

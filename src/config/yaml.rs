@@ -143,7 +143,8 @@ impl Builder {
                     ));
                 }
             }
-            Event::Scalar(text, style, anchor, _tag) => {
+            Event::Scalar(text, style, anchor, tag) => {
+                refuse_tag(tag.as_deref(), &span)?;
                 self.count(1, &span)?;
                 let node = Node {
                     value: Value::Scalar {
@@ -157,7 +158,8 @@ impl Builder {
                 }
                 self.add(node, &span)?;
             }
-            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+            Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
+                refuse_tag(tag.as_deref(), &span)?;
                 self.count(1, &span)?;
                 if self.stack.len() >= MAX_DEPTH {
                     return Err(Self::err(
@@ -233,6 +235,26 @@ impl Builder {
     }
 }
 
+/// Tags (`!env X`, `!!binary ...`, `!!str 5`) would change what a value means
+/// in ways this reader does not implement; silently dropping them sent outputs to
+/// odd folders, so any tag is refused, by name.
+fn refuse_tag(tag: Option<&saphyr_parser::Tag>, span: &Span) -> Result<(), YamlError> {
+    let Some(tag) = tag else {
+        return Ok(());
+    };
+    let shown = match tag.handle.as_str() {
+        "!" => format!("!{}", tag.suffix),
+        "tag:yaml.org,2002:" | "!!" => format!("!!{}", tag.suffix),
+        handle => format!("{handle}{}", tag.suffix),
+    };
+    Err(Builder::err(
+        span,
+        format!(
+            "YAML tags are not supported: found `{shown}`; write the value itself (quote it to make it text)"
+        ),
+    ))
+}
+
 fn size(node: &Node) -> usize {
     match &node.value {
         Value::Scalar { .. } => 1,
@@ -287,6 +309,20 @@ mod tests {
     fn duplicate_keys_are_refused() {
         let err = parse("a: 1\na: 2\n").unwrap_err();
         assert_eq!(err.message, "duplicate key `a`");
+    }
+
+    #[test]
+    fn tags_are_refused_by_name() {
+        for (doc, tag) in [
+            ("dir: !env OUT\n", "!env"),
+            ("dir: !!binary aGVsbG8=\n", "!!binary"),
+            ("a: !!map {b: 1}\n", "!!map"),
+            ("a: !custom [1]\n", "!custom"),
+        ] {
+            let err = parse(doc).unwrap_err();
+            assert!(err.message.contains(&format!("`{tag}`")), "{doc}: {err:?}");
+            assert_eq!(err.line, 1, "{doc}");
+        }
     }
 
     #[test]

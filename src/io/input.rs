@@ -1,30 +1,58 @@
-//! Resolving `input.orders` to Parquet files and scanning them lazily.
+//! Resolving `input.orders` to Parquet files and scanning exactly those files.
 //!
 //! Everything here reads Parquet *metadata* only: file lists, row counts and
 //! schemas are checked before any heavy work, so a wrong path or column fails
 //! in milliseconds with the names that are there.
+//!
+//! The files this resolver lists are the files the scan reads, and the files the
+//! manifest names: Polars is handed the list, never a directory or a pattern to
+//! expand again (it would read hidden files, `_temporary/` and Spark's `.crc`
+//! files beside the data). Hive partitions (`key=value` directories under a
+//! directory input) become columns here, typed as Polars types them.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use polars::prelude::*;
 use serde::Serialize;
 
+use crate::clean::date_lit;
 use crate::error::{InputError, Result};
 
-/// One input file and its row count from the Parquet footer.
+/// One input file: its path as listed, its row count from the Parquet footer and its size.
 #[derive(Debug, Clone, Serialize)]
 pub struct InputFile {
     pub path: String,
     pub rows: u64,
+    pub bytes: u64,
+    /// `key=value` directories between the input directory and the file.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<(String, String)>,
 }
 
-/// The resolved input: what Polars scans, and the files behind it.
+/// What the user named in `input.orders`, resolved: the output directory must not
+/// overlap any of these (see [`crate::io::output`]).
+#[derive(Debug, Clone)]
+pub enum InputRoot {
+    File(PathBuf),
+    Dir(PathBuf),
+    /// The pattern and its directory without wildcards.
+    Glob {
+        pattern: String,
+        base: PathBuf,
+    },
+}
+
+/// The resolved input: the files behind `input.orders`, in the order they are read.
 #[derive(Debug, Clone)]
 pub struct Inputs {
     pub files: Vec<InputFile>,
-    /// A single directory is scanned as one source so hive partitions become columns.
+    pub roots: Vec<InputRoot>,
+    /// A single directory input: its hive partitions become columns.
     hive_dir: Option<PathBuf>,
+    /// The columns of the files (all alike): a file's own column of a partition
+    /// key's name wins over the directory's value.
+    file_columns: Vec<String>,
 }
 
 impl Inputs {
@@ -41,38 +69,77 @@ impl Inputs {
     pub fn total_rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows).sum()
     }
+
+    /// The file and 1-based row within it of a 0-based row of the whole input.
+    pub fn locate(&self, row: u64) -> Option<(&str, u64)> {
+        let mut start = 0;
+        for file in &self.files {
+            if row < start + file.rows {
+                return Some((&file.path, row - start + 1));
+            }
+            start += file.rows;
+        }
+        None
+    }
+}
+
+/// Glob wildcards: a path holding one that names no existing file is a pattern.
+fn has_wildcards(entry: &str) -> bool {
+    entry.contains(['*', '?', '['])
 }
 
 /// Expands files, directories and globs; checks each file is readable Parquet and
 /// that all files share one schema.
 pub fn resolve(orders: &[String]) -> Result<Inputs> {
-    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut paths: Vec<(PathBuf, Vec<(String, String)>)> = Vec::new();
+    let mut roots = Vec::new();
     let mut hive_dir = None;
     for entry in orders {
         let path = Path::new(entry);
-        if entry.contains(['*', '?', '[']) {
-            let matches = glob::glob(entry)
-                .map_err(|e| InputError::NoFiles {
-                    pattern: entry.clone(),
-                    hint: format!(": the glob is malformed ({e})"),
-                })?
-                .filter_map(|p| p.ok())
-                .filter(|p| p.is_file())
-                .collect::<Vec<_>>();
-            if matches.is_empty() {
+        // A path that exists is that path, whatever characters it holds.
+        let exists = std::fs::symlink_metadata(path).is_ok();
+        if !exists && has_wildcards(entry) {
+            let base = glob_base(entry);
+            let options = glob::MatchOptions {
+                require_literal_leading_dot: true,
+                ..glob::MatchOptions::new()
+            };
+            let matches = glob::glob_with(entry, options).map_err(|e| InputError::NoFiles {
+                pattern: entry.clone(),
+                hint: format!(": the glob is malformed ({e})"),
+            })?;
+            let mut found = Vec::new();
+            for matched in matches {
+                let matched = matched.map_err(|e| InputError::Unlistable {
+                    path: e.path().display().to_string(),
+                    reason: e.error().to_string(),
+                })?;
+                if hidden_below(&base, &matched, entry) {
+                    continue;
+                }
+                if matched.is_dir() {
+                    let mut ancestors = vec![canonical(&matched)];
+                    parquet_files_under(&matched, &mut ancestors, &mut found)?;
+                } else if matched.is_file() {
+                    found.push(matched);
+                }
+            }
+            if found.is_empty() {
                 return Err(InputError::NoFiles {
                     pattern: entry.clone(),
                     hint: String::new(),
                 }
                 .into());
             }
-            paths.extend(matches);
+            roots.push(InputRoot::Glob {
+                pattern: entry.clone(),
+                base: canonical(&base),
+            });
+            paths.extend(found.into_iter().map(|p| (p, Vec::new())));
         } else if path.is_dir() {
             let mut found = Vec::new();
-            parquet_files_under(path, &mut found).map_err(|e| InputError::NotParquet {
-                path: entry.clone(),
-                reason: e.to_string(),
-            })?;
+            let mut ancestors = vec![canonical(path)];
+            parquet_files_under(path, &mut ancestors, &mut found)?;
             if found.is_empty() {
                 return Err(InputError::NoFiles {
                     pattern: format!("{}/**/*.parquet", path.display()),
@@ -80,28 +147,64 @@ pub fn resolve(orders: &[String]) -> Result<Inputs> {
                 }
                 .into());
             }
-            if orders.len() == 1 {
+            let single = orders.len() == 1;
+            if single {
                 hive_dir = Some(path.to_path_buf());
             }
-            paths.extend(found);
+            roots.push(InputRoot::Dir(canonical(path)));
+            for file in found {
+                let partitions = if single {
+                    hive_partitions(path, &file)
+                } else {
+                    Vec::new()
+                };
+                paths.push((file, partitions));
+            }
         } else if path.is_file() {
-            paths.push(path.to_path_buf());
+            roots.push(InputRoot::File(canonical(path)));
+            paths.push((path.to_path_buf(), Vec::new()));
+        } else if exists {
+            // A dangling or looping symlink, or something that is not a file.
+            let reason = match std::fs::metadata(path) {
+                Err(e) => e.to_string(),
+                Ok(_) => "it is not a regular file or a directory".into(),
+            };
+            return Err(InputError::Unlistable {
+                path: entry.clone(),
+                reason,
+            }
+            .into());
         } else {
             return Err(InputError::MissingFile { path: entry.clone() }.into());
         }
     }
     paths.sort();
-    paths.dedup();
+    paths.dedup_by(|a, b| a.0 == b.0);
 
     let mut files = Vec::with_capacity(paths.len());
     let mut first_schema: Option<(String, std::sync::Arc<ArrowSchema>)> = None;
-    for path in paths {
+    let mut first_keys: Option<(String, Vec<String>)> = None;
+    for (path, partitions) in paths {
         let label = path.display().to_string();
+        let keys: Vec<String> = partitions.iter().map(|(k, _)| k.clone()).collect();
+        match &first_keys {
+            None => first_keys = Some((label.clone(), keys)),
+            Some((first, first_keys)) if *first_keys != keys => {
+                return Err(InputError::SchemaMismatch(format!(
+                    "{label} lies under the partitions ({}) but {first} under ({}); keep every file at one partition depth",
+                    keys.join(", "),
+                    first_keys.join(", ")
+                ))
+                .into());
+            }
+            Some(_) => {}
+        }
         let not_parquet = |e: &dyn std::fmt::Display| InputError::NotParquet {
             path: label.clone(),
             reason: e.to_string(),
         };
         let file = File::open(&path).map_err(|e| not_parquet(&e))?;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut reader = ParquetReader::new(file);
         let rows = reader.num_rows().map_err(|e| not_parquet(&e))? as u64;
         let schema = reader.schema().map_err(|e| not_parquet(&e))?;
@@ -116,26 +219,177 @@ pub fn resolve(orders: &[String]) -> Result<Inputs> {
                 }
             }
         }
-        files.push(InputFile { path: label, rows });
+        files.push(InputFile {
+            path: label,
+            rows,
+            bytes,
+            partitions,
+        });
     }
-    Ok(Inputs { files, hive_dir })
+    let file_columns = first_schema
+        .map(|(_, schema)| schema.iter_names().map(|n| n.to_string()).collect())
+        .unwrap_or_default();
+    Ok(Inputs {
+        files,
+        roots,
+        hive_dir,
+        file_columns,
+    })
 }
 
-fn parquet_files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+/// `path` with symlinks resolved and `..` removed, as far as it exists; the rest
+/// is appended as written, `..` and `.` applied.
+pub fn canonical(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let components: Vec<Component> = absolute.components().collect();
+    for split in (1..=components.len()).rev() {
+        let prefix: PathBuf = components[..split].iter().collect();
+        if let Ok(mut resolved) = std::fs::canonicalize(&prefix) {
+            for component in &components[split..] {
+                match component {
+                    Component::ParentDir => {
+                        resolved.pop();
+                    }
+                    Component::Normal(name) => resolved.push(name),
+                    _ => {}
+                }
+            }
+            return resolved;
+        }
+    }
+    absolute
+}
+
+/// The directory of a glob before its first wildcard.
+fn glob_base(pattern: &str) -> PathBuf {
+    let mut base = PathBuf::new();
+    for component in Path::new(pattern).components() {
+        if has_wildcards(&component.as_os_str().to_string_lossy()) {
+            break;
+        }
+        base.push(component);
+    }
+    if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    }
+}
+
+/// A match of `pattern` that lies in a hidden (`.`) or internal (`_`) directory, or
+/// is such a file, below the glob's base, where the pattern did not name it literally.
+fn hidden_below(base: &Path, matched: &Path, pattern: &str) -> bool {
+    let Ok(below) = matched.strip_prefix(base) else {
+        return false;
+    };
+    below.components().any(|c| {
+        let name = c.as_os_str().to_string_lossy();
+        (name.starts_with('.') || name.starts_with('_'))
+            && !Path::new(pattern)
+                .components()
+                .any(|p| p.as_os_str() == c.as_os_str())
+    })
+}
+
+/// The Parquet files under `dir`, skipping hidden (`.`) and internal (`_`) entries.
+/// Symlinks are followed; one that leads back to a directory being listed (a loop)
+/// is an error naming it. `ancestors`: the canonical directories being listed.
+fn parquet_files_under(dir: &Path, ancestors: &mut Vec<PathBuf>, out: &mut Vec<PathBuf>) -> Result<()> {
+    let unlistable = |path: &Path, e: std::io::Error| InputError::Unlistable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| unlistable(dir, e))?;
+    let mut entries: Vec<PathBuf> = entries
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| unlistable(dir, e))?;
+    entries.sort();
+    for path in entries {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        // Spark and friends leave `_SUCCESS` and `.crc` files beside the data.
+        // Spark and friends leave `_SUCCESS`, `_temporary/` and `.crc` files beside the data.
         if name.starts_with('.') || name.starts_with('_') {
             continue;
         }
-        if path.is_dir() {
-            parquet_files_under(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "parquet") {
+        let is_parquet = path.extension().is_some_and(|e| e == "parquet");
+        let metadata = match std::fs::metadata(&path) {
+            Ok(metadata) => metadata,
+            // A symlink that loops or leads nowhere: only an error where it would be read.
+            Err(e) if is_parquet || e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(InputError::Unlistable {
+                    path: path.display().to_string(),
+                    reason: if e.raw_os_error() == Some(libc::ELOOP) {
+                        "the symlink leads to itself (a loop)".into()
+                    } else {
+                        format!("{e} (a broken symlink?)")
+                    },
+                }
+                .into());
+            }
+            Err(_) => continue,
+        };
+        if metadata.is_dir() {
+            let resolved = canonical(&path);
+            if ancestors.contains(&resolved) {
+                return Err(InputError::Unlistable {
+                    path: path.display().to_string(),
+                    reason: format!(
+                        "the symlink leads back to {}, a directory it lies in (a loop)",
+                        resolved.display()
+                    ),
+                }
+                .into());
+            }
+            ancestors.push(resolved);
+            parquet_files_under(&path, ancestors, out)?;
+            ancestors.pop();
+        } else if is_parquet && metadata.is_file() {
             out.push(path);
         }
     }
     Ok(())
+}
+
+/// The `key=value` directories between `dir` and `file`, values percent-decoded.
+fn hive_partitions(dir: &Path, file: &Path) -> Vec<(String, String)> {
+    let Ok(below) = file.strip_prefix(dir) else {
+        return Vec::new();
+    };
+    let Some(parent) = below.parent() else {
+        return Vec::new();
+    };
+    parent
+        .components()
+        .filter_map(|c| {
+            let part = c.as_os_str().to_str()?;
+            let (key, value) = part.split_once('=')?;
+            (!key.is_empty()).then(|| (percent_decoded(key), percent_decoded(value)))
+        })
+        .collect()
+}
+
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn schema_difference(a: &ArrowSchema, b: &ArrowSchema) -> Option<String> {
@@ -157,25 +411,176 @@ fn schema_difference(a: &ArrowSchema, b: &ArrowSchema) -> Option<String> {
         .map(|name| format!("it has an extra column `{name}`"))
 }
 
-/// A lazy scan of all input files. Nothing is read until the plan is collected.
+/// The Polars type of a partition key, from all its values: integers, then floats,
+/// then ISO dates, else text (as Polars' own hive reader types them).
+fn partition_dtype<'a>(values: impl Iterator<Item = &'a str> + Clone) -> DataType {
+    let present = values.filter(|v| !is_null_partition(v));
+    if present.clone().all(|v| v.parse::<i64>().is_ok()) {
+        DataType::Int64
+    } else if present.clone().all(|v| v.parse::<f64>().is_ok()) {
+        DataType::Float64
+    } else if present
+        .clone()
+        .all(|v| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok())
+    {
+        DataType::Date
+    } else {
+        DataType::String
+    }
+}
+
+fn is_null_partition(value: &str) -> bool {
+    value.is_empty() || value == "__HIVE_DEFAULT_PARTITION__"
+}
+
+fn partition_value(value: &str, dtype: &DataType) -> Expr {
+    if is_null_partition(value) {
+        return lit(NULL).cast(dtype.clone());
+    }
+    match dtype {
+        DataType::Int64 => lit(value.parse::<i64>().unwrap_or_default()),
+        DataType::Float64 => lit(value.parse::<f64>().unwrap_or_default()),
+        DataType::Date => chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            .map(date_lit)
+            .unwrap_or_else(|_| lit(NULL).cast(DataType::Date)),
+        _ => lit(value.to_string()),
+    }
+}
+
+/// A lazy scan of exactly the resolved files, in their order. Nothing is read until
+/// the plan is collected.
 pub fn scan(inputs: &Inputs) -> Result<LazyFrame> {
-    let (sources, hive) = match &inputs.hive_dir {
-        Some(dir) => (
-            vec![PlRefPath::new(dir.display().to_string())],
-            HiveOptions::new_enabled(),
-        ),
-        None => (
-            inputs.files.iter().map(|f| PlRefPath::new(&f.path)).collect(),
-            HiveOptions::new_disabled(),
-        ),
+    let scan_files = |files: &[&InputFile]| -> Result<LazyFrame> {
+        let args = ScanArgsParquet {
+            hive_options: HiveOptions::new_disabled(),
+            glob: false,
+            ..Default::default()
+        };
+        let sources: Vec<PlRefPath> = files.iter().map(|f| PlRefPath::new(&f.path)).collect();
+        Ok(LazyFrame::scan_parquet_sources(
+            ScanSources::Paths(sources.into_iter().collect()),
+            args,
+        )?)
     };
-    let args = ScanArgsParquet {
-        hive_options: hive,
-        glob: false,
-        ..Default::default()
-    };
-    Ok(LazyFrame::scan_parquet_sources(
-        ScanSources::Paths(sources.into_iter().collect()),
-        args,
-    )?)
+    let keys: Vec<String> = inputs
+        .files
+        .first()
+        .map(|f| f.partitions.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    if keys.is_empty() {
+        return scan_files(&inputs.files.iter().collect::<Vec<_>>());
+    }
+    let dtypes: Vec<DataType> = (0..keys.len())
+        .map(|k| partition_dtype(inputs.files.iter().map(|f| f.partitions[k].1.as_str())))
+        .collect();
+    // One scan per run of files in the same partition, in file order, so rows keep
+    // the order (and numbers) of the file list.
+    let mut frames = Vec::new();
+    let mut start = 0;
+    while start < inputs.files.len() {
+        let partitions = &inputs.files[start].partitions;
+        let end = start
+            + inputs.files[start..]
+                .iter()
+                .take_while(|f| &f.partitions == partitions)
+                .count();
+        let literals: Vec<Expr> = partitions
+            .iter()
+            .zip(&dtypes)
+            .filter(|((key, _), _)| !inputs.file_columns.iter().any(|c| c == key))
+            .map(|((key, value), dtype)| partition_value(value, dtype).alias(key.as_str()))
+            .collect();
+        let files: Vec<&InputFile> = inputs.files[start..end].iter().collect();
+        frames.push(scan_files(&files)?.with_columns(literals));
+        start = end;
+    }
+    Ok(concat(frames, UnionArgs::default())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_resolves_what_exists_and_applies_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = fs_canonical(dir.path());
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("link")).unwrap();
+        assert_eq!(canonical(&dir.path().join("link/new/../x")), real.join("a/x"));
+        assert_eq!(canonical(&dir.path().join("a/./b/c")), real.join("a/b/c"));
+        assert_eq!(canonical(&dir.path().join("missing/../a")), real.join("a"));
+    }
+
+    fn fs_canonical(path: &Path) -> PathBuf {
+        std::fs::canonicalize(path).unwrap()
+    }
+
+    #[test]
+    fn globs_split_at_their_first_wildcard_and_skip_hidden_matches() {
+        assert_eq!(glob_base("data/2024/*.parquet"), PathBuf::from("data/2024"));
+        assert_eq!(glob_base("*.parquet"), PathBuf::from("."));
+        assert_eq!(glob_base("/lake/**/x[0-9].parquet"), PathBuf::from("/lake"));
+        let base = Path::new("lake");
+        assert!(hidden_below(
+            base,
+            Path::new("lake/_temporary/0/p.parquet"),
+            "lake/**/*.parquet"
+        ));
+        assert!(hidden_below(base, Path::new("lake/.x.parquet"), "lake/*.parquet"));
+        assert!(!hidden_below(
+            base,
+            Path::new("lake/year=2024/p.parquet"),
+            "lake/**/*.parquet"
+        ));
+        // Named in the pattern itself: the user asked for it.
+        assert!(!hidden_below(
+            base,
+            Path::new("lake/_staging/p.parquet"),
+            "lake/_staging/*.parquet"
+        ));
+    }
+
+    #[test]
+    fn partitions_are_decoded_and_typed_like_polars() {
+        let parts = hive_partitions(
+            Path::new("lake"),
+            Path::new("lake/country=C%C3%B4te/day=2024-01-02/p.parquet"),
+        );
+        assert_eq!(
+            parts,
+            [
+                ("country".to_string(), "Côte".to_string()),
+                ("day".to_string(), "2024-01-02".to_string())
+            ]
+        );
+        assert_eq!(partition_dtype(["1", "20", ""].into_iter()), DataType::Int64);
+        assert_eq!(partition_dtype(["1", "2.5"].into_iter()), DataType::Float64);
+        assert_eq!(
+            partition_dtype(["2024-01-02", "__HIVE_DEFAULT_PARTITION__"].into_iter()),
+            DataType::Date
+        );
+        assert_eq!(partition_dtype(["1", "x"].into_iter()), DataType::String);
+        assert_eq!(percent_decoded("a%20b%2"), "a b%2");
+    }
+
+    #[test]
+    fn rows_are_located_in_their_file() {
+        let file = |path: &str, rows| InputFile {
+            path: path.into(),
+            rows,
+            bytes: 0,
+            partitions: Vec::new(),
+        };
+        let inputs = Inputs {
+            files: vec![file("a", 3), file("b", 0), file("c", 2)],
+            roots: Vec::new(),
+            hive_dir: None,
+            file_columns: Vec::new(),
+        };
+        assert_eq!(inputs.locate(0), Some(("a", 1)));
+        assert_eq!(inputs.locate(2), Some(("a", 3)));
+        assert_eq!(inputs.locate(3), Some(("c", 1)));
+        assert_eq!(inputs.locate(5), None);
+    }
 }

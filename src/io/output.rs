@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use chrono::NaiveDate;
 use polars::prelude::*;
@@ -16,48 +16,69 @@ use polars::prelude::*;
 use crate::checksum::HashingWriter;
 use crate::config::Format;
 use crate::error::{Error, Result};
+use crate::io::input::{InputFile, InputRoot, canonical};
 use crate::io::table::{ROW_GROUP_ROWS, Table};
 use crate::manifest::{Manifest, OutputFile};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 
-/// Test hook: pause this many milliseconds after writing, before publishing,
-/// so fault tests can kill a run that has half-finished files on disk.
-const HOLD_ENV: &str = "LOYALTY_TEST_HOLD_BEFORE_PUBLISH_MS";
-
-/// Temporary paths of writes in progress, so a termination signal can remove them
-/// (see `main.rs`): a stopped run leaves nothing behind, not even for the next run
-/// to clean up.
-static IN_PROGRESS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-fn in_progress() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    IN_PROGRESS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Writes in progress, for a termination signal (see `main.rs`): their temporary
+/// paths, removed at once so a stopped run leaves nothing behind, and whether the
+/// run's outputs are already published, so the signal says the truth about them.
+#[derive(Default)]
+pub struct Publishing {
+    temporaries: Vec<PathBuf>,
+    published: Option<PathBuf>,
 }
 
-/// Registers a temporary path for [`remove_in_progress`] until it is dropped.
+impl Publishing {
+    /// The directory this run has published, if it has: a signal that arrives after
+    /// that stops nothing and must not say that nothing was published.
+    pub fn published(&self) -> Option<&Path> {
+        self.published.as_deref()
+    }
+}
+
+/// The directory (or file) this run has published, if it has.
+pub fn published_dir() -> Option<PathBuf> {
+    publishing().published.clone()
+}
+
+static PUBLISHING: std::sync::Mutex<Publishing> = std::sync::Mutex::new(Publishing {
+    temporaries: Vec::new(),
+    published: None,
+});
+
+fn publishing() -> std::sync::MutexGuard<'static, Publishing> {
+    PUBLISHING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Registers a temporary path for [`stop_publishing`] until it is dropped.
 struct InProgress(PathBuf);
 
 impl InProgress {
     fn new(path: &Path) -> InProgress {
-        in_progress().push(path.to_path_buf());
+        publishing().temporaries.push(path.to_path_buf());
         InProgress(path.to_path_buf())
     }
 }
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        in_progress().retain(|p| p != &self.0);
+        publishing().temporaries.retain(|p| p != &self.0);
     }
 }
 
-/// Removes every temporary path of a write in progress and returns holding the
-/// registry's lock, so no publish can start or finish afterwards: for a signal
-/// handler about to exit the process.
-pub fn remove_in_progress() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    let mut paths = in_progress();
-    for path in paths.drain(..) {
+/// For a signal handler: removes every temporary path of a write in progress and
+/// returns holding the registry's lock, so no swap can start afterwards. A swap in
+/// progress holds the lock until it is complete, so this waits for it; the guard's
+/// [`Publishing::published`] then says whether the outputs were published.
+pub fn stop_publishing() -> std::sync::MutexGuard<'static, Publishing> {
+    let mut state = publishing();
+    if state.published.is_some() {
+        return state;
+    }
+    for path in state.temporaries.drain(..) {
         if path.is_dir() {
             // Renamed first: the writer may still be creating files in it, and a new
             // file between listing and removing would leave the directory behind.
@@ -77,7 +98,7 @@ pub fn remove_in_progress() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
             let _ = fs::remove_file(&path);
         }
     }
-    paths
+    state
 }
 
 /// `output.dir` with `{as_of}` and `{run_date}` filled in.
@@ -89,44 +110,293 @@ pub fn resolve_dir(template: &str, as_of: NaiveDate, run_date: NaiveDate) -> Pat
     )
 }
 
-/// Checks that `dir` can be created or replaced, before any work is done.
-pub fn check_dir(dir: &Path) -> Result<()> {
-    if dir.exists() && !dir.is_dir() {
+/// Where a run publishes: the directory as the user named it (for messages), and
+/// the real directory the swap replaces. A symlinked output directory keeps its
+/// link: the swap happens at the link's target, inside the target's parent, so
+/// the outputs stay on the target's filesystem.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub named: PathBuf,
+    pub real: PathBuf,
+    /// `--force` / `output.replace`: an existing directory that is not ours may be replaced.
+    pub replace: bool,
+}
+
+/// Why a directory name cannot be an output directory, if it cannot: it must end
+/// in a name, so that it has a parent to swap it in (not `/`, `.`, `..` or empty).
+pub fn unusable_name(dir: &str) -> Option<&'static str> {
+    if dir.trim().is_empty() {
+        return Some("must name a directory, e.g. `out`; it is empty");
+    }
+    match Path::new(dir).components().next_back() {
+        Some(Component::Normal(_)) => None,
+        Some(Component::RootDir | Component::Prefix(_)) => {
+            Some("must name a directory below the filesystem root, e.g. `out`")
+        }
+        _ => Some("must end in a directory name (not `.` or `..`), e.g. `out`"),
+    }
+}
+
+/// Paths the output directory must never contain or lie inside: every input, plus
+/// the config file and the working directory.
+pub struct Protected<'a> {
+    pub inputs: &'a [InputRoot],
+    pub files: &'a [InputFile],
+    pub config_file: Option<&'a Path>,
+}
+
+/// Checks, before any work, that `dir` can be published: its name, that it is not a
+/// file, that it overlaps no input, that an existing directory is a previous output
+/// of ours (unless `replace`), and that its parent can be written.
+pub fn prepare(dir: &Path, protected: &Protected, replace: bool) -> Result<Destination> {
+    let shown = dir.display().to_string();
+    if let Some(problem) = unusable_name(&shown) {
+        return Err(Error::Output(format!("output.dir `{shown}` {problem}")));
+    }
+    let real = follow_links(dir);
+    if real.exists() && !real.is_dir() {
         return Err(Error::Output(format!(
-            "output.dir {} exists and is not a directory; choose another output.dir or remove the file",
-            dir.display()
+            "output.dir {shown} exists and is not a directory; choose another output.dir or remove the file"
         )));
     }
-    let parent = parent_of(dir);
-    if parent.exists() && !parent.is_dir() {
+    let destination = Destination {
+        named: dir.to_path_buf(),
+        real,
+        replace,
+    };
+    check_no_overlap(&destination, protected)?;
+    check_writable(&destination)?;
+    check_ours(&destination)?;
+    Ok(destination)
+}
+
+/// The path a chain of symlinks ends at (itself when it is none), made canonical.
+fn follow_links(dir: &Path) -> PathBuf {
+    let mut path = dir.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => match fs::read_link(&path) {
+                Ok(target) => path = parent_of(&path).join(target),
+                Err(_) => break,
+            },
+            _ => break,
+        }
+    }
+    canonical(&path)
+}
+
+/// The output directory must not contain an input, the config or the working
+/// directory (publishing would delete them), nor lie inside an input directory, nor
+/// where an input glob would match its files (the next run would read its outputs).
+fn check_no_overlap(destination: &Destination, protected: &Protected) -> Result<()> {
+    let out = &destination.real;
+    let named = destination.named.display();
+    let real = if destination.named.as_path() == out.as_path() {
+        String::new()
+    } else {
+        format!(" (that is, {})", out.display())
+    };
+    let refuse = |what: String| {
+        let fix = if what.contains("is inside") || what.contains("would match") {
+            "choose an output.dir outside it"
+        } else {
+            "choose an output.dir that holds none of them"
+        };
+        Err(Error::Output(format!("output.dir {named}{real} {what}; {fix}")))
+    };
+    for file in protected.files {
+        let path = canonical(Path::new(&file.path));
+        if path.starts_with(out) {
+            return refuse(format!(
+                "holds the input file {}: publishing would delete it",
+                file.path
+            ));
+        }
+    }
+    for root in protected.inputs {
+        match root {
+            InputRoot::File(path) if path.starts_with(out) => {
+                return refuse(format!(
+                    "holds the input file {}: publishing would delete it",
+                    path.display()
+                ));
+            }
+            InputRoot::Dir(path) if path.starts_with(out) => {
+                return refuse(format!(
+                    "holds the input directory {}: publishing would delete it",
+                    path.display()
+                ));
+            }
+            InputRoot::Dir(path) if out.starts_with(path) => {
+                return refuse(format!(
+                    "is inside the input directory {}: the next run would read its own outputs",
+                    path.display()
+                ));
+            }
+            InputRoot::Glob { base, .. } if base.starts_with(out) => {
+                return refuse(format!(
+                    "holds {}, the directory of an input glob: publishing would delete its files",
+                    base.display()
+                ));
+            }
+            InputRoot::Glob { pattern, base } if out.starts_with(base) => {
+                let matches_outputs = glob::Pattern::new(&canonical_pattern(pattern, base)).is_ok_and(|p| {
+                    ["customers.parquet", "customers.csv", MANIFEST_FILE]
+                        .iter()
+                        .any(|f| p.matches_path(&out.join(f)))
+                });
+                if matches_outputs {
+                    return refuse(format!(
+                        "is where the input glob {pattern} would match its files: the next run would read its own outputs"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(config) = protected.config_file
+        && canonical(config).starts_with(out)
+    {
+        return refuse(format!(
+            "holds the config file {}: publishing would delete it",
+            config.display()
+        ));
+    }
+    if let Ok(cwd) = std::env::current_dir()
+        && canonical(&cwd).starts_with(out)
+    {
+        return refuse(format!(
+            "holds the working directory {}: publishing would delete it",
+            cwd.display()
+        ));
+    }
+    Ok(())
+}
+
+/// A glob's pattern with its base made canonical, to match canonical paths.
+fn canonical_pattern(pattern: &str, base: &Path) -> String {
+    let literal: PathBuf = Path::new(pattern)
+        .components()
+        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+        .collect();
+    let rest = Path::new(pattern)
+        .strip_prefix(&literal)
+        .unwrap_or(Path::new(pattern));
+    format!(
+        "{}/{}",
+        glob::Pattern::escape(&base.display().to_string()),
+        rest.display()
+    )
+}
+
+/// An existing, non-empty output directory must be a previous output of ours: it
+/// holds our `manifest.json` and only the files that manifest lists. Anything else
+/// is a folder the user cares about, replaced only with `--force`.
+fn check_ours(destination: &Destination) -> Result<()> {
+    if destination.replace {
+        return Ok(());
+    }
+    let dir = &destination.real;
+    let named = destination.named.display();
+    let entries = match fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::Output(format!(
+                "cannot read output.dir {named} to check what it holds: {e}"
+            )));
+        }
+        Ok(entries) => entries,
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    let listed = fs::read(dir.join(MANIFEST_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .filter(|m| m["tool"] == env!("CARGO_PKG_NAME"))
+        .map(|m| {
+            m["outputs"]
+                .as_array()
+                .map(|outputs| {
+                    outputs
+                        .iter()
+                        .filter_map(|o| o["file"].as_str().map(str::to_string))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        });
+    let shown = |names: &[String]| {
+        let mut text = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        if names.len() > 5 {
+            text.push_str(&format!(" and {} more", names.len() - 5));
+        }
+        text
+    };
+    let Some(listed) = listed else {
         return Err(Error::Output(format!(
-            "output.dir {}: its parent {} is not a directory",
-            dir.display(),
-            parent.display()
+            "output.dir {named} is not a loyalty output (it holds {} and no manifest.json of ours); choose an empty or new directory, or pass --force (output.replace: true) to replace it and everything in it",
+            shown(&names)
+        )));
+    };
+    let ours = |name: &String| {
+        name == MANIFEST_FILE
+            || listed
+                .iter()
+                .any(|f| f == name || f.strip_prefix(name.as_str()).is_some_and(|r| r.starts_with('/')))
+    };
+    let foreign: Vec<String> = names.into_iter().filter(|n| !ours(n)).collect();
+    if !foreign.is_empty() {
+        return Err(Error::Output(format!(
+            "output.dir {named} holds files this job did not write ({}); move them elsewhere, or pass --force (output.replace: true) to replace the directory and them with it",
+            shown(&foreign)
         )));
     }
     Ok(())
 }
 
-/// Refuses an output directory inside an input directory: the next run would read
-/// its own outputs as orders.
-pub fn check_outside_inputs(dir: &Path, inputs: &[String]) -> Result<()> {
-    let Ok(out) = std::path::absolute(dir) else {
-        return Ok(());
-    };
-    for input in inputs {
-        let path = Path::new(input);
-        if path.is_dir()
-            && let Ok(input_dir) = std::path::absolute(path)
-            && out.starts_with(&input_dir)
-        {
-            return Err(Error::Output(format!(
-                "output.dir {} is inside the input directory {input}: the next run would read its own outputs; choose an output.dir outside it",
-                dir.display()
-            )));
+/// The nearest existing directory above the output directory must take a new
+/// entry: found before the work, not after it.
+fn check_writable(destination: &Destination) -> Result<()> {
+    let named = destination.named.display();
+    let mut at = parent_of(&destination.real);
+    while !at.exists() {
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent.to_path_buf(),
+            _ => break,
         }
     }
+    if !at.is_dir() {
+        return Err(Error::Output(format!(
+            "output.dir {named}: its parent {} is not a directory",
+            at.display()
+        )));
+    }
+    let probe = new_run_dir(&at, ".loyalty-probe", &destination.named)?;
+    let _ = fs::remove_dir(&probe);
     Ok(())
+}
+
+/// Creates `PREFIX-PID-NANOS` in `parent`, a name no other run uses; failing, it
+/// names `parent` and the output directory it is for.
+fn new_run_dir(parent: &Path, prefix: &str, named: &Path) -> Result<PathBuf> {
+    let dir = parent.join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
+    fs::create_dir(&dir).map_err(|e| {
+        Error::Output(format!(
+            "cannot write in {} (for output.dir {}): {e}",
+            parent.display(),
+            named.display()
+        ))
+    })?;
+    Ok(dir)
 }
 
 fn parent_of(dir: &Path) -> PathBuf {
@@ -142,46 +412,59 @@ fn dir_name(dir: &Path) -> String {
         .unwrap_or_else(|| "out".into())
 }
 
+/// Test hooks: pause this many milliseconds after writing every file, before
+/// publishing (`BEFORE`: a signal then stops the run), with the swap under way
+/// (`DURING`: a signal then waits for it), or once it is done (`AFTER`: a signal
+/// then stops nothing), so fault tests can signal at those moments.
+const HOLD_BEFORE_ENV: &str = "LOYALTY_TEST_HOLD_BEFORE_PUBLISH_MS";
+const HOLD_DURING_ENV: &str = "LOYALTY_TEST_HOLD_DURING_PUBLISH_MS";
+const HOLD_AFTER_ENV: &str = "LOYALTY_TEST_HOLD_AFTER_PUBLISH_MS";
+
+fn hold(env: &str) {
+    if let Some(ms) = std::env::var(env).ok().and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 /// Writes every table in every format plus the manifest, then publishes the directory.
 pub fn publish(
-    dir: &Path,
+    destination: &Destination,
     tables: &[(&'static str, Table)],
     formats: &[Format],
     documents: &[Document],
     manifest: &mut Manifest,
 ) -> Result<()> {
-    check_dir(dir)?;
+    let dir = &destination.real;
     let parent = parent_of(dir);
     fs::create_dir_all(&parent)
         .map_err(|e| Error::Output(format!("cannot create {}: {e}", parent.display())))?;
     let name = dir_name(dir);
     remove_stale_temporaries(&parent, &name);
 
-    let tmp = parent.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    ));
-    fs::create_dir(&tmp).map_err(|e| {
-        Error::Output(format!(
-            "cannot write in {} (for output.dir {}): {e}",
-            parent.display(),
-            dir.display()
-        ))
-    })?;
+    let tmp = new_run_dir(&parent, &format!(".{name}.tmp"), &destination.named)?;
     let registered = InProgress::new(&tmp);
     let result = write_all(&tmp, tables, formats, documents, manifest).and_then(|()| {
-        if let Some(ms) = std::env::var(HOLD_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-        }
+        hold(HOLD_BEFORE_ENV);
         // Under the registry's lock: a signal either removes the temporary directory
-        // before the swap, or waits until the new outputs are in place.
-        let _lock = in_progress();
-        swap_into_place(&tmp, dir)
+        // before the swap, or waits until the new outputs are in place and says so.
+        let mut state = publishing();
+        if state.temporaries.iter().all(|t| t != &tmp) {
+            // A signal removed it before this thread took the lock.
+            return Err(Error::Output("the run was stopped before publishing".into()));
+        }
+        hold(HOLD_DURING_ENV);
+        // Checked again at the last moment: the directory may have changed while
+        // the job ran.
+        check_ours(destination)?;
+        swap_into_place(&tmp, dir)?;
+        state.published = Some(destination.named.clone());
+        Ok(())
     });
     drop(registered);
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
+    } else {
+        hold(HOLD_AFTER_ENV);
     }
     result
 }
@@ -291,7 +574,7 @@ pub fn write_table(path: &Path, table: &Table, format: Format) -> Result<(u64, S
 }
 
 /// Replaces one file atomically: written beside it under a hidden name, synced,
-/// then renamed over it.
+/// then renamed over it (under the registry's lock, so a signal says the truth).
 pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
@@ -299,8 +582,12 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let _registered = InProgress::new(&tmp);
-    let written = write_synced(&tmp, |f| f.write_all(bytes).map_err(|e| Error::io(&tmp, e)))
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    let written = write_synced(&tmp, |f| f.write_all(bytes).map_err(|e| Error::io(&tmp, e))).and_then(|()| {
+        let mut state = publishing();
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        state.published = Some(path.to_path_buf());
+        Ok(())
+    });
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -314,21 +601,25 @@ pub fn write_synced(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) ->
     file.sync_all().map_err(|e| Error::io(path, e))
 }
 
-/// Replaces `dir` by `tmp` in one step where the OS allows it.
+/// Puts `tmp` in the place of `dir` in one step where the OS allows it: a rename
+/// that never replaces, else (a previous output, or a concurrent run's, is there)
+/// an exchange, after which `tmp` holds the previous outputs and is removed.
 fn swap_into_place(tmp: &Path, dir: &Path) -> Result<()> {
-    if dir.exists() {
-        if exchange(tmp, dir).is_ok() {
-            // `tmp` now holds the previous outputs.
-            let _ = fs::remove_dir_all(tmp);
-        } else {
-            // No atomic exchange here: move the old directory aside first.
-            let old = tmp.with_extension("old");
-            fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-            fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))?;
-            let _ = fs::remove_dir_all(&old);
+    match rename_no_replace(tmp, dir) {
+        Ok(()) => {}
+        Err(_) if dir.exists() => {
+            if exchange(tmp, dir).is_ok() {
+                let _ = fs::remove_dir_all(tmp);
+            } else {
+                // No atomic exchange here: move the old directory aside first.
+                // `.NAME.tmp-PID-NANOS.old`: a leftover the next run recognises.
+                let old = PathBuf::from(format!("{}.old", tmp.display()));
+                fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+                fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))?;
+                let _ = fs::remove_dir_all(&old);
+            }
         }
-    } else {
-        fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))?;
+        Err(e) => return Err(Error::io(dir, e)),
     }
     if let Ok(parent) = File::open(parent_of(dir)) {
         let _ = parent.sync_all();
@@ -337,21 +628,13 @@ fn swap_into_place(tmp: &Path, dir: &Path) -> Result<()> {
 }
 
 #[cfg(target_os = "linux")]
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+fn renameat2(a: &Path, b: &Path, flags: libc::c_uint) -> std::io::Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let a = CString::new(a.as_os_str().as_bytes())?;
     let b = CString::new(b.as_os_str().as_bytes())?;
     // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), flags) };
     if rc == 0 {
         Ok(())
     } else {
@@ -359,12 +642,37 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     }
 }
 
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    renameat2(a, b, libc::RENAME_EXCHANGE)
+}
+
+/// A rename that fails where `b` exists (a rename would replace an empty directory).
+#[cfg(target_os = "linux")]
+fn rename_no_replace(a: &Path, b: &Path) -> std::io::Result<()> {
+    match renameat2(a, b, libc::RENAME_NOREPLACE) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) && !b.exists() => {
+            fs::rename(a, b)
+        }
+        other => other,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_no_replace(a: &Path, b: &Path) -> std::io::Result<()> {
+    if b.exists() {
+        return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+    }
+    fs::rename(a, b)
+}
+
 #[cfg(not(target_os = "linux"))]
 fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
     Err(std::io::Error::other("no atomic exchange on this platform"))
 }
 
-/// Removes `.NAME.tmp-PID-*` directories left by runs that are no longer alive.
+/// Removes `.NAME.tmp-PID-NANOS` directories (and their `.old` / `.removing`
+/// forms) left by runs that are no longer alive; nothing else, whatever its name.
 fn remove_stale_temporaries(parent: &Path, name: &str) {
     let prefix = format!(".{name}.tmp-");
     let Ok(entries) = fs::read_dir(parent) else {
@@ -375,12 +683,77 @@ fn remove_stale_temporaries(parent: &Path, name: &str) {
         let Some(rest) = file_name.strip_prefix(&prefix) else {
             continue;
         };
-        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        let alive =
-            pid.is_some_and(|pid| pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists());
-        if !alive {
+        let stem = rest
+            .strip_suffix(".old")
+            .or_else(|| rest.strip_suffix(".removing"))
+            .unwrap_or(rest);
+        let Some((pid, nanos)) = stem.split_once('-') else {
+            continue;
+        };
+        let (Ok(pid), true) = (
+            pid.parse::<u32>(),
+            !nanos.is_empty() && nanos.bytes().all(|b| b.is_ascii_digit()),
+        ) else {
+            continue;
+        };
+        let alive = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && entry.file_type().is_ok_and(|t| t.is_dir()) {
             tracing::info!(path = %entry.path().display(), "removing a temporary directory left by an interrupted run");
             let _ = fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_dir_must_end_in_a_name() {
+        for bad in ["", "  ", "/", ".", "..", "out/..", "./."] {
+            assert!(unusable_name(bad).is_some(), "{bad:?}");
+        }
+        for good in ["out", "out/", "/tmp/out", "../out", "out/{as_of}"] {
+            assert_eq!(unusable_name(good), None, "{good:?}");
+        }
+    }
+
+    #[test]
+    fn stale_temporaries_are_ours_by_their_whole_name() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pid that cannot be alive (above the kernel's pid_max).
+        let dead = ["4194305-17", "4194305-17.old", "4194305-17.removing"];
+        let kept = ["notes", "4194305", "4194305-", "4194305-17x", "x-17"];
+        for name in dead.iter().chain(&kept) {
+            fs::create_dir(dir.path().join(format!(".out.tmp-{name}"))).unwrap();
+        }
+        fs::write(dir.path().join(".out.tmp-4194305-18"), "a file").unwrap();
+        remove_stale_temporaries(dir.path(), "out");
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want: Vec<String> = kept.iter().map(|k| format!(".out.tmp-{k}")).collect();
+        want.push(".out.tmp-4194305-18".into());
+        want.sort();
+        assert_eq!(left, want);
+    }
+
+    #[test]
+    fn a_symlink_chain_is_followed_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("volume/out");
+        std::os::unix::fs::symlink("volume/out", dir.path().join("a")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("b")).unwrap();
+        fs::create_dir(dir.path().join("volume")).unwrap();
+        // Dangling: the target does not exist yet.
+        assert_eq!(follow_links(&dir.path().join("b")), canonical(&target));
+        fs::create_dir(&target).unwrap();
+        assert_eq!(
+            follow_links(&dir.path().join("b")),
+            fs::canonicalize(&target).unwrap()
+        );
     }
 }

@@ -202,10 +202,12 @@ pub fn summary_frame(
 
     let days = orders.column(ORDER_DATE)?.cast(&DataType::Int32)?;
     let days = days.i32()?.rechunk();
-    let values = orders.column(VALUE)?.i64()?.rechunk();
+    // Order values are Int128 micro-units (a sum of Int64 lines).
+    let values = orders.column(VALUE)?.cast(&DataType::Int128)?;
+    let values = values.i128()?.rechunk();
     // Day and value side by side: a customer's rows are scattered, and one cache
     // line per row is half the memory traffic of two.
-    let all_purchases: Vec<(i32, i64)> = days
+    let all_purchases: Vec<(i32, i128)> = days
         .cont_slice()?
         .par_iter()
         .zip(values.cont_slice()?)
@@ -214,14 +216,14 @@ pub fn summary_frame(
     let grouped = orders.group_by([CID])?;
     let obs_end = epoch_days(obs_end);
     // One customer's rows → [x, t_x, T, monetary value]; None without a purchase.
-    let summarise = |purchases: &mut Vec<(i32, i64)>, rows: &mut dyn Iterator<Item = usize>| {
+    let summarise = |purchases: &mut Vec<(i32, i128)>, rows: &mut dyn Iterator<Item = usize>| {
         purchases.clear();
         purchases.extend(rows.map(|i| all_purchases[i]).filter(|p| p.1 > 0));
         purchases.sort_unstable();
         let (first, last) = (purchases.first()?.0, purchases.last()?.0);
         let repeat_days = purchases.windows(2).filter(|w| w[0].0 != w[1].0).count();
-        let first_day_value: i64 = purchases.iter().take_while(|p| p.0 == first).map(|p| p.1).sum();
-        let total: i64 = purchases.iter().map(|p| p.1).sum();
+        let first_day_value: i128 = purchases.iter().take_while(|p| p.0 == first).map(|p| p.1).sum();
+        let total: i128 = purchases.iter().map(|p| p.1).sum();
         let monetary = if repeat_days > 0 {
             (total - first_day_value) as f64 / 1e6 / repeat_days as f64
         } else {

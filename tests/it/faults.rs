@@ -234,3 +234,130 @@ fn a_full_disk_fails_cleanly() {
     assert_eq!(snapshot(&out), before, "previous outputs changed");
     assert_eq!(temporaries(tmp.path()), Vec::<String>::new());
 }
+
+/// The sample job into `out` with the given test holds (milliseconds) around the swap.
+fn spawn_held(out: &Path, holds: &[(&str, u64)]) -> Child {
+    let mut cmd = run_command(out, None);
+    for (name, ms) in holds {
+        cmd.env(format!("LOYALTY_TEST_HOLD_{name}_PUBLISH_MS"), ms.to_string());
+    }
+    cmd.stderr(Stdio::piped()).spawn().unwrap()
+}
+
+fn started_at(dir: &Path) -> String {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    manifest["started_at"].as_str().unwrap().to_string()
+}
+
+/// What a signalled run did, judged from the outside: exit 143 with the previous
+/// outputs byte-identical and "nothing was published", or exit 0 with a complete new
+/// output. Never one without the other.
+fn assert_truthful(
+    output: &std::process::Output,
+    out: &Path,
+    before: &BTreeMap<String, Vec<u8>>,
+    when: &str,
+) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    match output.status.code() {
+        Some(143) => {
+            assert!(stderr.contains("nothing was published"), "{when}: {stderr}");
+            assert_eq!(&snapshot(out), before, "{when}: exit 143 but the outputs changed");
+        }
+        Some(0) => {
+            assert!(
+                !stderr.contains("nothing was published"),
+                "{when}: exit 0 but {stderr}"
+            );
+            assert!(is_complete(out), "{when}: exit 0 but the output is not whole");
+            assert_ne!(&snapshot(out), before, "{when}: exit 0 but nothing was published");
+        }
+        other => panic!("{when}: exit {other:?}\n{stderr}"),
+    }
+    assert_eq!(temporaries(out.parent().unwrap()), Vec::<String>::new(), "{when}");
+}
+
+/// A directory with one published run: (its parent, the output, its files, its start).
+fn published_once() -> (TempDir, std::path::PathBuf, BTreeMap<String, Vec<u8>>, String) {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out");
+    assert!(spawn_run(&out, None).wait().unwrap().success());
+    let (before, previous) = (snapshot(&out), started_at(&out));
+    (tmp, out, before, previous)
+}
+
+/// SIGTERM to a run that has published or is publishing: exit 0, a whole new output,
+/// and a warning that the signal stopped nothing.
+fn terminate_expecting_published(
+    child: Child,
+    out: &Path,
+    before: &BTreeMap<String, Vec<u8>>,
+    previous: &str,
+    when: &str,
+) {
+    terminate(&child);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{when}: {stderr}");
+    assert!(
+        stderr.contains("arrived after the outputs were published"),
+        "{when}: {stderr}"
+    );
+    assert_ne!(started_at(out), previous, "{when}");
+    assert_truthful(&output, out, before, when);
+}
+
+#[test]
+fn sigterm_during_the_swap_waits_for_it_and_exits_0() {
+    let (tmp, out, before, previous) = published_once();
+    // The manifest is written, then the swap starts at once and is held 1.5 s.
+    let child = spawn_held(&out, &[("DURING", 1500)]);
+    wait_until_written(tmp.path());
+    std::thread::sleep(Duration::from_millis(300));
+    terminate_expecting_published(child, &out, &before, &previous, "during the swap");
+}
+
+#[test]
+fn sigterm_after_the_swap_reports_the_published_run_with_exit_0() {
+    let (_tmp, out, before, previous) = published_once();
+    let child = spawn_held(&out, &[("AFTER", 3000)]);
+    let start = Instant::now();
+    while started_at(&out) == previous {
+        assert!(start.elapsed() < Duration::from_secs(120), "never published");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    terminate_expecting_published(child, &out, &before, &previous, "after the swap");
+}
+
+#[test]
+fn sigterm_around_the_swap_either_stops_it_or_reports_it_repeatedly() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out");
+    assert!(spawn_run(&out, None).wait().unwrap().success());
+    let (mut stopped, mut published) = (0, 0);
+    // 200 ms before the swap, 200 ms in it, 200 ms after: a signal at 0..750 ms
+    // after the manifest lands in each, and on the edges between them.
+    for (i, delay_ms) in [
+        0u64, 60, 130, 190, 200, 210, 260, 330, 390, 400, 410, 480, 560, 650, 750,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let before = snapshot(&out);
+        let child = spawn_held(&out, &[("BEFORE", 200), ("DURING", 200), ("AFTER", 200)]);
+        wait_until_written(tmp.path());
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        terminate(&child);
+        let output = child.wait_with_output().unwrap();
+        assert_truthful(&output, &out, &before, &format!("round {i}, {delay_ms} ms"));
+        match output.status.code() {
+            Some(143) => stopped += 1,
+            _ => published += 1,
+        }
+    }
+    assert!(
+        stopped >= 2 && published >= 2,
+        "stopped {stopped}, published {published}"
+    );
+}

@@ -8,6 +8,8 @@ mod fixtures;
 mod fuzz;
 mod metrics;
 mod model;
+mod money;
 mod properties;
 mod reliability;
 mod report;
+mod safety;

@@ -18,6 +18,10 @@ struct Setup {
     config: String,
     args: Vec<String>,
     env: Vec<(&'static str, String)>,
+    /// `out/` exists before the run (a folder the case made): not a sign of publishing.
+    keep_out: bool,
+    /// No `--out`: the config's output.dir is the case.
+    no_out: bool,
 }
 
 impl Setup {
@@ -27,6 +31,8 @@ impl Setup {
             config: String::new(),
             args: Vec::new(),
             env: Vec::new(),
+            keep_out: false,
+            no_out: false,
         }
     }
     fn config(mut self, body: &str) -> Setup {
@@ -79,6 +85,39 @@ fn small() -> DataFrame {
         ("b", "5", "2024-09-01", 2.0),
         ("c", "6", "2024-04-01", 40.0),
     ])
+}
+
+/// `small()`'s first three lines with another amount column.
+fn with_amounts(amounts: Column) -> DataFrame {
+    let mut df = small().head(Some(3));
+    df.with_column(amounts).unwrap();
+    df
+}
+
+/// Enough rows that data pages lie well past the file's first bytes.
+fn big_enough() -> DataFrame {
+    let n = 5_000;
+    let days: Vec<i32> = (0..n).map(|i| 19_000 + i % 300).collect();
+    DataFrame::new_infer_height(vec![
+        Column::new(
+            "customer_id".into(),
+            (0..n)
+                .map(|i| format!("customer-{}", i % 400))
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "order_id".into(),
+            (0..n).map(|i| format!("order-{i}")).collect::<Vec<_>>(),
+        ),
+        Column::new("order_date".into(), days)
+            .cast(&DataType::Date)
+            .unwrap(),
+        Column::new(
+            "amount".into(),
+            (0..n).map(|i| f64::from(i % 97) + 0.5).collect::<Vec<_>>(),
+        ),
+    ])
+    .unwrap()
 }
 
 fn parquet(dir: &Path, name: &str, mut df: DataFrame) -> String {
@@ -394,6 +433,215 @@ fn cases() -> Vec<Case> {
             code: 0,
             says: &[],
         },
+        // --- Money, dates and the rows read ---------------------------------------
+        Case {
+            name: "integer line value past Int64 micro-units",
+            setup: |d| {
+                Setup::orders(parquet(
+                    d,
+                    "o.parquet",
+                    with_amounts(Column::new("amount".into(), [5i64, 1_000_000_000_000_000_000, 7])),
+                ))
+            },
+            code: 3,
+            says: &[
+                "column `amount`",
+                "out of range",
+                "`1000000000000000000` at row 2 of",
+                "o.parquet",
+                "9223372036854.775807",
+            ],
+        },
+        Case {
+            name: "float line value past Int64 micro-units",
+            setup: |d| {
+                Setup::orders(parquet(
+                    d,
+                    "o.parquet",
+                    with_amounts(Column::new("amount".into(), [5.0, 7.0, -1e18])),
+                ))
+            },
+            code: 3,
+            says: &["column `amount`", "`-1e+18` at row 3 of", "9223372036854.775807"],
+        },
+        Case {
+            name: "text line value past Int64 micro-units",
+            setup: |d| {
+                Setup::orders(parquet(
+                    d,
+                    "o.parquet",
+                    with_amounts(Column::new("amount".into(), ["5", "7", "99999999999999"])),
+                ))
+            },
+            code: 3,
+            says: &["column `amount`", "`99999999999999` at row 3"],
+        },
+        Case {
+            name: "amount × quantity past Int64 micro-units",
+            setup: |d| {
+                let mut df = with_amounts(Column::new("amount".into(), [5_000_000_000i64, 2, 3]));
+                df.with_column(Column::new("qty".into(), [5_000i64, 1, 1]))
+                    .unwrap();
+                Setup::orders(parquet(d, "o.parquet", df))
+                    .config("  columns:\n    quantity: qty\n  amount_is_unit_price: true\n")
+            },
+            code: 3,
+            says: &["column `amount`", "`5000000000 x 5000` at row 1"],
+        },
+        Case {
+            name: "revenue of 1e13 per customer is exact",
+            setup: |d| {
+                Setup::orders(parquet(
+                    d,
+                    "o.parquet",
+                    with_amounts(Column::new(
+                        "amount".into(),
+                        [5_000_000_000_000i64, 5_000_000_000_000, 5_000_000_000_000],
+                    )),
+                ))
+                .no_model()
+            },
+            code: 0,
+            says: &[],
+        },
+        Case {
+            name: "date at the edge of Date32",
+            setup: |d| {
+                let mut df = small().head(Some(2));
+                let days = Column::new("order_date".into(), [19_000i32, i32::MAX])
+                    .cast(&DataType::Date)
+                    .unwrap();
+                df.with_column(days).unwrap();
+                Setup::orders(parquet(d, "o.parquet", df))
+            },
+            code: 3,
+            says: &[
+                "column `order_date`",
+                "out of range",
+                "`2147483647 days from 1970-01-01` at row 2",
+                "0001-01-01 and 9999-12-31",
+            ],
+        },
+        Case {
+            name: "timestamp past the calendar's range",
+            setup: |d| {
+                let mut df = small().head(Some(2));
+                let stamps = Column::new("order_date".into(), [1_700_000_000_000i64, 1 << 62])
+                    .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+                    .unwrap();
+                df.with_column(stamps).unwrap();
+                Setup::orders(parquet(d, "o.parquet", df))
+            },
+            code: 3,
+            says: &["column `order_date`", "out of range", "at row 2"],
+        },
+        Case {
+            name: "zoned timestamp past the calendar's range",
+            setup: |d| {
+                let mut df = small().head(Some(2));
+                let stamps = Column::new("order_date".into(), [1_700_000_000_000i64, -(1 << 62)])
+                    .cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))
+                    .unwrap();
+                df.with_column(stamps).unwrap();
+                Setup::orders(parquet(d, "o.parquet", df)).config("  timezone: Asia/Jakarta\n")
+            },
+            code: 3,
+            says: &["column `order_date`", "out of range"],
+        },
+        Case {
+            name: "dates at the calendar's ends are fine",
+            setup: |d| {
+                let mut df = small().head(Some(3));
+                let days = dates("order_date", &["0001-01-01", "2024-05-01", "9999-12-30"]);
+                df.with_column(days).unwrap();
+                Setup::orders(parquet(d, "o.parquet", df))
+                    .no_model()
+                    .arg("--set")
+                    .arg("cohorts.grain=quarter")
+            },
+            code: 0,
+            says: &[],
+        },
+        Case {
+            name: "Spark markers, `.crc` files and `_temporary/` in an input directory",
+            setup: |d| {
+                let lake = d.join("lake");
+                fs::create_dir_all(lake.join("_temporary/0")).unwrap();
+                parquet(&lake, "part-00000.snappy.parquet", small());
+                parquet(&lake.join("_temporary/0"), "part-00001.parquet", small());
+                parquet(&lake, ".hidden.parquet", small());
+                fs::write(lake.join("_SUCCESS"), "").unwrap();
+                fs::write(lake.join(".part-00000.snappy.parquet.crc"), [0u8, 1]).unwrap();
+                fs::write(lake.join("README.txt"), "nightly export").unwrap();
+                Setup::orders(lake.display().to_string()).no_model()
+            },
+            code: 0,
+            says: &[],
+        },
+        Case {
+            name: "a file name with glob characters",
+            setup: |d| Setup::orders(format!("'{}'", parquet(d, "orders[2024].parquet", small()))).no_model(),
+            code: 0,
+            says: &[],
+        },
+        Case {
+            name: "symlink loop in an input directory",
+            setup: |d| {
+                fs::create_dir(d.join("in")).unwrap();
+                parquet(&d.join("in"), "o.parquet", small());
+                std::os::unix::fs::symlink(d.join("in"), d.join("in/again")).unwrap();
+                Setup::orders(d.join("in").display().to_string())
+            },
+            code: 3,
+            says: &["in/again", "a loop"],
+        },
+        Case {
+            name: "symlink to itself in an input directory",
+            setup: |d| {
+                fs::create_dir(d.join("in")).unwrap();
+                parquet(&d.join("in"), "o.parquet", small());
+                std::os::unix::fs::symlink(d.join("in/self.parquet"), d.join("in/self.parquet")).unwrap();
+                Setup::orders(d.join("in").display().to_string())
+            },
+            code: 3,
+            says: &["in/self.parquet", "a loop"],
+        },
+        Case {
+            name: "broken symlink to a Parquet file",
+            setup: |d| {
+                fs::create_dir(d.join("in")).unwrap();
+                parquet(&d.join("in"), "o.parquet", small());
+                std::os::unix::fs::symlink(d.join("gone.parquet"), d.join("in/p.parquet")).unwrap();
+                Setup::orders(d.join("in").display().to_string())
+            },
+            code: 3,
+            says: &["in/p.parquet", "broken symlink"],
+        },
+        Case {
+            name: "partition directories at different depths",
+            setup: |d| {
+                fs::create_dir_all(d.join("in/year=2024")).unwrap();
+                parquet(&d.join("in"), "a.parquet", small());
+                parquet(&d.join("in/year=2024"), "b.parquet", small());
+                Setup::orders(d.join("in").display().to_string())
+            },
+            code: 3,
+            says: &["partition", "b.parquet"],
+        },
+        Case {
+            name: "damaged data page behind a good footer",
+            setup: |d| {
+                let whole = parquet(d, "whole.parquet", big_enough());
+                let mut bytes = fs::read(&whole).unwrap();
+                for b in &mut bytes[100..600] {
+                    *b = 0xAB;
+                }
+                fs::write(d.join("damaged.parquet"), &bytes).unwrap();
+                Setup::orders(d.join("damaged.parquet").display().to_string())
+            },
+            code: 3,
+            says: &["cannot read the order lines of", "damaged.parquet"],
+        },
         // --- Output directory --------------------------------------------------
         Case {
             name: "output directory that is a file",
@@ -428,6 +676,190 @@ fn cases() -> Vec<Case> {
             },
             code: 2,
             says: &["is inside the input directory", "choose an output.dir outside it"],
+        },
+        Case {
+            name: "output directory is the directory of an input file",
+            setup: |d| {
+                let input = parquet(d, "o.parquet", small());
+                Setup::orders(input).arg("--out").arg(&d.display().to_string())
+            },
+            code: 2,
+            says: &["holds the input file", "o.parquet: publishing would delete it"],
+        },
+        Case {
+            name: "output directory is the directory of an input glob",
+            setup: |d| {
+                fs::create_dir(d.join("in")).unwrap();
+                parquet(&d.join("in"), "o.parquet", small());
+                Setup::orders(format!("'{}/in/*.parquet'", d.display()))
+                    .arg("--out")
+                    .arg(&d.join("in").display().to_string())
+            },
+            code: 2,
+            says: &["holds the input file", "publishing would delete it"],
+        },
+        Case {
+            name: "output directory where the input glob would read its outputs",
+            setup: |d| {
+                fs::create_dir(d.join("in")).unwrap();
+                parquet(&d.join("in"), "o.parquet", small());
+                Setup::orders(format!("'{}/in/**/*.parquet'", d.display()))
+                    .arg("--out")
+                    .arg(&d.join("in/out").display().to_string())
+            },
+            code: 2,
+            says: &["is where the input glob", "would match its files"],
+        },
+        Case {
+            name: "output directory inside the input directory through `..`",
+            setup: |d| {
+                fs::create_dir(d.join("in")).unwrap();
+                parquet(&d.join("in"), "o.parquet", small());
+                Setup::orders(d.join("in").display().to_string())
+                    .arg("--out")
+                    .arg(&d.join("in/x/../out").display().to_string())
+            },
+            code: 2,
+            says: &["is inside the input directory", "in/out)"],
+        },
+        Case {
+            name: "output directory inside the input directory through a symlink",
+            setup: |d| {
+                fs::create_dir(d.join("in")).unwrap();
+                parquet(&d.join("in"), "o.parquet", small());
+                std::os::unix::fs::symlink(d.join("in"), d.join("alias")).unwrap();
+                Setup::orders(d.join("in").display().to_string())
+                    .arg("--out")
+                    .arg(&d.join("alias/out").display().to_string())
+            },
+            code: 2,
+            says: &["alias/out", "is inside the input directory"],
+        },
+        Case {
+            name: "output directory that holds the input directory",
+            setup: |d| {
+                fs::create_dir_all(d.join("lake/in")).unwrap();
+                parquet(&d.join("lake/in"), "o.parquet", small());
+                Setup::orders(d.join("lake/in").display().to_string())
+                    .arg("--out")
+                    .arg(&d.join("lake").display().to_string())
+                    .arg("--force")
+            },
+            code: 2,
+            says: &["holds the input", "publishing would delete it"],
+        },
+        Case {
+            name: "output directory that holds the config file",
+            setup: |d| {
+                let input = repo().join("data/orders.parquet").display().to_string();
+                Setup::orders(input)
+                    .arg("--out")
+                    .arg(&d.display().to_string())
+                    .arg("--force")
+            },
+            code: 2,
+            says: &["holds the config file", "config.yaml"],
+        },
+        Case {
+            name: "existing folder that is not a loyalty output",
+            setup: |d| {
+                fs::create_dir(d.join("out")).unwrap();
+                fs::write(d.join("out/budget.xlsx"), "x").unwrap();
+                let mut setup = Setup::orders(parquet(d, "o.parquet", small())).no_model();
+                setup.keep_out = true;
+                setup
+            },
+            code: 2,
+            says: &["is not a loyalty output", "budget.xlsx", "--force"],
+        },
+        Case {
+            name: "--force replaces a folder that is not a loyalty output",
+            setup: |d| {
+                fs::create_dir(d.join("out")).unwrap();
+                fs::write(d.join("out/budget.xlsx"), "x").unwrap();
+                Setup::orders(parquet(d, "o.parquet", small()))
+                    .no_model()
+                    .arg("--force")
+            },
+            code: 0,
+            says: &[],
+        },
+        Case {
+            name: "--out at the filesystem root",
+            setup: |d| {
+                Setup::orders(parquet(d, "o.parquet", small()))
+                    .arg("--out")
+                    .arg("/")
+            },
+            code: 2,
+            says: &["`/` must name a directory below the filesystem root"],
+        },
+        Case {
+            name: "output.dir `/` in the config",
+            setup: |d| {
+                let mut setup = Setup::orders(parquet(d, "o.parquet", small())).config("output:\n  dir: /\n");
+                setup.no_out = true;
+                setup
+            },
+            code: 2,
+            says: &[
+                "config.yaml:",
+                "`output.dir` `/` must name a directory below the filesystem root",
+            ],
+        },
+        Case {
+            name: "output.dir empty in the config",
+            setup: |d| {
+                let mut setup =
+                    Setup::orders(parquet(d, "o.parquet", small())).config("output:\n  dir: \"\"\n");
+                setup.no_out = true;
+                setup
+            },
+            code: 2,
+            says: &["`output.dir`", "it is empty"],
+        },
+        Case {
+            name: "--set output.dir= (empty, parsed as null)",
+            setup: |d| {
+                let mut setup = Setup::orders(parquet(d, "o.parquet", small()))
+                    .arg("--set")
+                    .arg("output.dir=");
+                setup.no_out = true;
+                setup
+            },
+            code: 2,
+            says: &["--set output.dir=", "`output.dir` is empty"],
+        },
+        Case {
+            name: "output.dir `.`",
+            setup: |d| {
+                let mut setup = Setup::orders(parquet(d, "o.parquet", small())).config("output:\n  dir: .\n");
+                setup.no_out = true;
+                setup
+            },
+            code: 2,
+            says: &["`output.dir` `.` must end in a directory name"],
+        },
+        Case {
+            name: "--out empty",
+            setup: |d| {
+                Setup::orders(parquet(d, "o.parquet", small()))
+                    .arg("--out")
+                    .arg("")
+            },
+            code: 2,
+            says: &["--out"],
+        },
+        Case {
+            name: "output directory below a file",
+            setup: |d| {
+                fs::write(d.join("plain"), "x").unwrap();
+                Setup::orders(parquet(d, "o.parquet", small()))
+                    .arg("--out")
+                    .arg(&d.join("plain/out").display().to_string())
+            },
+            code: 2,
+            says: &["plain/out", "is not a directory"],
         },
         // --- Config --------------------------------------------------------------
         Case {
@@ -566,6 +998,58 @@ fn cases() -> Vec<Case> {
             code: 2,
             says: &["--fast"],
         },
+        Case {
+            name: "an empty list of inputs",
+            setup: |_| Setup::orders("[]"),
+            code: 2,
+            says: &["`input.orders` must list at least one file"],
+        },
+        Case {
+            name: "unknown time zone",
+            setup: |d| Setup::orders(parquet(d, "o.parquet", small())).config("  timezone: Europe/Berln\n"),
+            code: 2,
+            says: &["`input.timezone`", "Europe/Berln", "`Europe/Berlin`"],
+        },
+        Case {
+            name: "time zone in the wrong case",
+            setup: |d| {
+                Setup::orders(parquet(d, "o.parquet", small()))
+                    .arg("--set")
+                    .arg("input.timezone=asia/jakarta")
+            },
+            code: 2,
+            says: &["--set input.timezone=asia/jakarta", "closest: `Asia/Jakarta`"],
+        },
+        Case {
+            name: "YAML tag `!env`",
+            setup: |d| {
+                let mut setup =
+                    Setup::orders(parquet(d, "o.parquet", small())).config("output:\n  dir: !env OUT_DIR\n");
+                setup.no_out = true;
+                setup
+            },
+            code: 2,
+            says: &["config.yaml:", "YAML tags are not supported", "`!env`"],
+        },
+        Case {
+            name: "YAML tag `!!binary`",
+            setup: |d| {
+                Setup::orders(parquet(d, "o.parquet", small()))
+                    .config("cohorts:\n  grain: !!binary bW9udGg=\n")
+            },
+            code: 2,
+            says: &["`!!binary`"],
+        },
+        Case {
+            name: "YAML tag in --set",
+            setup: |d| {
+                Setup::orders(parquet(d, "o.parquet", small()))
+                    .arg("--set")
+                    .arg("output.dir=!env OUT")
+            },
+            code: 2,
+            says: &["--set output.dir=!env OUT", "`!env`"],
+        },
         // --- Bugs ------------------------------------------------------------------
         Case {
             name: "a panic is reported as a bug",
@@ -580,8 +1064,8 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// Runs one case; returns stderr.
-fn run_case(case: &Case, dir: &Path) -> (i32, String) {
+/// Runs one case; returns the exit code, stderr, and whether `out/` may exist.
+fn run_case(case: &Case, dir: &Path) -> (i32, String, bool) {
     let setup = (case.setup)(dir);
     let config_path = dir.join("config.yaml");
     let body = match setup.config.strip_prefix('!') {
@@ -591,7 +1075,7 @@ fn run_case(case: &Case, dir: &Path) -> (i32, String) {
     fs::write(&config_path, body).unwrap();
     let mut cmd = loyalty();
     cmd.current_dir(dir).args(["run", "--config"]).arg(&config_path);
-    if !setup.args.iter().any(|a| a == "--out") {
+    if !setup.no_out && !setup.args.iter().any(|a| a == "--out") {
         cmd.arg("--out").arg(dir.join("out"));
     }
     cmd.args(&setup.args);
@@ -602,6 +1086,7 @@ fn run_case(case: &Case, dir: &Path) -> (i32, String) {
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stderr).into_owned(),
+        setup.keep_out,
     )
 }
 
@@ -612,7 +1097,7 @@ fn bad_input_matrix() {
     let mut failures = Vec::new();
     for case in &cases {
         let tmp = TempDir::new().unwrap();
-        let (code, stderr) = run_case(case, tmp.path());
+        let (code, stderr, keep_out) = run_case(case, tmp.path());
         let missing: Vec<&&str> = case.says.iter().filter(|s| !stderr.contains(**s)).collect();
         if code != case.code || !missing.is_empty() {
             failures.push(format!(
@@ -631,7 +1116,7 @@ fn bad_input_matrix() {
             failures.push(format!("{}: left {leftovers:?}", case.name));
         }
         // A failed run publishes nothing.
-        if case.code != 0 && tmp.path().join("out").exists() {
+        if case.code != 0 && !keep_out && tmp.path().join("out").exists() {
             failures.push(format!("{}: failed but wrote out/", case.name));
         }
     }
