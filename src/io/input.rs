@@ -179,7 +179,10 @@ pub fn resolve(orders: &[String]) -> Result<Inputs> {
         }
     }
     paths.sort();
-    paths.dedup_by(|a, b| a.0 == b.0);
+    // One file named twice (`d/o.parquet` and `./d/o.parquet`, or by a directory and
+    // by name, or through a symlink) is read once.
+    let mut seen = std::collections::BTreeSet::new();
+    paths.retain(|(path, _)| seen.insert(canonical(path)));
 
     let mut files = Vec::with_capacity(paths.len());
     let mut first_schema: Option<(String, std::sync::Arc<ArrowSchema>)> = None;

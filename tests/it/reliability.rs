@@ -585,6 +585,21 @@ fn cases() -> Vec<Case> {
             says: &[],
         },
         Case {
+            name: "one file named twice in input.orders",
+            setup: |d| {
+                fs::create_dir(d.join("in")).unwrap();
+                let file = parquet(&d.join("in"), "o.parquet", small());
+                Setup::orders(format!(
+                    "[{file}, {}/in/./o.parquet, {}/in]",
+                    d.display(),
+                    d.display()
+                ))
+                .no_model()
+            },
+            code: 0,
+            says: &[],
+        },
+        Case {
             name: "symlink loop in an input directory",
             setup: |d| {
                 fs::create_dir(d.join("in")).unwrap();

@@ -348,3 +348,29 @@ fn warnings_on_a_non_terminal_stderr_carry_no_colour_codes() {
     assert!(stderr.contains("WARN"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "colour codes in {stderr:?}");
 }
+
+#[test]
+fn one_file_named_three_ways_is_read_once() {
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let rows = sample().height() as u64;
+    write_parquet(&data.join("orders.parquet"), &mut sample());
+    std::os::unix::fs::symlink(data.join("orders.parquet"), tmp.path().join("alias.parquet")).unwrap();
+    let d = data.display();
+    let orders = format!(
+        "[{d}/orders.parquet, {d}/./orders.parquet, {d}, {}/alias.parquet]",
+        tmp.path().display()
+    );
+    let out = tmp.path().join("out");
+    run(tmp.path(), &orders, &out, &[]).success();
+    let manifest = manifest_of(&out);
+    assert_eq!(
+        manifest["inputs"].as_array().unwrap().len(),
+        1,
+        "{}",
+        manifest["inputs"]
+    );
+    assert_eq!(manifest["input_rows"].as_u64(), Some(rows));
+    assert_eq!(manifest["cleaning"][0]["rows_in"].as_u64(), Some(rows));
+}
