@@ -12,7 +12,8 @@ Exit codes:
   1  internal error (a bug, or an I/O failure while writing)
   2  usage or config error (bad flag, key, value or output directory)
   3  input data error (missing file or column, wrong type, nothing left after cleaning)
-  4  model fit failure";
+  4  model fit failure
+  129, 130, 143  stopped by SIGHUP, SIGINT, SIGTERM before publishing (nothing published)";
 
 #[derive(Debug, Parser)]
 #[command(name = "loyalty", version, about = "Customer-loyalty analytics from order history: cohorts, RFM, Pareto, CLV and KPIs.", after_help = EXIT_CODES)]

@@ -69,20 +69,35 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGTERM and SIGINT stop the run at once: its temporary files are removed, the
-/// previous outputs stay as they were, and the exit code is 128 + the signal (143
-/// for SIGTERM, 130 for SIGINT), distinct from every error code. A signal that
+/// The signals that stop a run: SIGTERM (schedulers), SIGINT (Ctrl-C), SIGHUP (a
+/// closed terminal).
+const STOPPING: [i32; 3] = [
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGHUP,
+];
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        signal_hook::consts::SIGINT => "SIGINT",
+        _ => "SIGHUP",
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP stop the run at once: its temporary files are removed,
+/// the previous outputs stay as they were, and the exit code is 128 + the signal
+/// (143 for SIGTERM, 130 for SIGINT, 129 for SIGHUP), distinct from every error code. A signal that
 /// arrives once the outputs are published (or while the swap is under way, which
 /// it waits for) stops nothing: the run completes and exits 0, and says so.
 fn stop_on_termination_signals() -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
     let signalled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for signal in [SIGTERM, SIGINT] {
+    for signal in STOPPING {
         // Set in the signal handler itself: the run's end sees it even when the
         // thread below has not woken yet.
         let _ = signal_hook::flag::register_usize(signal, signalled.clone(), signal as usize);
     }
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) else {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new(STOPPING) else {
         return signalled;
     };
     std::thread::spawn(move || {
@@ -92,7 +107,7 @@ fn stop_on_termination_signals() -> std::sync::Arc<std::sync::atomic::AtomicUsiz
                 // Reported by `main` when the run ends.
                 continue;
             }
-            let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+            let name = signal_name(signal);
             eprintln!(
                 "error: stopped by {name}; nothing was published and the previous outputs are untouched"
             );

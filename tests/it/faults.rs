@@ -261,7 +261,7 @@ fn assert_truthful(
 ) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     match output.status.code() {
-        Some(143) => {
+        Some(129 | 130 | 143) => {
             assert!(stderr.contains("nothing was published"), "{when}: {stderr}");
             assert_eq!(&snapshot(out), before, "{when}: exit 143 but the outputs changed");
         }
@@ -360,4 +360,25 @@ fn sigterm_around_the_swap_either_stops_it_or_reports_it_repeatedly() {
         stopped >= 2 && published >= 2,
         "stopped {stopped}, published {published}"
     );
+}
+
+#[test]
+fn sigint_and_sighup_before_publishing_stop_the_run_like_sigterm() {
+    for (signal, code, name) in [(libc::SIGINT, 130, "SIGINT"), (libc::SIGHUP, 129, "SIGHUP")] {
+        let (tmp, out, before, _) = published_once();
+        let child = spawn_held(&out, &[("BEFORE", 60_000)]);
+        wait_until_written(tmp.path());
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, signal);
+        }
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(code), "{name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("stopped by {name}; nothing was published")),
+            "{stderr}"
+        );
+        assert_truthful(&output, &out, &before, name);
+    }
 }
