@@ -8,19 +8,23 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{Command, ConfigArgs, FitArgs, FitModel, GenerateArgs, ReportArgs, RunArgs, TimeUnit};
 use crate::config::{self, ConfigIssue, Format, JobConfig};
+use crate::engine::InProcess;
 use crate::error::{Error, InputError};
 use crate::generate::{self, GenerateParams, TrueParameters};
 use crate::io::{input, output};
 use crate::manifest::Manifest;
-use crate::{clean, pipeline};
+use crate::settings::Settings;
+use crate::{ingest, pipeline};
 
 pub fn main(command: Command) -> anyhow::Result<()> {
+    // The one place the environment's test hooks and diagnostics are read.
+    let settings = Settings::from_env();
     // Test hook: a bug, to check that panics reach the user as exit 1 with a report line.
-    if std::env::var_os("LOYALTY_TEST_PANIC").is_some() {
+    if settings.panic {
         panic!("LOYALTY_TEST_PANIC is set");
     }
     match command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(args, &settings),
         Command::Validate(args) => validate(args),
         Command::Generate(args) => generate(args),
         Command::Fit(args) => fit(args),
@@ -39,7 +43,7 @@ fn spinner(message: &'static str) -> ProgressBar {
     bar
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
+fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     let started = Utc::now();
     let mut config = config::load(&args.config.config, &args.config.set)?;
     let as_of_source = if args.as_of.is_some() {
@@ -93,9 +97,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         })
         .into());
     }
-    let raw = input::scan(&inputs)?;
+    let engine = InProcess::over(&inputs)?;
     let bar = spinner("computing");
-    let computed = pipeline::compute(raw, &config, &inputs.label()).map_err(|e| locate_rows(e, &inputs));
+    let computed = pipeline::run(&engine, &config, settings).map_err(|e| locate_rows(e, &inputs));
     bar.finish_and_clear();
     let computed = computed?;
 
@@ -142,6 +146,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         &config.output.formats,
         &documents,
         &mut manifest,
+        &settings.publish_holds,
     )?;
     tracing::info!(stage = "write", seconds = write_start.elapsed().as_secs_f64(), dir = %dir.display(), "finished");
     for warning in &computed.warnings {
@@ -185,7 +190,7 @@ fn validate(args: ConfigArgs) -> anyhow::Result<()> {
     let mut raw = input::scan(&inputs)?;
     let schema = raw.collect_schema().map_err(Error::from)?;
     // Builds the typed columns: wrong or missing columns fail here, from metadata alone.
-    clean::normalise(raw, &schema, &config.input, &inputs.label())?;
+    ingest::normalise(raw, &schema, &config.input, &inputs.label())?;
     print!("{}", describe(&args.config, &config, &inputs, &schema));
     Ok(())
 }

@@ -5,11 +5,23 @@
 //! Every message names the file, key or column at fault and, where we know it,
 //! the fix.
 
+use std::fmt;
 use std::path::PathBuf;
 
-use crate::config::ConfigIssue;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One problem with the configuration: where, which dotted key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -17,7 +17,7 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Beta, Distribution, Exp, Gamma};
 use rayon::prelude::*;
 
-use crate::clean::epoch_days;
+use crate::dates::epoch_days;
 
 const CHUNK: u64 = 10_000;
 const CATEGORIES: [&str; 8] = [

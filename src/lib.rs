@@ -5,9 +5,10 @@
 
 pub mod app;
 pub mod checksum;
-pub mod clean;
 pub mod cli;
 pub mod config;
+pub mod dates;
+pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod ingest;
@@ -19,3 +20,4 @@ pub mod model;
 pub mod pipeline;
 pub mod report;
 pub mod schema;
+pub mod settings;

@@ -3,8 +3,8 @@
 use chrono::NaiveDate;
 use serde::Serialize;
 
-use crate::clean::CleaningStep;
 use crate::config::JobConfig;
+use crate::ingest::CleaningStep;
 use crate::io::input::InputFile;
 
 #[derive(Debug, Clone, Serialize)]

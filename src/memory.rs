@@ -44,7 +44,7 @@ pub fn resident_mib() -> Option<u64> {
     Some(pages * page.max(0) as u64 / (1 << 20))
 }
 
-/// Peak resident set size so far (since the last [`reset_peak_per_plan`]), in MiB.
+/// Peak resident set size so far (since the last [`reset_peak`]), in MiB.
 pub fn peak_mib() -> Option<u64> {
     if let Some(kib) = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -64,14 +64,12 @@ pub fn peak_mib() -> Option<u64> {
     (status == 0).then(|| usage.ru_maxrss.max(0) as u64 / 1024)
 }
 
-/// `LOYALTY_PLAN_PEAKS=1` (performance work): the peak is reset before each plan
-/// of a stage, so the log's peak is that plan's own. The process's peak as
-/// `/usr/bin/time` reports it is then lost: never set it for a benchmark.
-pub fn reset_peak_per_plan() {
-    if std::env::var_os("LOYALTY_PLAN_PEAKS").is_some() {
-        // "5" resets the peak resident set size (Linux ≥ 4.0).
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
-    }
+/// Resets the peak resident set size, so the next peak read is the work since
+/// (`LOYALTY_PLAN_PEAKS`, performance work: the process's peak as `/usr/bin/time`
+/// reports it is then lost, so never for a benchmark).
+pub fn reset_peak() {
+    // "5" resets the peak resident set size (Linux ≥ 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Pages out this process's read-only shared file mappings (`r--s` in

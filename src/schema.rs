@@ -1,5 +1,17 @@
 //! Column names: the interface that notebooks and warehouse loads rely on (SPEC §2–§8),
-//! plus the internal names the pipeline uses between stages.
+//! plus the internal names the pipeline uses between stages. Each output table's
+//! full schema (names, types, order) is a `schema()` beside the code that makes it,
+//! listed by [`crate::pipeline::output_schema`].
+
+use polars::prelude::{DataType, Field, Schema};
+
+/// A schema from (name, type) pairs, in order.
+pub fn of(fields: &[(&str, DataType)]) -> Schema {
+    fields
+        .iter()
+        .map(|(name, dtype)| Field::new((*name).into(), dtype.clone()))
+        .collect()
+}
 
 /// Internal columns of cleaned lines and orders. Prefixed so they never collide
 /// with a physical input column of the same logical name.

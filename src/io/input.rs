@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use polars::prelude::*;
 use serde::Serialize;
 
-use crate::clean::date_lit;
+use crate::dates::date_lit;
 use crate::error::{InputError, Result};
 
 /// One input file: its path as listed, its row count from the Parquet footer and its size.

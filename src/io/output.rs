@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::io::input::{InputFile, InputRoot, canonical};
 use crate::io::table::{ROW_GROUP_ROWS, Table};
 use crate::manifest::{Manifest, OutputFile};
+use crate::settings::PublishHolds;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 
@@ -412,17 +413,10 @@ fn dir_name(dir: &Path) -> String {
         .unwrap_or_else(|| "out".into())
 }
 
-/// Test hooks: pause this many milliseconds after writing every file, before
-/// publishing (`BEFORE`: a signal then stops the run), with the swap under way
-/// (`DURING`: a signal then waits for it), or once it is done (`AFTER`: a signal
-/// then stops nothing), so fault tests can signal at those moments.
-const HOLD_BEFORE_ENV: &str = "LOYALTY_TEST_HOLD_BEFORE_PUBLISH_MS";
-const HOLD_DURING_ENV: &str = "LOYALTY_TEST_HOLD_DURING_PUBLISH_MS";
-const HOLD_AFTER_ENV: &str = "LOYALTY_TEST_HOLD_AFTER_PUBLISH_MS";
-
-fn hold(env: &str) {
-    if let Some(ms) = std::env::var(env).ok().and_then(|v| v.parse::<u64>().ok()) {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+/// A test hook's pause (see [`PublishHolds`]).
+fn hold(pause: Option<std::time::Duration>) {
+    if let Some(pause) = pause {
+        std::thread::sleep(pause);
     }
 }
 
@@ -433,6 +427,7 @@ pub fn publish(
     formats: &[Format],
     documents: &[Document],
     manifest: &mut Manifest,
+    holds: &PublishHolds,
 ) -> Result<()> {
     let dir = &destination.real;
     let parent = parent_of(dir);
@@ -444,7 +439,7 @@ pub fn publish(
     let tmp = new_run_dir(&parent, &format!(".{name}.tmp"), &destination.named)?;
     let registered = InProgress::new(&tmp);
     let result = write_all(&tmp, tables, formats, documents, manifest).and_then(|()| {
-        hold(HOLD_BEFORE_ENV);
+        hold(holds.before);
         // Under the registry's lock: a signal either removes the temporary directory
         // before the swap, or waits until the new outputs are in place and says so.
         let mut state = publishing();
@@ -452,7 +447,7 @@ pub fn publish(
             // A signal removed it before this thread took the lock.
             return Err(Error::Output("the run was stopped before publishing".into()));
         }
-        hold(HOLD_DURING_ENV);
+        hold(holds.during);
         // Checked again at the last moment: the directory may have changed while
         // the job ran.
         check_ours(destination)?;
@@ -464,7 +459,7 @@ pub fn publish(
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
     } else {
-        hold(HOLD_AFTER_ENV);
+        hold(holds.after);
     }
     result
 }
@@ -521,6 +516,17 @@ fn write_all(
     // The manifest's own write is the only part of the stage it cannot time.
     if let Some(stage) = manifest.stages.iter_mut().find(|s| s.name == "write") {
         stage.seconds = started.elapsed().as_secs_f64();
+    }
+    // A sliced table's columns are computed as it is written (and for the report):
+    // that time is part of the write, and named on its own.
+    for (table, frame) in tables {
+        if let Some(seconds) = frame.slicing_seconds() {
+            tracing::info!(table, seconds, "slices made while writing");
+            manifest.stages.push(crate::manifest::Stage {
+                name: format!("{table} slices"),
+                seconds,
+            });
+        }
     }
     let path = tmp.join(MANIFEST_FILE);
     let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Output(e.to_string()))?;

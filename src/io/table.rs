@@ -2,6 +2,9 @@
 //! time so that a table larger than memory never exists whole (the customer table
 //! at tens of millions of customers).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use polars::prelude::*;
 
 use crate::error::Result;
@@ -12,23 +15,6 @@ pub const SLICE_ROWS: usize = 4 * ROW_GROUP_ROWS;
 
 /// Rows per Parquet row group (Polars' default).
 pub const ROW_GROUP_ROWS: usize = 512 * 512;
-
-/// Test hook: rows per slice of every table made in slices (the customer table,
-/// the orders' customer slices), so that tests on small inputs make many slices.
-const SLICE_ROWS_ENV: &str = "LOYALTY_TEST_SLICE_ROWS";
-
-/// The test hook's rows per slice, when set.
-pub fn test_slice_rows() -> Option<usize> {
-    std::env::var(SLICE_ROWS_ENV)
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&rows| rows > 0)
-}
-
-/// Rows per slice: [`SLICE_ROWS`] unless the test hook says otherwise.
-pub fn slice_rows() -> usize {
-    test_slice_rows().unwrap_or(SLICE_ROWS)
-}
 
 /// Frames with the same columns, one under the other (their chunks, not copied); an
 /// empty frame when there are none.
@@ -41,25 +27,53 @@ pub fn stacked(frames: Vec<DataFrame>) -> PolarsResult<DataFrame> {
     Ok(all)
 }
 
-/// Makes rows `offset..offset + len` of a sliced table.
-pub type MakeSlice = Box<dyn Fn(usize, usize) -> Result<DataFrame> + Send + Sync>;
+/// What makes a sliced table: rows `offset..offset + len` at a time.
+pub trait Slicer: Send + Sync {
+    fn slice(&self, offset: usize, len: usize) -> Result<DataFrame>;
+}
+
+impl<F: Fn(usize, usize) -> Result<DataFrame> + Send + Sync> Slicer for F {
+    fn slice(&self, offset: usize, len: usize) -> Result<DataFrame> {
+        self(offset, len)
+    }
+}
 
 pub enum Table {
     Frame(DataFrame),
-    /// `height` rows, made `rows` at a time by `slice` as they are written; every
+    /// `height` rows, made `rows` at a time by `slicer` as they are written; every
     /// slice has the same columns, and the slices in order are the table.
     Sliced {
         height: usize,
         rows: usize,
-        slice: MakeSlice,
+        slicer: Box<dyn Slicer>,
+        /// Time spent making slices, in nanoseconds (each use makes them again: the
+        /// report, then every format written).
+        busy_nanos: AtomicU64,
     },
 }
 
 impl Table {
+    pub fn sliced(height: usize, rows: usize, slicer: impl Slicer + 'static) -> Self {
+        Table::Sliced {
+            height,
+            rows,
+            slicer: Box::new(slicer),
+            busy_nanos: AtomicU64::new(0),
+        }
+    }
+
     pub fn height(&self) -> usize {
         match self {
             Table::Frame(frame) => frame.height(),
             Table::Sliced { height, .. } => *height,
+        }
+    }
+
+    /// Seconds spent making this table's slices so far; `None` when it is whole.
+    pub fn slicing_seconds(&self) -> Option<f64> {
+        match self {
+            Table::Frame(_) => None,
+            Table::Sliced { busy_nanos, .. } => Some(busy_nanos.load(Ordering::Relaxed) as f64 * 1e-9),
         }
     }
 
@@ -73,7 +87,14 @@ impl Table {
         let offsets = (0..height.max(1)).step_by(step);
         offsets.map(move |offset| match self {
             Table::Frame(frame) => Ok(frame.clone()),
-            Table::Sliced { slice, .. } => slice(offset, step.min(height - offset.min(height))),
+            Table::Sliced {
+                slicer, busy_nanos, ..
+            } => {
+                let started = Instant::now();
+                let slice = slicer.slice(offset, step.min(height - offset.min(height)));
+                busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                slice
+            }
         })
     }
 
@@ -101,14 +122,14 @@ mod tests {
     use super::*;
 
     fn numbers(height: usize) -> Table {
-        Table::Sliced {
+        Table::sliced(
             height,
-            rows: SLICE_ROWS,
-            slice: Box::new(|offset, len| {
+            SLICE_ROWS,
+            |offset: usize, len: usize| -> Result<DataFrame> {
                 let values: Vec<u64> = (offset as u64..(offset + len) as u64).collect();
                 Ok(df!("n" => values)?)
-            }),
-        }
+            },
+        )
     }
 
     #[test]

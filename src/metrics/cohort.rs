@@ -10,8 +10,8 @@ use chrono::{Datelike, Days, NaiveDate};
 use polars::prelude::*;
 
 use super::{per_day, ratio, to_currency};
-use crate::clean::epoch_days;
 use crate::config::Grain;
+use crate::dates::epoch_days;
 use crate::schema::cohort::*;
 use crate::schema::internal::{CUSTOMER_ID as CID, ORDER_DATE, VALUE};
 use crate::schema::{ORDERS, REVENUE};
@@ -152,6 +152,22 @@ pub fn cohort_retention(
             .lt(col("__last_index"))
             .or(lit(last_is_complete))
             .alias(IS_COMPLETE),
+    ])
+}
+
+/// The `cohort_retention` table's columns and types, in order (SPEC §3).
+pub fn schema() -> Schema {
+    crate::schema::of(&[
+        ("cohort", DataType::Date),
+        ("period_index", DataType::Int64),
+        ("cohort_size", DataType::Int64),
+        ("active_customers", DataType::Int64),
+        ("retention_rate", DataType::Float64),
+        ("orders", DataType::Int64),
+        ("revenue", DataType::Float64),
+        ("cumulative_revenue_per_customer", DataType::Float64),
+        ("revenue_retention", DataType::Float64),
+        ("is_complete", DataType::Boolean),
     ])
 }
 

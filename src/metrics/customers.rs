@@ -7,8 +7,8 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 
 use super::{per_day, ratio, to_currency};
-use crate::clean::epoch_days;
 use crate::config::Grain;
+use crate::dates::epoch_days;
 use crate::schema::customers::*;
 use crate::schema::internal::{
     CATEGORY_MAX, CATEGORY_MIN, CHANNEL as CHANNEL_IN, CUSTOMER_ID as CID, ORDER_DATE, ORDER_RANK,
@@ -131,4 +131,51 @@ pub fn upsell_customers(orders: LazyFrame) -> LazyFrame {
             .sum()
             .cast(DataType::Int64)
             .alias("upsell_customers")])
+}
+
+/// The written `customers` table's columns and types, in order (SPEC §2, §4–§6);
+/// `channel` only when `input.columns.channel` is mapped.
+pub fn schema(has_channel: bool) -> Schema {
+    let channel: &[(&str, DataType)] = if has_channel {
+        &[("channel", DataType::String)]
+    } else {
+        &[]
+    };
+    let before = [
+        ("customer_id", DataType::String),
+        ("first_order_date", DataType::Date),
+        ("last_order_date", DataType::Date),
+        ("orders", DataType::Int64),
+        ("revenue", DataType::Float64),
+        ("aov", DataType::Float64),
+        ("recency_days", DataType::Int64),
+        ("tenure_days", DataType::Int64),
+        ("annual_value", DataType::Float64),
+        ("cohort", DataType::Date),
+    ];
+    let after = [
+        ("frequency", DataType::Float64),
+        ("t_x", DataType::Float64),
+        ("T", DataType::Float64),
+        ("monetary_value", DataType::Float64),
+        ("p_alive", DataType::Float64),
+        ("expected_purchases", DataType::Float64),
+        ("expected_spend", DataType::Float64),
+        ("predicted_clv", DataType::Float64),
+        ("abc_class", DataType::String),
+        ("r_score", DataType::Int64),
+        ("f_score", DataType::Int64),
+        ("m_score", DataType::Int64),
+        ("fm", DataType::Int64),
+        ("rfm_cell", DataType::String),
+        ("segment", DataType::String),
+        ("historical_clv", DataType::Float64),
+        ("formula_clv", DataType::Float64),
+    ];
+    let all: Vec<(&str, DataType)> = before
+        .into_iter()
+        .chain(channel.iter().cloned())
+        .chain(after)
+        .collect();
+    crate::schema::of(&all)
 }

@@ -4,8 +4,8 @@
 use chrono::{Days, NaiveDate};
 use polars::prelude::*;
 
-use crate::clean::date_lit;
 use crate::config::ClvConfig;
+use crate::dates::date_lit;
 use crate::error::{Error, Result};
 use crate::model::holdout::{self, Accuracy};
 use crate::model::summary::{Summary, summary_frame};
@@ -155,4 +155,15 @@ pub fn kpi_columns(summary: Option<HoldoutSummary>) -> Vec<Expr> {
         }
     }
     columns
+}
+
+/// The `clv_holdout` table's columns and types, in order (`clv.holdout_days`).
+pub fn schema() -> Schema {
+    crate::schema::of(&[
+        ("calibration_frequency", DataType::String),
+        ("customers", DataType::Int64),
+        ("actual_purchases", DataType::Float64),
+        ("predicted_purchases", DataType::Float64),
+        ("naive_purchases", DataType::Float64),
+    ])
 }

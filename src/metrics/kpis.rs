@@ -4,7 +4,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 
 use super::{ratio, to_currency};
-use crate::clean::date_lit;
+use crate::dates::date_lit;
 use crate::schema::customers::RECENCY_DAYS;
 use crate::schema::internal::REVENUE_MICROS;
 use crate::schema::kpis::*;
@@ -101,4 +101,45 @@ pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> Lazy
     with_upsell
         .cross_join(inputs.pareto_summary, None)
         .select(columns)
+}
+
+/// The `kpis` table's columns and types, in order (SPEC §7; one row).
+pub fn schema() -> Schema {
+    crate::schema::of(&[
+        ("as_of", DataType::Date),
+        ("customers", DataType::Int64),
+        ("orders", DataType::Int64),
+        ("revenue", DataType::Float64),
+        ("aov", DataType::Float64),
+        ("purchase_frequency", DataType::Float64),
+        ("repeat_purchase_rate", DataType::Float64),
+        ("churn_window_days", DataType::Int64),
+        ("churn_rate", DataType::Float64),
+        ("annual_churn_rate", DataType::Float64),
+        ("upsell_ratio", DataType::Float64),
+        ("gini", DataType::Float64),
+        ("top_20pct_revenue_share", DataType::Float64),
+        ("customers_for_80pct", DataType::Int64),
+        ("customers_for_80pct_share", DataType::Float64),
+        ("model", DataType::String),
+        ("model_r", DataType::Float64),
+        ("model_alpha", DataType::Float64),
+        ("model_a", DataType::Float64),
+        ("model_b", DataType::Float64),
+        ("model_s", DataType::Float64),
+        ("model_beta", DataType::Float64),
+        ("gg_p", DataType::Float64),
+        ("gg_q", DataType::Float64),
+        ("gg_v", DataType::Float64),
+        ("model_log_likelihood", DataType::Float64),
+        ("holdout_days", DataType::Int64),
+        ("model_holdout_mae", DataType::Float64),
+        ("model_holdout_rmse", DataType::Float64),
+        ("model_holdout_error_pct", DataType::Float64),
+        ("model_holdout_rank_correlation", DataType::Float64),
+        ("naive_holdout_mae", DataType::Float64),
+        ("naive_holdout_rmse", DataType::Float64),
+        ("naive_holdout_error_pct", DataType::Float64),
+        ("naive_holdout_rank_correlation", DataType::Float64),
+    ])
 }

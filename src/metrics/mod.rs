@@ -12,8 +12,8 @@ pub mod rfm;
 use chrono::NaiveDate;
 use polars::prelude::*;
 
-use crate::clean::epoch_days;
 use crate::config;
+use crate::dates::epoch_days;
 
 /// Micro-units (Int64) to currency units (Float64): the one place money becomes a float.
 pub fn to_currency(micros: Expr) -> Expr {

@@ -215,6 +215,24 @@ pub fn with_abc_class(customers: LazyFrame, boundaries: &DataFrame) -> PolarsRes
     )
 }
 
+/// The `pareto` table's columns and types, in order (SPEC §5).
+pub fn schema() -> Schema {
+    crate::schema::of(&[
+        ("top_share", DataType::Float64),
+        ("customers", DataType::Int64),
+        ("revenue_share", DataType::Float64),
+    ])
+}
+
+/// The `lorenz` table's columns and types, in order (SPEC §5).
+pub fn lorenz_schema() -> Schema {
+    crate::schema::of(&[
+        ("customer_share", DataType::Float64),
+        ("customers", DataType::Int64),
+        ("revenue_share", DataType::Float64),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -278,6 +278,24 @@ pub fn rfm_segments(sums: LazyFrame) -> LazyFrame {
         .sort([SEGMENT], SortMultipleOptions::default())
 }
 
+/// The `rfm_segments` table's columns and types, in order (SPEC §4).
+pub fn segments_schema() -> Schema {
+    crate::schema::of(&[
+        ("segment", DataType::String),
+        ("customers", DataType::Int64),
+        ("share_of_customers", DataType::Float64),
+        ("revenue", DataType::Float64),
+        ("share_of_revenue", DataType::Float64),
+        ("mean_recency_days", DataType::Float64),
+        ("mean_orders", DataType::Float64),
+        ("mean_revenue", DataType::Float64),
+        ("mean_historical_clv", DataType::Float64),
+        ("mean_formula_clv", DataType::Float64),
+        ("mean_predicted_clv", DataType::Float64),
+        ("mean_p_alive", DataType::Float64),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,7 +194,7 @@ pub fn summary_frame(
     obs_end: chrono::NaiveDate,
     unit_days: f64,
 ) -> polars::prelude::PolarsResult<polars::prelude::DataFrame> {
-    use crate::clean::epoch_days;
+    use crate::dates::epoch_days;
     use crate::schema::CUSTOMER_ID;
     use crate::schema::internal::{CUSTOMER_ID as CID, ORDER_DATE, VALUE};
     use crate::schema::model::*;
@@ -300,7 +300,7 @@ mod tests {
             ("b", 3, 4.0),
             ("a", 8, 7.0),
         ];
-        let days: Vec<i32> = rows.iter().map(|r| crate::clean::epoch_days(date(r.1))).collect();
+        let days: Vec<i32> = rows.iter().map(|r| crate::dates::epoch_days(date(r.1))).collect();
         let orders = DataFrame::new_infer_height(vec![
             Column::new(CID.into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()),
             Column::new(ORDER_DATE.into(), days)

@@ -90,7 +90,7 @@ pub fn dates(name: &str, values: &[&str]) -> Column {
         .map(|v| {
             chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
                 .ok()
-                .map(loyalty::clean::epoch_days)
+                .map(loyalty::dates::epoch_days)
         })
         .collect();
     Column::new(name.into(), parsed).cast(&DataType::Date).unwrap()

@@ -13,3 +13,4 @@ mod properties;
 mod reliability;
 mod report;
 mod safety;
+mod schemas;

@@ -61,7 +61,7 @@ fn frame(rows: &[(&str, &str, &str, f64)]) -> DataFrame {
         .iter()
         .map(|r| {
             let d = chrono::NaiveDate::parse_from_str(r.2, "%Y-%m-%d").unwrap();
-            loyalty::clean::epoch_days(d)
+            loyalty::dates::epoch_days(d)
         })
         .collect();
     DataFrame::new_infer_height(vec![

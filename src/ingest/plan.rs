@@ -11,6 +11,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use crate::config::{CleaningConfig, ExcludeRule, InputConfig, Matcher, Returns};
+use crate::dates::epoch_days;
 use crate::error::{InputError, Result};
 use crate::schema::internal::{CATEGORY, CHANNEL, CUSTOMER_ID, ORDER_DATE, ORDER_ID, VALUE};
 
@@ -46,11 +47,6 @@ struct ParseCheck {
     /// Rows where the raw value is present but did not parse.
     failed: Expr,
     raw: Expr,
-}
-
-/// Days since 1970-01-01, the physical value of a Polars `Date`.
-pub fn epoch_days(date: NaiveDate) -> i32 {
-    (date - NaiveDate::default()).num_days() as i32
 }
 
 /// Decimal places a text amount is parsed to exactly (more are truncated).
@@ -160,11 +156,6 @@ fn line_value_micros(amount: Number, quantity: Option<Number>) -> (Expr, Expr) {
             .then(exact_fits.fill_null(lit(true)))
             .otherwise(from_float.1),
     )
-}
-
-/// A date literal (Polars' `lit(NaiveDate)` would give a datetime).
-pub fn date_lit(date: NaiveDate) -> Expr {
-    lit(epoch_days(date)).cast(DataType::Date)
 }
 
 /// Typed logical columns from the physical ones; wrong types fail here, from the schema.

@@ -1,0 +1,73 @@
+//! The engine seam: where the work that grows with lines, orders and customers runs.
+//!
+//! An [`Engine`] takes the order lines it was built over (resolved inputs, or a
+//! scan) and the job's config, and returns a [`CustomerSummary`]: SPEC §1 (the
+//! cleaning and the roll-up to orders) and the per-customer roll-up every later
+//! stage starts from, with the cleaning counts the manifest reports. Everything
+//! after it (scores, rankings, models, the output tables) is computed from the
+//! summary by [`crate::pipeline`], the same whatever the engine.
+//!
+//! [`InProcess`] is the one engine today: Polars in this process, the line pass
+//! streamed through the fold of [`crate::ingest`]. A second engine (a distributed
+//! one, say) implements [`Engine::summarise`] and is held to the same contract by
+//! differential tests against this one: the summary's frames are compared cell for
+//! cell, so the definitions in SPEC.md are not written twice unchecked.
+
+mod in_process;
+
+use chrono::NaiveDate;
+use polars::prelude::{DataFrame, Series};
+
+pub use in_process::InProcess;
+
+use crate::config::JobConfig;
+use crate::error::Result;
+use crate::ingest::CleaningStep;
+use crate::pipeline::StageLog;
+use crate::settings::Settings;
+
+/// What every engine is given besides its input: the config, and the run's settings.
+#[derive(Clone, Copy)]
+pub struct Job<'a> {
+    pub config: &'a JobConfig,
+    pub settings: &'a Settings,
+}
+
+/// The per-customer state every later stage reads. Customers are dense `UInt32`
+/// keys (`__customer_id`) numbered in customer_id text order, so sorting by key
+/// sorts by id; every frame is one row per customer with a purchase, sorted by key,
+/// unless said otherwise.
+pub struct CustomerSummary {
+    /// The analysis date in force (exclusive): configured, or the day after the
+    /// latest valid line.
+    pub as_of: NaiveDate,
+    /// SPEC §1's steps with their row counts and drop reasons, in order.
+    pub cleaning: Vec<CleaningStep>,
+    /// customer_id text by customer key.
+    pub customer_ids: Series,
+    /// [`crate::metrics::customers::customer_aggregates`]: the SPEC §2 inputs.
+    pub aggregates: DataFrame,
+    /// [`crate::model::summary::summary_frame`]: (x, t_x, T, m̄) per customer.
+    pub model_summary: DataFrame,
+    /// [`crate::metrics::cohort::cohort_activity`]: customers active per cohort
+    /// and period, summed over customers.
+    pub cohort_activity: DataFrame,
+    /// [`crate::metrics::customers::upsell_customers`] per customer slice; `None`
+    /// without a category column.
+    pub upsell: Option<DataFrame>,
+    /// Channel text by channel number, when a channel column is mapped.
+    pub channels: Option<Series>,
+    /// The orders (customer key, date, value) for the holdout validation, only
+    /// when a model and `clv.holdout_days` ask for it.
+    pub holdout_orders: Option<DataFrame>,
+}
+
+/// An engine: SPEC §1 and the per-customer roll-up over its input.
+pub trait Engine {
+    /// Names the engine in logs.
+    fn name(&self) -> &'static str;
+
+    /// Cleans the lines, rolls them up to orders and customers. Timed stages go to
+    /// `log`; an input that does not clean to a purchase is an input error.
+    fn summarise(&self, job: Job<'_>, log: &mut StageLog) -> Result<CustomerSummary>;
+}

@@ -1,0 +1,519 @@
+//! SPEC §1 steps 1–2 and the whole fold: [`OrderBook`] counts and drops each batch's
+//! lines without the required values or dated on or after `as_of`, routes the rest
+//! to their customer's shard, and at the end gathers every shard's orders into the
+//! order table (customers keyed in customer_id text order) and the cleaning counts.
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
+use chrono::NaiveDate;
+use foldhash::fast::FixedState;
+use polars::prelude::*;
+use polars::series::IsSorted;
+use rayon::prelude::*;
+
+use super::Ingested;
+use super::intern::{Interner, NONE, present, view};
+use super::orders::{Orders, grouped_by_key};
+use super::plan::{CleaningStep, LinePlan, line};
+use super::shard::{Batch, Candidate, Shard, pass_of, shard_of};
+use crate::dates::epoch_days;
+use crate::error::Result;
+use crate::schema::internal::{
+    CATEGORY, CATEGORY_MAX, CATEGORY_MIN, CHANNEL, CUSTOMER_ID, ORDER_DATE, ORDER_ID, ORDER_RANK, VALUE,
+};
+
+/// Row counts of SPEC §1 steps 1–2, over the whole input.
+#[derive(Default, Debug, Clone)]
+pub(super) struct Counts {
+    pub(super) rows: u64,
+    pub(super) null_customer: u64,
+    pub(super) null_order: u64,
+    pub(super) null_date: u64,
+    pub(super) null_value: u64,
+    pub(super) after_as_of: u64,
+    /// Lines left after step 2, before step 3.
+    pub(super) in_window: u64,
+    /// Latest date among lines with every required value (the default as_of − 1).
+    pub(super) latest_valid_day: Option<i32>,
+}
+
+/// The fold of the line stream into orders; see the module documentation.
+pub struct OrderBook {
+    pub(super) hasher: FixedState,
+    pub(super) as_of: Option<i32>,
+    pub(super) dedupe: bool,
+    /// Passes over the input, and the current one: pass p folds the customers whose
+    /// id hashes to part p ([`pass_of`]); the first also counts every line.
+    pub(super) passes: usize,
+    pub(super) pass: usize,
+    /// The current pass's shards, and those of the passes before it, sealed.
+    pub(super) shards: Vec<Shard>,
+    pub(super) sealed: Vec<Shard>,
+    /// Lines and orders each shard reserves room for, and step 4's reason count.
+    pub(super) per_shard: usize,
+    pub(super) reasons: usize,
+    pub(super) counts: Counts,
+    /// Per parse check: failures and the example with the smallest row number.
+    /// Per parse check: failing lines, and the first one's row.
+    pub(super) parse_failures: Vec<(u64, Option<IdxSize>)>,
+    /// Per shard, the lines of the current batch (reused between batches).
+    pub(super) routed: Vec<Vec<(u32, u64)>>,
+    /// The input's own columns, which decide exact duplicates (step 3).
+    pub(super) raw_columns: Vec<PlSmallStr>,
+    /// Lines whose fingerprint repeats within their batch, with their
+    /// [`plan::duplicate_check_columns`], and their rows.
+    pub(super) held: Vec<DataFrame>,
+    pub(super) held_rows: Vec<IdxSize>,
+    /// Lines whose fingerprint repeats, from every sealed pass, by row.
+    pub(super) candidates: Vec<Candidate>,
+    /// Time spent folding, and batches folded (for the debug log).
+    pub(super) busy_seconds: f64,
+    pub(super) batches: u64,
+}
+
+/// The first 8 bytes of a string as a big-endian integer (zero-padded): integers
+/// compare as the strings' byte order does, up to ties.
+pub(super) fn prefix(text: &str) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = text.len().min(8);
+    bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+/// A column of a batch as one contiguous array.
+pub(super) fn array<'a, T: PolarsDataType>(ca: &'a std::borrow::Cow<'a, ChunkedArray<T>>) -> &'a T::Array {
+    ca.downcast_as_array()
+}
+
+impl OrderBook {
+    /// `shards`: how many parts the customers of a pass are split into, folded in
+    /// parallel; `passes`: how many passes over the input ([`passes_for`]).
+    /// `expected_lines`: the input's row count, an upper bound on each shard's
+    /// lines and orders. Their arrays are reserved for it up front: untouched
+    /// capacity costs no memory, while growing by doubling copies every array
+    /// (transient copies were a fifth of the fold's peak memory).
+    pub fn new(
+        raw_columns: &[PlSmallStr],
+        plan: &LinePlan,
+        as_of: Option<NaiveDate>,
+        dedupe: bool,
+        (shards, passes): (usize, usize),
+        expected_lines: usize,
+    ) -> Self {
+        let (shards, passes) = (shards.max(1), passes.max(1));
+        // Customers hash to parts evenly; a tenth more leaves room for chance.
+        let per_part = expected_lines / (shards * passes);
+        let mut book = Self {
+            hasher: FixedState::with_seed(0x006c_6f79_616c_7479),
+            as_of: as_of.map(epoch_days),
+            dedupe,
+            passes,
+            pass: 0,
+            shards: Vec::new(),
+            sealed: Vec::new(),
+            per_shard: per_part + per_part / 10 + 1024,
+            reasons: plan.reasons.len(),
+            counts: Counts::default(),
+            parse_failures: vec![(0, None); plan.parse_checks],
+            routed: vec![Vec::new(); shards],
+            raw_columns: raw_columns.to_vec(),
+            held: Vec::new(),
+            held_rows: Vec::new(),
+            candidates: Vec::new(),
+            busy_seconds: 0.0,
+            batches: 0,
+        };
+        book.shards = book.fresh_shards();
+        book
+    }
+
+    pub(super) fn fresh_shards(&self) -> Vec<Shard> {
+        (0..self.routed.len())
+            .map(|_| Shard {
+                dropped: vec![0; self.reasons],
+                orders: Orders::with_capacity(self.per_shard),
+                fingerprints: Vec::with_capacity(if self.dedupe { self.per_shard } else { 0 }),
+                ..Shard::default()
+            })
+            .collect()
+    }
+
+    pub fn passes(&self) -> usize {
+        self.passes
+    }
+
+    /// Ends the current pass: its shards are sealed (in parallel), and the next
+    /// pass, if any, starts with empty ones.
+    pub fn end_pass(&mut self) {
+        let first = self.sealed.len() as u32;
+        let shards = std::mem::take(&mut self.shards);
+        let (shards, candidates): (Vec<Shard>, Vec<Vec<Candidate>>) = shards
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, mut shard)| {
+                let candidates = shard.seal(first + i as u32);
+                (shard, candidates)
+            })
+            .unzip();
+        self.sealed.extend(shards);
+        self.candidates.extend(candidates.into_iter().flatten());
+        self.candidates.sort_unstable_by_key(|c| c.row);
+        self.pass += 1;
+        if self.pass < self.passes {
+            self.shards = self.fresh_shards();
+        }
+    }
+
+    /// Folds one batch of the line stream (the columns of [`plan::line_plan`]):
+    /// steps 1–2 here, then each shard folds its customers' lines in parallel.
+    pub fn add(&mut self, batch: &DataFrame) -> PolarsResult<()> {
+        let series =
+            |name: &str| -> PolarsResult<&Series> { Ok(batch.column(name)?.as_materialized_series()) };
+        let optional = |name: &str| batch.column(name).ok().map(|c| c.as_materialized_series());
+        let rows = series(line::ROW)?.idx()?.rechunk();
+        let customers = series(CUSTOMER_ID)?.str()?.rechunk();
+        let order_ids = series(ORDER_ID)?.str()?.rechunk();
+        let days = series(ORDER_DATE)?.date()?.physical().rechunk();
+        let values = series(VALUE)?.i64()?.rechunk();
+        let verdicts = series(line::DROPPED_BY)?.i32()?.rechunk();
+        let channels = optional(CHANNEL)
+            .map(|s| s.str().map(|c| c.rechunk()))
+            .transpose()?;
+        let categories = optional(CATEGORY)
+            .map(|s| s.str().map(|c| c.rechunk()))
+            .transpose()?;
+        let others = optional(line::OTHER_COLUMNS_HASH)
+            .map(|s| s.u64().map(|c| c.rechunk()))
+            .transpose()?;
+        let batch_arrays = Batch {
+            rows: array(&rows),
+            customers: array(&customers),
+            order_ids: array(&order_ids),
+            days: array(&days),
+            values: array(&values),
+            verdicts: array(&verdicts),
+            channels: channels.as_ref().map(array),
+            categories: categories.as_ref().map(array),
+            others: others.as_ref().map(array),
+        };
+        let b = &batch_arrays;
+
+        // Every line is counted and checked once, in the first pass.
+        let first_pass = self.pass == 0;
+        for check in (0..self.parse_failures.len()).filter(|_| first_pass) {
+            let failed = series(&line::parse_failed(check))?.bool()?.rechunk();
+            let failed = array(&failed);
+            if failed.values().set_bits() == 0 {
+                continue;
+            }
+            for i in (0..batch.height()).filter(|&i| failed.get(i) == Some(true)) {
+                let (count, first) = &mut self.parse_failures[check];
+                *count += 1;
+                let row = b.rows.value(i);
+                if first.is_none_or(|first| row < first) {
+                    *first = Some(row);
+                }
+            }
+        }
+
+        // Steps 1–2, and each remaining line routed to its customer's shard.
+        let mut routed = std::mem::take(&mut self.routed);
+        routed.iter_mut().for_each(Vec::clear);
+        let mut uncounted = Counts::default();
+        let counts = if first_pass {
+            &mut self.counts
+        } else {
+            &mut uncounted
+        };
+        counts.rows += batch.height() as u64;
+        let mut last: Option<(u128, u64)> = None;
+        for i in 0..batch.height() {
+            // The first missing required value is the reason.
+            let (customer, day) = match (
+                present(b.customers.get(i)),
+                present(b.order_ids.get(i)),
+                b.days.get(i),
+                b.values.get(i),
+            ) {
+                (Some(customer), Some(_), Some(day), Some(_)) => (customer, day),
+                (None, ..) => {
+                    counts.null_customer += 1;
+                    continue;
+                }
+                (_, None, ..) => {
+                    counts.null_order += 1;
+                    continue;
+                }
+                (_, _, None, _) => {
+                    counts.null_date += 1;
+                    continue;
+                }
+                (.., None) => {
+                    counts.null_value += 1;
+                    continue;
+                }
+            };
+            counts.latest_valid_day = counts.latest_valid_day.max(Some(day));
+            if self.as_of.is_some_and(|as_of| day >= as_of) {
+                counts.after_as_of += 1;
+                continue;
+            }
+            counts.in_window += 1;
+            let customer_view = view(b.customers, i);
+            let hash = match last {
+                Some((v, hash)) if v == customer_view => hash,
+                _ => self.hasher.hash_one(customer.as_bytes()),
+            };
+            last = Some((customer_view, hash));
+            if pass_of(hash, self.passes) == self.pass {
+                let shard = shard_of(hash, routed.len());
+                routed[shard].push((i as u32, hash));
+            }
+        }
+
+        let (hasher, dedupe) = (&self.hasher, self.dedupe);
+        let repeated: Vec<Vec<IdxSize>> = self
+            .shards
+            .par_iter_mut()
+            .zip(&routed)
+            .map(|(shard, lines)| shard.fold(hasher, b, lines, dedupe))
+            .collect();
+        self.routed = routed;
+        let repeated: hashbrown::HashSet<IdxSize> = repeated.into_iter().flatten().collect();
+        if !repeated.is_empty() {
+            self.hold(batch, b.rows, &repeated)?;
+        }
+        Ok(())
+    }
+
+    /// Per parse check: how many values failed, and the row of the first.
+    pub fn parse_failures(&self) -> Vec<(u64, Option<IdxSize>)> {
+        self.parse_failures.clone()
+    }
+
+    /// The as_of a run without a configured one uses: the latest valid date + 1 day.
+    pub fn default_as_of(&self) -> Option<NaiveDate> {
+        self.counts
+            .latest_valid_day
+            .map(|day| NaiveDate::default() + chrono::Duration::days(day as i64 + 1))
+    }
+
+    /// The orders with at least one kept line, keyed by customer; see [`Ingested`].
+    /// Every pass has ended.
+    pub fn finish(self, reasons: &[String]) -> Result<Ingested> {
+        let Self {
+            sealed: mut shards,
+            counts,
+            ..
+        } = self;
+        // Customer keys in customer_id text order, so sorting by key sorts by id.
+        // Sorted on the first 8 bytes as an integer first: most comparisons then
+        // never touch the text.
+        let (key, customer_ids, customer_count) = {
+            let text = |&(s, c): &(u32, u32)| shards[s as usize].customers.get(c);
+            let mut by_text: Vec<(u64, (u32, u32))> = shards
+                .iter()
+                .enumerate()
+                .flat_map(|(s, shard)| (0..shard.customers.len() as u32).map(move |c| (s as u32, c)))
+                .map(|sc| (prefix(text(&sc)), sc))
+                .collect();
+            by_text.par_sort_unstable_by(|(pa, a), (pb, b)| pa.cmp(pb).then_with(|| text(a).cmp(text(b))));
+            let mut key: Vec<Vec<u32>> = shards.iter().map(|s| vec![0; s.customers.len()]).collect();
+            for (k, (_, (s, c))) in by_text.iter().enumerate() {
+                key[*s as usize][*c as usize] = k as u32;
+            }
+            let ids =
+                StringChunked::from_iter_values(CUSTOMER_ID.into(), by_text.iter().map(|(_, sc)| text(sc)))
+                    .into_series();
+            (key, ids, by_text.len())
+        };
+        for shard in &mut shards {
+            shard.customers = Interner::default();
+        }
+
+        // Orders grouped by customer key (a counting sort). A customer's orders are
+        // all in one sealed shard, in order_id order, and the sort is stable.
+        let key_of =
+            |(s, o): (u32, u32)| key[s as usize][shards[s as usize].orders.customer[o as usize] as usize];
+        let all_orders = || {
+            shards
+                .iter()
+                .enumerate()
+                .flat_map(|(s, shard)| (0..shard.orders.customer.len() as u32).map(move |o| (s as u32, o)))
+        };
+        let (sorted, _) = grouped_by_key(all_orders, customer_count, |order| key_of(order) as usize);
+
+        // Each column is gathered into order, then the shards' arrays it came from are
+        // freed: at 100M lines each is 0.2–0.4 GB.
+        let mut customer_key =
+            UInt32Chunked::from_vec(CUSTOMER_ID.into(), sorted.iter().map(|&so| key_of(so)).collect());
+        customer_key.set_sorted_flag(IsSorted::Ascending);
+        drop(key);
+        for shard in &mut shards {
+            shard.orders.customer = Vec::new();
+        }
+        let mut order_rank = UInt32Chunked::from_vec(ORDER_RANK.into(), (0..sorted.len() as u32).collect());
+        order_rank.set_sorted_flag(IsSorted::Ascending);
+        let in_order = |shards: &[Shard], pick: fn(&Orders) -> &Vec<u32>, name: &str| {
+            UInt32Chunked::from_iter_options(
+                name.into(),
+                sorted
+                    .iter()
+                    .map(|&(s, o)| Some(pick(&shards[s as usize].orders)[o as usize]).filter(|&c| c != NONE)),
+            )
+        };
+        let days = Int32Chunked::from_vec(
+            ORDER_DATE.into(),
+            sorted
+                .iter()
+                .map(|&(s, o)| shards[s as usize].orders.first_day[o as usize])
+                .collect(),
+        );
+        for shard in &mut shards {
+            shard.orders.first_day = Vec::new();
+        }
+        let values = Int128Chunked::from_vec(
+            VALUE.into(),
+            sorted
+                .iter()
+                .map(|&(s, o)| shards[s as usize].orders.value[o as usize])
+                .collect(),
+        );
+        for shard in &mut shards {
+            shard.orders.value = Vec::new();
+        }
+        let purchases = values.iter().filter(|v| v.is_some_and(|v| v > 0)).count() as u64;
+        let mut columns = vec![
+            customer_key.into_column(),
+            order_rank.into_column(),
+            days.into_date().into_column(),
+            values.into_column(),
+        ];
+        // Channels as numbers in text order, named by `channels`: a text column would
+        // take 16 bytes per order.
+        let channels = if shards.iter().any(|s| s.channels.len() > 0) {
+            let mut labels: Vec<String> = shards
+                .iter()
+                .flat_map(|s| (0..s.channels.len() as u32).map(|c| s.channels.get(c).to_string()))
+                .collect();
+            labels.sort_unstable();
+            labels.dedup();
+            for shard in &mut shards {
+                let global: Vec<u32> = (0..shard.channels.len() as u32)
+                    .map(|c| {
+                        let label = shard.channels.get(c);
+                        labels.partition_point(|l| l.as_str() < label) as u32
+                    })
+                    .collect();
+                for channel in shard.orders.channel.iter_mut().filter(|c| **c != NONE) {
+                    *channel = global[*channel as usize];
+                }
+            }
+            columns.push(in_order(&shards, |o| &o.channel, CHANNEL).into_column());
+            Some(
+                StringChunked::from_iter_values("channel_labels".into(), labels.iter().map(String::as_str))
+                    .into_series(),
+            )
+        } else {
+            None
+        };
+        for shard in &mut shards {
+            shard.orders.channel = Vec::new();
+        }
+        if shards.iter().any(|s| s.categories.len() > 0) {
+            // Category numbers are the shard's own: all of a customer's orders are in
+            // one shard, so a customer's ranges compare on one numbering (mapping
+            // them to one global numbering would not keep min and max in order).
+            columns.push(in_order(&shards, |o| &o.category_min, CATEGORY_MIN).into_column());
+            for shard in &mut shards {
+                shard.orders.category_min = Vec::new();
+            }
+            columns.push(in_order(&shards, |o| &o.category_max, CATEGORY_MAX).into_column());
+        }
+        let duplicates = shards.iter().map(|s| s.duplicates).sum();
+        let dropped: Vec<u64> = (0..reasons.len())
+            .map(|r| shards.iter().map(|s| s.dropped[r]).sum())
+            .collect();
+        Ok(Ingested {
+            orders: DataFrame::new_infer_height(columns)?,
+            customer_ids,
+            channels,
+            cleaning: cleaning_steps(
+                &counts,
+                duplicates,
+                &dropped,
+                reasons,
+                sorted.len() as u64,
+                purchases,
+            ),
+            purchases,
+        })
+    }
+}
+
+pub(super) fn cleaning_steps(
+    counts: &Counts,
+    duplicates: u64,
+    dropped: &[u64],
+    reasons: &[String],
+    orders: u64,
+    purchases: u64,
+) -> Vec<CleaningStep> {
+    let step =
+        |step: u8, name: &str, rows_in: u64, rows_out: u64, reasons: BTreeMap<String, u64>| CleaningStep {
+            step,
+            name: name.into(),
+            rows_in,
+            rows_out,
+            dropped: rows_in - rows_out,
+            reasons,
+        };
+    let reasons1: BTreeMap<String, u64> = [
+        ("null customer_id", counts.null_customer),
+        ("null order_id", counts.null_order),
+        ("null order_date", counts.null_date),
+        ("null or non-finite line value", counts.null_value),
+    ]
+    .into_iter()
+    .map(|(r, n)| (r.to_string(), n))
+    .collect();
+    let after1 = counts.rows - reasons1.values().sum::<u64>();
+    let after3 = counts.in_window - duplicates;
+    let after4 = after3 - dropped.iter().sum::<u64>();
+    vec![
+        step(1, "required values present", counts.rows, after1, reasons1),
+        step(
+            2,
+            "dated before as_of",
+            after1,
+            counts.in_window,
+            BTreeMap::from([("dated on or after as_of".into(), counts.after_as_of)]),
+        ),
+        step(
+            3,
+            "exact duplicate rows",
+            counts.in_window,
+            after3,
+            BTreeMap::from([("exact duplicate".into(), duplicates)]),
+        ),
+        step(
+            4,
+            "exclude filters and returns",
+            after3,
+            after4,
+            reasons.iter().cloned().zip(dropped.iter().copied()).collect(),
+        ),
+        CleaningStep {
+            step: 5,
+            name: "lines rolled up to orders".into(),
+            rows_in: after4,
+            rows_out: orders,
+            dropped: 0,
+            reasons: BTreeMap::from([
+                ("orders".into(), orders),
+                ("purchases (value > 0)".into(), purchases),
+            ]),
+        },
+    ]
+}

@@ -1,0 +1,140 @@
+//! SPEC §1 steps 1 and 5, the keys: each customer id, order id, channel and category
+//! is read once, trimmed ([`present`]), and numbered, so the fold and every later
+//! stage work on dense integers instead of hashing text again.
+
+use std::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+use polars::prelude::*;
+
+/// No channel or category.
+pub(super) const NONE: u32 = u32::MAX;
+
+/// Distinct strings, each stored once, numbered in order of first appearance.
+#[derive(Default)]
+pub(super) struct Interner {
+    /// (string number, 32 bits of its hash): growing the table rehashes from the
+    /// stored bits, never reading the text again (at 30M lines, reading each id
+    /// again at every doubling, from all over memory, was 3% of the job's time).
+    pub(super) table: HashTable<(u32, u32)>,
+    pub(super) text: String,
+    pub(super) ends: Vec<usize>,
+}
+
+/// Where string `i` of an arena lies in its text.
+pub(super) fn span(ends: &[usize], i: u32) -> std::ops::Range<usize> {
+    let i = i as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    start..ends[i]
+}
+
+/// The bytes of string `i` of an arena (bytes: no char-boundary checks in hot loops).
+pub(super) fn bytes_of<'a>(text: &'a str, ends: &[usize], i: u32) -> &'a [u8] {
+    &text.as_bytes()[span(ends, i)]
+}
+
+/// 32 bits of a 64-bit hash, both halves mixed: the shard and the pass are chosen
+/// by some of the hash's bits, which are then the same for every key of a table.
+pub(super) fn hash_bits(hash: u64) -> u32 {
+    (hash ^ (hash >> 32)) as u32
+}
+
+/// The table hash of [`hash_bits`]: its bits twice over, so that the bits hashbrown
+/// takes for the slot (the low ones) and for the tag (the top 7) both vary.
+pub(super) fn table_hash(bits: u32) -> u64 {
+    (u64::from(bits) << 32) | u64::from(bits)
+}
+
+impl Interner {
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub(super) fn get(&self, i: u32) -> &str {
+        &self.text[span(&self.ends, i)]
+    }
+
+    pub(super) fn intern(&mut self, hasher: &FixedState, s: &str) -> u32 {
+        self.intern_hashed(s, hasher.hash_one(s.as_bytes()))
+    }
+
+    /// `hash`: the string's hash by the interner's hasher.
+    pub(super) fn intern_hashed(&mut self, s: &str, hash: u64) -> u32 {
+        let Self { table, text, ends } = self;
+        let bits = hash_bits(hash);
+        let entry = table.entry(
+            table_hash(bits),
+            |&(i, stored)| stored == bits && bytes_of(text, ends, i) == s.as_bytes(),
+            |&(_, stored)| table_hash(stored),
+        );
+        match entry {
+            Entry::Occupied(e) => e.get().0,
+            Entry::Vacant(e) => {
+                let i = ends.len() as u32;
+                e.insert((i, bits));
+                self.push(s);
+                i
+            }
+        }
+    }
+
+    pub(super) fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+    }
+}
+
+/// A string's 16-byte view in its array. Within one array, equal views are equal
+/// strings (a string of up to 12 bytes is held whole in its view), so a repeated id
+/// is recognised by comparing two integers.
+pub(super) fn view(array: &<StringType as PolarsDataType>::Array, i: usize) -> u128 {
+    array.views()[i].as_u128()
+}
+
+/// Low-cardinality text (channels, categories), numbered. Short strings are found by
+/// their view, which holds the whole string, before any text is read or hashed.
+#[derive(Default)]
+pub(super) struct Labels {
+    pub(super) names: Interner,
+    pub(super) by_view: hashbrown::HashMap<u128, u32, FixedState>,
+}
+
+impl Labels {
+    /// The number of the string at `i` of `array`, or NONE when it is null.
+    pub(super) fn id(
+        &mut self,
+        hasher: &FixedState,
+        array: &<StringType as PolarsDataType>::Array,
+        i: usize,
+    ) -> u32 {
+        let Some(text) = array.get(i) else {
+            return NONE;
+        };
+        // Arrow keeps strings of up to 12 bytes inside the view itself.
+        let short = array.views()[i].length <= 12;
+        let key = view(array, i);
+        if short && let Some(&id) = self.by_view.get(&key) {
+            return id;
+        }
+        let id = self.names.intern(hasher, text);
+        if short {
+            self.by_view.insert(key, id);
+        }
+        id
+    }
+
+    pub(super) fn get(&self, id: u32) -> &str {
+        self.names.get(id)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+/// An id as the fold sees it: trimmed, and missing when empty (SPEC §1 step 1).
+pub(super) fn present(id: Option<&str>) -> Option<&str> {
+    id.map(str::trim).filter(|id| !id.is_empty())
+}
