@@ -10,6 +10,9 @@
 #   duckdb    benches/duckdb/loyalty.sql, the same contract without the model
 #   loyalty   the job without the predictive model (--set clv.model=none)
 #   +model    the job with BG/NBD + Gamma-Gamma (the default)
+#   fold      SPEC §1's roll-up by the job's fold against Polars' own group_by,
+#             in-memory and streaming (examples/fold_vs_group_by.rs), with the
+#             ratios: re-run at each Polars upgrade, the fold must stay ahead
 # DuckDB's headline KPIs are checked against ours on every size.
 # Needs: pip install duckdb pyarrow (notebooks/requirements.txt has both).
 set -euo pipefail
@@ -21,6 +24,7 @@ runs=${BENCH_RUNS:-3}
 threads=$(nproc)
 mkdir -p "$work"
 cargo build --release --quiet
+cargo build --release --quiet --example fold_vs_group_by
 bin=target/release/loyalty
 
 lines_of() {
@@ -75,4 +79,5 @@ YAML
     python3 benches/duckdb/run.py "$orders" "$work/duck" --threads "$threads" --compare "$work/out" >/dev/null ||
         { echo "  DuckDB and loyalty disagree:"; python3 benches/duckdb/run.py "$orders" "$work/duck" --compare "$work/out"; }
     best +model "$bin" --log-level warn run --config "$work/bench.yaml"
+    target/release/examples/fold_vs_group_by "$orders" "$runs" | sed 's/^/  fold: /'
 done

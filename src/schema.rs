@@ -5,11 +5,22 @@
 
 use polars::prelude::{DataType, Field, Schema};
 
-/// A schema from (name, type) pairs, in order.
-pub fn of(fields: &[(&str, DataType)]) -> Schema {
-    fields
-        .iter()
-        .map(|(name, dtype)| Field::new((*name).into(), dtype.clone()))
+/// A table's schema from its columns written `name type, name type, …` in order,
+/// with the types `str`, `date`, `i64`, `f64` and `bool`.
+pub fn parse(spec: &str) -> Schema {
+    spec.split(',')
+        .map(|column| {
+            let (name, kind) = column.trim().split_once(' ').unwrap_or((column.trim(), ""));
+            let dtype = match kind.trim() {
+                "str" => DataType::String,
+                "date" => DataType::Date,
+                "i64" => DataType::Int64,
+                "f64" => DataType::Float64,
+                "bool" => DataType::Boolean,
+                other => panic!("column `{name}`: unknown type `{other}` in a schema"),
+            };
+            Field::new(name.into(), dtype)
+        })
         .collect()
 }
 
@@ -157,4 +168,32 @@ pub mod holdout {
     /// kpis columns: `{model,naive}_holdout_{mae,rmse,error_pct,rank_correlation}`.
     pub const PREDICTORS: [&str; 2] = ["model", "naive"];
     pub const MEASURES: [&str; 4] = ["mae", "rmse", "error_pct", "rank_correlation"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_gives_its_columns_in_order() {
+        let schema = parse("cohort date, size i64, rate f64, name str, complete bool");
+        let fields: Vec<(String, DataType)> =
+            schema.iter().map(|(n, t)| (n.to_string(), t.clone())).collect();
+        assert_eq!(
+            fields,
+            [
+                ("cohort".to_string(), DataType::Date),
+                ("size".to_string(), DataType::Int64),
+                ("rate".to_string(), DataType::Float64),
+                ("name".to_string(), DataType::String),
+                ("complete".to_string(), DataType::Boolean),
+            ]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "unknown type `int`")]
+    fn an_unknown_type_is_refused() {
+        parse("orders int");
+    }
 }

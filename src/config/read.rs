@@ -409,6 +409,7 @@ impl Reader {
         self.finish(section);
         input
     }
+
     fn cleaning(&mut self, top: &mut Section) -> CleaningConfig {
         let mut section = self.section(top, "cleaning");
         let defaults = CleaningConfig::default();

@@ -206,21 +206,12 @@ fn medians_at(rows: Expr, values: Series) -> Expr {
 
 /// The `clv_by_segment` table's columns and types, in order (SPEC §6).
 pub fn by_segment_schema() -> Schema {
-    crate::schema::of(&[
-        ("dimension", DataType::String),
-        ("value", DataType::String),
-        ("customers", DataType::Int64),
-        ("historical_clv_sum", DataType::Float64),
-        ("historical_clv_mean", DataType::Float64),
-        ("historical_clv_median", DataType::Float64),
-        ("formula_clv_sum", DataType::Float64),
-        ("formula_clv_mean", DataType::Float64),
-        ("formula_clv_median", DataType::Float64),
-        ("predicted_clv_sum", DataType::Float64),
-        ("predicted_clv_mean", DataType::Float64),
-        ("predicted_clv_median", DataType::Float64),
-        ("mean_p_alive", DataType::Float64),
-    ])
+    crate::schema::parse(
+        "dimension str, value str, customers i64, historical_clv_sum f64, historical_clv_mean f64, \
+         historical_clv_median f64, formula_clv_sum f64, formula_clv_mean f64, \
+         formula_clv_median f64, predicted_clv_sum f64, predicted_clv_mean f64, \
+         predicted_clv_median f64, mean_p_alive f64",
+    )
 }
 
 #[cfg(test)]

@@ -157,18 +157,11 @@ pub fn cohort_retention(
 
 /// The `cohort_retention` table's columns and types, in order (SPEC §3).
 pub fn schema() -> Schema {
-    crate::schema::of(&[
-        ("cohort", DataType::Date),
-        ("period_index", DataType::Int64),
-        ("cohort_size", DataType::Int64),
-        ("active_customers", DataType::Int64),
-        ("retention_rate", DataType::Float64),
-        ("orders", DataType::Int64),
-        ("revenue", DataType::Float64),
-        ("cumulative_revenue_per_customer", DataType::Float64),
-        ("revenue_retention", DataType::Float64),
-        ("is_complete", DataType::Boolean),
-    ])
+    crate::schema::parse(
+        "cohort date, period_index i64, cohort_size i64, active_customers i64, retention_rate f64, \
+         orders i64, revenue f64, cumulative_revenue_per_customer f64, revenue_retention f64, \
+         is_complete bool",
+    )
 }
 
 #[cfg(test)]

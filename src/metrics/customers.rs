@@ -136,46 +136,13 @@ pub fn upsell_customers(orders: LazyFrame) -> LazyFrame {
 /// The written `customers` table's columns and types, in order (SPEC §2, §4–§6);
 /// `channel` only when `input.columns.channel` is mapped.
 pub fn schema(has_channel: bool) -> Schema {
-    let channel: &[(&str, DataType)] = if has_channel {
-        &[("channel", DataType::String)]
-    } else {
-        &[]
-    };
-    let before = [
-        ("customer_id", DataType::String),
-        ("first_order_date", DataType::Date),
-        ("last_order_date", DataType::Date),
-        ("orders", DataType::Int64),
-        ("revenue", DataType::Float64),
-        ("aov", DataType::Float64),
-        ("recency_days", DataType::Int64),
-        ("tenure_days", DataType::Int64),
-        ("annual_value", DataType::Float64),
-        ("cohort", DataType::Date),
-    ];
-    let after = [
-        ("frequency", DataType::Float64),
-        ("t_x", DataType::Float64),
-        ("T", DataType::Float64),
-        ("monetary_value", DataType::Float64),
-        ("p_alive", DataType::Float64),
-        ("expected_purchases", DataType::Float64),
-        ("expected_spend", DataType::Float64),
-        ("predicted_clv", DataType::Float64),
-        ("abc_class", DataType::String),
-        ("r_score", DataType::Int64),
-        ("f_score", DataType::Int64),
-        ("m_score", DataType::Int64),
-        ("fm", DataType::Int64),
-        ("rfm_cell", DataType::String),
-        ("segment", DataType::String),
-        ("historical_clv", DataType::Float64),
-        ("formula_clv", DataType::Float64),
-    ];
-    let all: Vec<(&str, DataType)> = before
-        .into_iter()
-        .chain(channel.iter().cloned())
-        .chain(after)
-        .collect();
-    crate::schema::of(&all)
+    let channel = if has_channel { "channel str, " } else { "" };
+    crate::schema::parse(&format!(
+        "customer_id str, first_order_date date, last_order_date date, orders i64, revenue f64, \
+         aov f64, recency_days i64, tenure_days i64, annual_value f64, cohort date, \
+         {channel}frequency f64, t_x f64, T f64, monetary_value f64, p_alive f64, \
+         expected_purchases f64, expected_spend f64, predicted_clv f64, abc_class str, r_score i64, \
+         f_score i64, m_score i64, fm i64, rfm_cell str, segment str, historical_clv f64, \
+         formula_clv f64"
+    ))
 }

@@ -112,7 +112,12 @@ pub fn validate(orders: LazyFrame, as_of: NaiveDate, days: u32, config: &ClvConf
             mean_sorted(PREDICTED),
             mean_sorted(NAIVE),
         ])
-        .sort([CALIBRATION_FREQUENCY], SortMultipleOptions::default());
+        .sort([CALIBRATION_FREQUENCY], SortMultipleOptions::default())
+        // Collected here, by the in-memory engine whatever `engine` says: the
+        // streaming engine adds a group's values in the order its morsels arrive, so
+        // two runs gave means that differed in the last bit.
+        .collect()?
+        .lazy();
     Ok(Holdout { table, summary })
 }
 
@@ -159,11 +164,8 @@ pub fn kpi_columns(summary: Option<HoldoutSummary>) -> Vec<Expr> {
 
 /// The `clv_holdout` table's columns and types, in order (`clv.holdout_days`).
 pub fn schema() -> Schema {
-    crate::schema::of(&[
-        ("calibration_frequency", DataType::String),
-        ("customers", DataType::Int64),
-        ("actual_purchases", DataType::Float64),
-        ("predicted_purchases", DataType::Float64),
-        ("naive_purchases", DataType::Float64),
-    ])
+    crate::schema::parse(
+        "calibration_frequency str, customers i64, actual_purchases f64, predicted_purchases f64, \
+         naive_purchases f64",
+    )
 }

@@ -105,41 +105,14 @@ pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> Lazy
 
 /// The `kpis` table's columns and types, in order (SPEC §7; one row).
 pub fn schema() -> Schema {
-    crate::schema::of(&[
-        ("as_of", DataType::Date),
-        ("customers", DataType::Int64),
-        ("orders", DataType::Int64),
-        ("revenue", DataType::Float64),
-        ("aov", DataType::Float64),
-        ("purchase_frequency", DataType::Float64),
-        ("repeat_purchase_rate", DataType::Float64),
-        ("churn_window_days", DataType::Int64),
-        ("churn_rate", DataType::Float64),
-        ("annual_churn_rate", DataType::Float64),
-        ("upsell_ratio", DataType::Float64),
-        ("gini", DataType::Float64),
-        ("top_20pct_revenue_share", DataType::Float64),
-        ("customers_for_80pct", DataType::Int64),
-        ("customers_for_80pct_share", DataType::Float64),
-        ("model", DataType::String),
-        ("model_r", DataType::Float64),
-        ("model_alpha", DataType::Float64),
-        ("model_a", DataType::Float64),
-        ("model_b", DataType::Float64),
-        ("model_s", DataType::Float64),
-        ("model_beta", DataType::Float64),
-        ("gg_p", DataType::Float64),
-        ("gg_q", DataType::Float64),
-        ("gg_v", DataType::Float64),
-        ("model_log_likelihood", DataType::Float64),
-        ("holdout_days", DataType::Int64),
-        ("model_holdout_mae", DataType::Float64),
-        ("model_holdout_rmse", DataType::Float64),
-        ("model_holdout_error_pct", DataType::Float64),
-        ("model_holdout_rank_correlation", DataType::Float64),
-        ("naive_holdout_mae", DataType::Float64),
-        ("naive_holdout_rmse", DataType::Float64),
-        ("naive_holdout_error_pct", DataType::Float64),
-        ("naive_holdout_rank_correlation", DataType::Float64),
-    ])
+    crate::schema::parse(
+        "as_of date, customers i64, orders i64, revenue f64, aov f64, purchase_frequency f64, \
+         repeat_purchase_rate f64, churn_window_days i64, churn_rate f64, annual_churn_rate f64, \
+         upsell_ratio f64, gini f64, top_20pct_revenue_share f64, customers_for_80pct i64, \
+         customers_for_80pct_share f64, model str, model_r f64, model_alpha f64, model_a f64, \
+         model_b f64, model_s f64, model_beta f64, gg_p f64, gg_q f64, gg_v f64, \
+         model_log_likelihood f64, holdout_days i64, model_holdout_mae f64, model_holdout_rmse f64, \
+         model_holdout_error_pct f64, model_holdout_rank_correlation f64, naive_holdout_mae f64, \
+         naive_holdout_rmse f64, naive_holdout_error_pct f64, naive_holdout_rank_correlation f64",
+    )
 }

@@ -217,20 +217,12 @@ pub fn with_abc_class(customers: LazyFrame, boundaries: &DataFrame) -> PolarsRes
 
 /// The `pareto` table's columns and types, in order (SPEC §5).
 pub fn schema() -> Schema {
-    crate::schema::of(&[
-        ("top_share", DataType::Float64),
-        ("customers", DataType::Int64),
-        ("revenue_share", DataType::Float64),
-    ])
+    crate::schema::parse("top_share f64, customers i64, revenue_share f64")
 }
 
 /// The `lorenz` table's columns and types, in order (SPEC §5).
 pub fn lorenz_schema() -> Schema {
-    crate::schema::of(&[
-        ("customer_share", DataType::Float64),
-        ("customers", DataType::Int64),
-        ("revenue_share", DataType::Float64),
-    ])
+    crate::schema::parse("customer_share f64, customers i64, revenue_share f64")
 }
 
 #[cfg(test)]

@@ -280,20 +280,11 @@ pub fn rfm_segments(sums: LazyFrame) -> LazyFrame {
 
 /// The `rfm_segments` table's columns and types, in order (SPEC §4).
 pub fn segments_schema() -> Schema {
-    crate::schema::of(&[
-        ("segment", DataType::String),
-        ("customers", DataType::Int64),
-        ("share_of_customers", DataType::Float64),
-        ("revenue", DataType::Float64),
-        ("share_of_revenue", DataType::Float64),
-        ("mean_recency_days", DataType::Float64),
-        ("mean_orders", DataType::Float64),
-        ("mean_revenue", DataType::Float64),
-        ("mean_historical_clv", DataType::Float64),
-        ("mean_formula_clv", DataType::Float64),
-        ("mean_predicted_clv", DataType::Float64),
-        ("mean_p_alive", DataType::Float64),
-    ])
+    crate::schema::parse(
+        "segment str, customers i64, share_of_customers f64, revenue f64, share_of_revenue f64, \
+         mean_recency_days f64, mean_orders f64, mean_revenue f64, mean_historical_clv f64, \
+         mean_formula_clv f64, mean_predicted_clv f64, mean_p_alive f64",
+    )
 }
 
 #[cfg(test)]
