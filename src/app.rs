@@ -97,16 +97,58 @@ fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
         })
         .into());
     }
+    let side = pipeline::SideInputs::read(&config, run_date)?;
     let engine = InProcess::over(&inputs)?;
     let bar = spinner("computing");
-    let computed = pipeline::run(&engine, &config, settings).map_err(|e| locate_rows(e, &inputs));
+    let computed = pipeline::run_with(&engine, &config, settings, &side).map_err(|e| locate_rows(e, &inputs));
     bar.finish_and_clear();
-    let computed = computed?;
+    let mut computed = computed?;
 
+    // `compare_to: {previous}` without an earlier snapshot: the one made on demand
+    // is published first, as its own `{as_of}` output (a fixed directory is the
+    // current run's, so there it is only compared with).
+    if let Some(previous) = computed.previous_run.take()
+        && config.output.dir.contains("{as_of}")
+    {
+        let mut earlier = config.clone();
+        earlier.as_of = Some(previous.as_of);
+        earlier.compare_to = None;
+        let dir = publish_run(
+            &earlier,
+            *previous,
+            &protected,
+            (started, run_date, "compare_days"),
+            &inputs,
+            settings,
+        )?;
+        if let Some(snapshot) = computed.compared_to.as_mut() {
+            snapshot.dir = dir.display().to_string();
+        }
+    }
+    publish_run(
+        &config,
+        computed,
+        &protected,
+        (started, run_date, as_of_source),
+        &inputs,
+        settings,
+    )?;
+    Ok(())
+}
+
+/// Publishes one run's outputs with its manifest (and report); says what it wrote.
+fn publish_run(
+    config: &JobConfig,
+    computed: pipeline::Computed,
+    protected: &output::Protected,
+    (started, run_date, as_of_source): (chrono::DateTime<Utc>, chrono::NaiveDate, &str),
+    inputs: &input::Inputs,
+    settings: &Settings,
+) -> anyhow::Result<std::path::PathBuf> {
     let dir = output::resolve_dir(&config.output.dir, computed.as_of, run_date);
     // Checked again: the name may only be known now, and the directory may have
     // changed while the job ran.
-    let destination = output::prepare(&dir, &protected, config.output.replace)?;
+    let destination = output::prepare(&dir, protected, config.output.replace)?;
     let mut manifest = Manifest {
         tool: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
@@ -123,6 +165,10 @@ fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
         outputs: Vec::new(),
         stages: computed.stages.clone(),
         warnings: computed.warnings.clone(),
+        identities: computed.identities.clone(),
+        surveys: computed.surveys.clone(),
+        actions: computed.actions.clone(),
+        compared_to: computed.compared_to.clone(),
     };
     let write_start = std::time::Instant::now();
     manifest.stages.push(crate::manifest::Stage {
@@ -165,7 +211,7 @@ fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    Ok(())
+    Ok(dir)
 }
 
 /// An input error that names a row of the whole input names its file and row there.

@@ -170,6 +170,14 @@ pub enum InputError {
     )]
     BadSummary { path: String, reason: String },
 
+    /// A side table (`input.identities`, `input.surveys`) that cannot be used.
+    #[error("{path} ({key}) {message}")]
+    SideTable {
+        key: String,
+        path: String,
+        message: String,
+    },
+
     #[error("the input files do not share one schema: {0}")]
     SchemaMismatch(String),
 

@@ -11,6 +11,7 @@ pub mod dates;
 pub mod engine;
 pub mod error;
 pub mod generate;
+pub mod identity;
 pub mod ingest;
 pub mod io;
 pub mod manifest;

@@ -27,6 +27,17 @@ pub struct Manifest {
     pub outputs: Vec<OutputFile>,
     pub stages: Vec<Stage>,
     pub warnings: Vec<String>,
+    /// `input.identities`: rows, conflicts, self-loops, customers merged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identities: Option<crate::identity::IdentityReport>,
+    /// `input.surveys`: rows, those ignored, respondents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub surveys: Option<crate::metrics::nps::SurveyReport>,
+    /// Each action list's customers and summed expected value.
+    pub actions: Vec<crate::metrics::actions::ActionCount>,
+    /// The snapshot `segment_migration` compares with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared_to: Option<crate::metrics::migration::PreviousSnapshot>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -32,10 +32,14 @@ use polars::prelude::*;
 use crate::config::{Engine as ExecutionChoice, JobConfig, OnFitFailure, PurchaseModel};
 use crate::engine::{CustomerSummary, Engine, InProcess, Job};
 use crate::error::{Error, Result};
+use crate::identity::{Identities, IdentityReport};
 use crate::ingest::CleaningStep;
 use crate::io::table::{SLICE_ROWS, Slicer, Table, stacked};
 use crate::manifest::Stage;
+use crate::metrics::actions::{self, ActionCount};
 use crate::metrics::customers::{self, CustomerParams};
+use crate::metrics::migration::{self, Previous, PreviousSnapshot};
+use crate::metrics::nps::{self, SurveyReport, Surveys};
 use crate::metrics::{clv, cohort, holdout, kpis, pareto, rfm};
 use crate::model::{self, Fit};
 use crate::schema::customers::RECENCY_DAYS;
@@ -62,10 +66,14 @@ pub const TABLES: [&str; 8] = [
 ];
 
 /// The schema every run writes for output table `table` (one of [`TABLES`]);
-/// `has_channel`: whether `input.columns.channel` is mapped.
-pub fn output_schema(table: &str, has_channel: bool) -> Option<Schema> {
+/// `has_channel`: whether `input.columns.channel` is mapped; `has_surveys`: whether
+/// `input.surveys` is given. Also the optional `nps` and `segment_migration`; each
+/// action list's is [`actions::schema`].
+pub fn output_schema(table: &str, has_channel: bool, has_surveys: bool) -> Option<Schema> {
     Some(match table {
-        schema::customers::TABLE => customers::schema(has_channel),
+        schema::customers::TABLE => customers::schema(has_channel, has_surveys),
+        nps::TABLE => nps::schema(),
+        migration::TABLE => migration::schema(),
         schema::kpis::TABLE => kpis::schema(),
         schema::cohort::TABLE => cohort::schema(),
         schema::rfm::SEGMENTS_TABLE => rfm::segments_schema(),
@@ -83,11 +91,71 @@ pub struct Computed {
     /// Fitted predictive models (empty with `clv.model: none` or a skipped failure).
     pub models: Vec<Fit>,
     /// Every output table; the customer table is made a slice at a time as it is
-    /// written (see [`Table`]).
-    pub tables: Vec<(&'static str, Table)>,
+    /// written (see [`Table`]). Action lists are named `actions/NAME`.
+    pub tables: Vec<(String, Table)>,
     pub cleaning: Vec<CleaningStep>,
     pub stages: Vec<Stage>,
     pub warnings: Vec<String>,
+    pub identities: Option<IdentityReport>,
+    pub surveys: Option<SurveyReport>,
+    pub actions: Vec<ActionCount>,
+    /// The snapshot `segment_migration` compares with.
+    pub compared_to: Option<PreviousSnapshot>,
+    /// The back-dated snapshot made on demand for `compare_to: {previous}`: the
+    /// caller publishes it as its own output first.
+    pub previous_run: Option<Box<Computed>>,
+}
+
+/// The inputs beside the order lines, read once before the run.
+#[derive(Default)]
+pub struct SideInputs {
+    pub identities: Option<Identities>,
+    pub surveys: Option<Surveys>,
+    /// Where `compare_to` points, resolved once as_of is known.
+    pub compare_to: Option<CompareTo>,
+}
+
+/// `compare_to`, before as_of is known.
+#[derive(Clone)]
+pub enum CompareTo {
+    Dir(std::path::PathBuf),
+    /// `{previous}`: the latest earlier `{as_of}` sibling of the output directory,
+    /// or (a fixed directory) what it holds now; else made on demand.
+    Previous {
+        template: String,
+        run_date: NaiveDate,
+    },
+}
+
+impl SideInputs {
+    /// Reads the side tables the config names; `run_date` dates `{run_date}` in the
+    /// output template for `compare_to: {previous}`.
+    pub fn read(config: &JobConfig, run_date: NaiveDate) -> Result<Self> {
+        let identities = config
+            .input
+            .identities
+            .as_deref()
+            .map(Identities::read)
+            .transpose()?;
+        let surveys = config
+            .input
+            .surveys
+            .as_deref()
+            .map(|path| Surveys::read(path, identities.as_ref()))
+            .transpose()?;
+        let compare_to = config.compare_to.as_deref().map(|target| match target {
+            "{previous}" => CompareTo::Previous {
+                template: config.output.dir.clone(),
+                run_date,
+            },
+            dir => CompareTo::Dir(dir.into()),
+        });
+        Ok(Self {
+            identities,
+            surveys,
+            compare_to,
+        })
+    }
 }
 
 /// The run's timed stages, and how each stage's plans are collected.
@@ -508,24 +576,62 @@ fn customer_table(
     })
 }
 
-/// `rfm_segments` and `clv_by_segment`, in one pass over the customers, a slice
+/// What the one pass over the scored customers gathers besides the two segment
+/// tables, each only when the run asks for it.
+struct PassWants<'a> {
+    nps: bool,
+    actions: &'a [crate::config::ActionRule],
+    /// Each customer's (key, segment, revenue micro-units), for segment_migration.
+    segments: bool,
+    /// The scored columns' names (what an action may test).
+    present: Vec<String>,
+}
+
+/// The customer pass's tables.
+struct CustomerPass {
+    rfm_segments: DataFrame,
+    clv_by_segment: DataFrame,
+    nps: Option<DataFrame>,
+    /// Each rule's rows (customer keys), unsorted.
+    actions: Vec<DataFrame>,
+    segments: Option<DataFrame>,
+}
+
+/// `rfm_segments` and `clv_by_segment` (and the NPS counts, the action lists and
+/// the segments for migration, when asked), in one pass over the customers, a slice
 /// at a time when the table is sliced (each slice's columns freed before the
 /// next): from per-slice exact sums, and clv_by_segment's medians from the three
 /// CLV columns stacked, picked by row number.
-fn segment_tables(
+fn customer_pass(
     log: &mut StageLog,
     config: &JobConfig,
     customers: &CustomerTable,
     (base, scores): (&DataFrame, &CustomerScores),
     slice_rows: usize,
-) -> Result<(DataFrame, DataFrame)> {
+    wants: &PassWants,
+) -> Result<CustomerPass> {
     log.timed("segments", || {
         let dimensions = &config.clv.segment_by;
         let (mut sums, mut parts, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut nps_parts, mut segments) = (Vec::new(), Vec::new());
+        let mut action_rows: Vec<Vec<DataFrame>> = wants.actions.iter().map(|_| Vec::new()).collect();
         let mut add = |customers: LazyFrame, first_row: usize| -> Result<()> {
             sums.push(rfm::segment_sums(customers.clone()).collect()?);
             parts.push(clv::dimension_parts(customers.clone(), dimensions, first_row as IdxSize).collect()?);
-            values.push(clv::median_values(customers).collect()?);
+            values.push(clv::median_values(customers.clone()).collect()?);
+            if wants.nps {
+                nps_parts.push(nps::nps_parts(customers.clone()).collect()?);
+            }
+            for (rule, rows) in wants.actions.iter().zip(action_rows.iter_mut()) {
+                rows.push(actions::action_rows(customers.clone(), rule, &wants.present).collect()?);
+            }
+            if wants.segments {
+                segments.push(
+                    customers
+                        .select([col(CUSTOMER_ID), col(schema::rfm::SEGMENT), col(REVENUE_MICROS)])
+                        .collect()?,
+                );
+            }
             Ok(())
         };
         if let Some(whole) = &customers.whole {
@@ -539,26 +645,116 @@ fn segment_tables(
         }
         let rfm_segments = rfm::rfm_segments(stacked(sums)?.lazy()).collect()?;
         let clv_by_segment = clv::clv_by_segment(stacked(parts)?.lazy(), &stacked(values)?)?.collect()?;
-        Ok((rfm_segments, clv_by_segment))
+        let nps = if wants.nps {
+            Some(nps::nps_table(stacked(nps_parts)?.lazy()).collect()?)
+        } else {
+            None
+        };
+        let actions = action_rows
+            .into_iter()
+            .map(stacked)
+            .collect::<PolarsResult<Vec<_>>>()?;
+        let segments = if wants.segments {
+            Some(stacked(segments)?)
+        } else {
+            None
+        };
+        Ok(CustomerPass {
+            rfm_segments,
+            clv_by_segment,
+            nps,
+            actions,
+            segments,
+        })
     })
 }
 
+/// The previous snapshot `compare_to` names: read from its directory, or, for
+/// `{previous}` without one, made now by running the job as of `compare_days`
+/// earlier (returned too, to be published as its own snapshot).
+fn previous_snapshot(
+    engine: &dyn Engine,
+    config: &JobConfig,
+    settings: &Settings,
+    side: &SideInputs,
+    as_of: NaiveDate,
+) -> Result<Option<(Previous, Option<Box<Computed>>)>> {
+    let Some(target) = &side.compare_to else {
+        return Ok(None);
+    };
+    let identities = side.identities.as_ref();
+    let dir = match target {
+        CompareTo::Dir(dir) => Some(dir.clone()),
+        CompareTo::Previous { template, run_date } => {
+            if template.contains("{as_of}") {
+                migration::previous_sibling(template, as_of, *run_date)
+            } else {
+                // A fixed output directory: the output it holds now, if one of ours.
+                let dir = crate::io::output::resolve_dir(template, as_of, *run_date);
+                migration::snapshot_as_of(&dir).is_some().then_some(dir)
+            }
+        }
+    };
+    if let Some(dir) = dir {
+        return Ok(Some((Previous::read(&dir, identities)?, None)));
+    }
+    let back = as_of - chrono::Days::new(config.compare_days as u64);
+    tracing::info!(as_of = %back, "no previous snapshot: making one as of compare_days earlier");
+    let mut earlier = config.clone();
+    earlier.as_of = Some(back);
+    earlier.compare_to = None;
+    let side_earlier = SideInputs {
+        identities: side.identities.clone(),
+        surveys: side.surveys.clone(),
+        compare_to: None,
+    };
+    let computed = run_with(engine, &earlier, settings, &side_earlier)?;
+    let customers = computed
+        .tables
+        .iter()
+        .find(|(name, _)| name == schema::customers::TABLE)
+        .map(|(_, table)| table.collect(Some(&[CUSTOMER_ID, schema::rfm::SEGMENT, schema::REVENUE])))
+        .transpose()?
+        .unwrap_or_default();
+    let previous =
+        Previous::from_customers(customers, identities, format!("(made as of {back})"), Some(back))?;
+    Ok(Some((previous, Some(Box::new(computed)))))
+}
+
 /// Runs the whole job on a raw order scan with the in-process engine. `source`
-/// names the input in messages.
+/// names the input in messages; the side tables the config names are read.
 pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Computed> {
-    run(&InProcess::new(raw, source), config, &Settings::default())
+    let side = SideInputs::read(config, chrono::Utc::now().date_naive())?;
+    run_with(&InProcess::new(raw, source), config, &Settings::default(), &side)
+}
+
+/// Runs the whole job, reading the side tables the config names.
+pub fn run(engine: &dyn Engine, config: &JobConfig, settings: &Settings) -> Result<Computed> {
+    let side = SideInputs::read(config, chrono::Utc::now().date_naive())?;
+    run_with(engine, config, settings, &side)
 }
 
 /// Runs the whole job: the engine's summary, then the shared stages.
-pub fn run(engine: &dyn Engine, config: &JobConfig, settings: &Settings) -> Result<Computed> {
+pub fn run_with(
+    engine: &dyn Engine,
+    config: &JobConfig,
+    settings: &Settings,
+    side: &SideInputs,
+) -> Result<Computed> {
     let mut log = StageLog::new(settings);
     tracing::debug!(engine = engine.name(), "engine");
-    let summary = engine.summarise(Job { config, settings }, &mut log)?;
+    let job = Job {
+        config,
+        settings,
+        identities: side.identities.as_ref(),
+    };
+    let summary = engine.summarise(job, &mut log)?;
     let execution = match config.engine {
         ExecutionChoice::InMemory => Execution::InMemory,
         ExecutionChoice::Streaming => Execution::Streaming,
     };
     let as_of = summary.as_of;
+    let previous = previous_snapshot(engine, config, settings, side, as_of)?;
     let columns = CustomerColumns(CustomerParams {
         as_of,
         min_tenure_days: config.customers.min_tenure_days,
@@ -582,16 +778,27 @@ pub fn run(engine: &dyn Engine, config: &JobConfig, settings: &Settings) -> Resu
         predictions,
         holdout,
     } = models(&mut log, config, &summary, &mut warnings)?;
+    let survey_scores = match &side.surveys {
+        Some(surveys) => Some(log.timed("surveys", || surveys.latest(&summary.customer_ids, as_of))?),
+        None => None,
+    };
     let CustomerSummary {
         cleaning,
         customer_ids,
         aggregates,
         model_summary,
+        identities,
         ..
     } = summary;
-    // The customer state every later stage reads: aggregates, summary, predictions.
+    let (scores_by_customer, survey_report) = survey_scores.unzip();
+    // The customer state every later stage reads: aggregates, summary, predictions
+    // (and each customer's latest survey score).
     let base = log.timed("model columns", || {
-        attach(attach(aggregates, model_summary)?, predictions)
+        let base = attach(attach(aggregates, model_summary)?, predictions)?;
+        match scores_by_customer {
+            Some(scores) => attach(base, scores),
+            None => Ok(base),
+        }
     })?;
     let rankings = rankings(&mut log, config, &base, &columns, scalars.customers, execution)?;
     let scores = Arc::new(CustomerScores {
@@ -608,7 +815,7 @@ pub fn run(engine: &dyn Engine, config: &JobConfig, settings: &Settings) -> Resu
         &mut log,
         &base,
         &scores,
-        customer_ids,
+        customer_ids.clone(),
         (sliced, slice_rows),
         execution,
     )?;
@@ -623,8 +830,29 @@ pub fn run(engine: &dyn Engine, config: &JobConfig, settings: &Settings) -> Resu
         as_of,
         config.kpis.churn_window_days,
     );
-    let (rfm_segments, clv_by_segment) =
-        segment_tables(&mut log, config, &customers, (&base, &scores), slice_rows)?;
+    let present: Vec<String> = scores
+        .of(&base.slice(0, 0))?
+        .collect_schema()?
+        .iter_names()
+        .map(|n| n.to_string())
+        .collect();
+    for rule in &config.actions {
+        for condition in rule.all.iter().chain(&rule.any) {
+            if !present.contains(&condition.column) && rule.all.iter().any(|c| c.column == condition.column) {
+                warnings.push(format!(
+                    "actions: `{}` tests `{}`, which this run does not have (no input.surveys or channel column): its list is empty",
+                    rule.name, condition.column
+                ));
+            }
+        }
+    }
+    let wants = PassWants {
+        nps: side.surveys.is_some(),
+        actions: &config.actions,
+        segments: previous.is_some(),
+        present,
+    };
+    let pass = customer_pass(&mut log, config, &customers, (&base, &scores), slice_rows, &wants)?;
     let plans = vec![
         kpis,
         cohort_retention,
@@ -636,23 +864,66 @@ pub fn run(engine: &dyn Engine, config: &JobConfig, settings: &Settings) -> Resu
     let mut next = || frames.next().unwrap_or_default();
     let (kpis, cohort_retention, pareto_table, lorenz, holdout_table) =
         (next(), next(), next(), next(), next());
-    // In TABLES order.
+    // In TABLES order, then the tables the run asks for.
     let frames = [
         kpis,
         cohort_retention,
-        rfm_segments,
+        pass.rfm_segments,
         pareto_table,
         lorenz,
-        clv_by_segment,
+        pass.clv_by_segment,
         holdout_table,
     ];
-    let tables = std::iter::once(customers.table).chain(frames.into_iter().map(Table::Frame));
+    let mut tables: Vec<(String, Table)> = std::iter::once(customers.table)
+        .chain(frames.into_iter().map(Table::Frame))
+        .zip(TABLES)
+        .map(|(table, name)| (name.to_string(), table))
+        .collect();
+    if let Some(nps_table) = pass.nps {
+        tables.push((nps::TABLE.into(), Table::Frame(nps_table)));
+    }
+    let (compared_to, previous_run) = match (previous, pass.segments) {
+        (Some((previous, made)), Some(segments)) => {
+            let current = named(segments, &customer_ids)?;
+            let table = log
+                .collect(
+                    "migration",
+                    vec![migration::migration(current.lazy(), previous.customers.lazy())],
+                    execution,
+                )?
+                .pop()
+                .unwrap_or_default();
+            tables.push((migration::TABLE.into(), Table::Frame(table)));
+            (Some(previous.snapshot), made)
+        }
+        _ => (None, None),
+    };
+    let mut action_counts = Vec::new();
+    for (rule, rows) in config.actions.iter().zip(pass.actions) {
+        let list = actions::sorted(named(rows, &customer_ids)?.lazy()).collect()?;
+        let expected = list
+            .column(actions::EXPECTED_VALUE)?
+            .as_materialized_series()
+            .sum::<f64>()
+            .unwrap_or(0.0);
+        action_counts.push(ActionCount {
+            name: rule.name.clone(),
+            customers: list.height() as u64,
+            expected_value: expected,
+        });
+        tables.push((actions::table_name(rule), Table::Frame(list)));
+    }
     Ok(Computed {
         models: fits,
         as_of,
-        tables: TABLES.into_iter().zip(tables).collect(),
+        tables,
         cleaning,
         stages: log.into_stages(),
         warnings,
+        identities,
+        surveys: survey_report,
+        actions: action_counts,
+        compared_to,
+        previous_run,
     })
 }

@@ -249,3 +249,137 @@ fn timezone_problem(zone: &str) -> Option<String> {
         suggestions.join(", ")
     ))
 }
+
+/// What an action condition may test on a `customers` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// Text (and dates, as YYYY-MM-DD): `[values]` only.
+    Text,
+    /// Whole numbers: `[values]` or `{min, max}`.
+    Integer,
+    /// Numbers: `{min, max}` only.
+    Number,
+}
+
+/// The `customers` columns an action may test, and of what kind (a test holds this
+/// list to the written schema).
+pub const ACTION_COLUMNS: &[(&str, ColumnKind)] = &[
+    ("customer_id", ColumnKind::Text),
+    ("first_order_date", ColumnKind::Text),
+    ("last_order_date", ColumnKind::Text),
+    ("orders", ColumnKind::Integer),
+    ("revenue", ColumnKind::Number),
+    ("aov", ColumnKind::Number),
+    ("recency_days", ColumnKind::Integer),
+    ("tenure_days", ColumnKind::Integer),
+    ("annual_value", ColumnKind::Number),
+    ("cohort", ColumnKind::Text),
+    ("channel", ColumnKind::Text),
+    ("frequency", ColumnKind::Number),
+    ("p_alive", ColumnKind::Number),
+    ("expected_purchases", ColumnKind::Number),
+    ("expected_spend", ColumnKind::Number),
+    ("predicted_clv", ColumnKind::Number),
+    ("nps_score", ColumnKind::Integer),
+    ("abc_class", ColumnKind::Text),
+    ("r_score", ColumnKind::Integer),
+    ("f_score", ColumnKind::Integer),
+    ("m_score", ColumnKind::Integer),
+    ("fm", ColumnKind::Integer),
+    ("rfm_cell", ColumnKind::Text),
+    ("segment", ColumnKind::Text),
+    ("historical_clv", ColumnKind::Number),
+    ("formula_clv", ColumnKind::Number),
+];
+
+pub fn action_column(name: &str) -> Option<ColumnKind> {
+    ACTION_COLUMNS.iter().find(|(c, _)| *c == name).map(|(_, k)| *k)
+}
+
+/// One action rule: a file-safe unique name, known columns tested as their kind
+/// allows, numeric value columns.
+pub fn action(
+    name: Option<&str>,
+    all: &[Condition],
+    any: &[Condition],
+    value: &[String],
+    earlier: &[ActionRule],
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Some(name) = name {
+        let safe = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !safe {
+            problems.push(problem(
+                "name",
+                format!(
+                    "must be letters, digits, `_` or `-` (it names the file actions/NAME.csv), got `{name}`"
+                ),
+            ));
+        }
+        if earlier.iter().any(|rule| rule.name == name) {
+            problems.push(problem("name", format!("`{name}` is used by an earlier action")));
+        }
+    }
+    let known = || {
+        ACTION_COLUMNS
+            .iter()
+            .map(|(c, _)| *c)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (key, conditions) in [("all", all), ("any", any)] {
+        for condition in conditions {
+            let column = &condition.column;
+            match (action_column(column), &condition.test) {
+                (None, _) => {
+                    let hint = super::read::closest(
+                        column,
+                        &ACTION_COLUMNS.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+                    )
+                    .map(|c| format!("did you mean `{c}`? "))
+                    .unwrap_or_default();
+                    problems.push(problem(
+                        key,
+                        format!(
+                            "tests `{column}`, which is not a customers column; {hint}columns: {}",
+                            known()
+                        ),
+                    ))
+                }
+                (Some(ColumnKind::Text), Test::Between { .. }) => problems.push(problem(
+                    key,
+                    format!("`{column}` is text: test it with a list of values, e.g. `{column}: [A, B]`"),
+                )),
+                (Some(ColumnKind::Number), Test::In(_)) => problems.push(problem(
+                    key,
+                    format!("`{column}` is a number: test it with `{{min: x, max: y}}`"),
+                )),
+                _ => {}
+            }
+        }
+    }
+    if all.is_empty() && any.is_empty() {
+        problems.push(problem("all", "or `any` must give at least one condition"));
+    }
+    if value.is_empty() {
+        problems.push(problem(
+            "value",
+            "must name at least one numeric customers column",
+        ));
+    }
+    for column in value {
+        if !matches!(
+            action_column(column),
+            Some(ColumnKind::Number | ColumnKind::Integer)
+        ) {
+            problems.push(problem(
+                "value",
+                format!("`{column}` is not a numeric customers column"),
+            ));
+        }
+    }
+    problems
+}

@@ -204,6 +204,12 @@ impl Reader {
 
         let rfm = self.rfm(&mut top);
         let clv = self.clv(&mut top, input.columns.channel.is_some());
+        let compare_to = self.optional::<String>(&mut top, "compare_to");
+        let compare_days = self.field(&mut top, "compare_days", defaults.compare_days);
+        if compare_days == 0 {
+            self.invalid(&top, "compare_days", "must be at least 1");
+        }
+        let actions = self.actions(&mut top, kpis.churn_window_days);
         let output = self.output(&mut top);
         self.finish(top);
         JobConfig {
@@ -217,8 +223,120 @@ impl Reader {
             kpis,
             rfm,
             clv,
+            compare_to,
+            compare_days,
+            actions,
             output,
         }
+    }
+
+    /// `actions:` a list of rules; absent, the classic plays ([`default_actions`]);
+    /// `[]`, none.
+    fn actions(&mut self, top: &mut Section, churn_window_days: u32) -> Vec<ActionRule> {
+        let Some(node) = top.get("actions") else {
+            return default_actions(churn_window_days);
+        };
+        let items = match &node.value {
+            Value::Seq(items) => items,
+            _ if node.is_null() => return Vec::new(),
+            _ => {
+                self.issue(
+                    &node.origin,
+                    format!("`actions` must be a list of rules like `- {{name: win_back, all: {{segment: [Lost]}}}}`, got {}", node.kind_name()),
+                );
+                return Vec::new();
+            }
+        };
+        let mut rules: Vec<ActionRule> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let Some(mut rule) = self.list_item(
+                item,
+                format!("actions[{i}]"),
+                "a mapping with `name` and conditions `all` / `any`",
+            ) else {
+                continue;
+            };
+            let name = self.optional::<String>(&mut rule, "name");
+            let all = self.conditions(&mut rule, "all");
+            let any = self.conditions(&mut rule, "any");
+            let value = match rule.get("value") {
+                Some(node) if matches!(node.value, Value::Seq(_)) => Vec::<String>::from_node(node)
+                    .unwrap_or_else(|b| {
+                        self.issue(&b.origin, format!("`actions[{i}].value` {}", b.message));
+                        Vec::new()
+                    }),
+                Some(_) => self.optional::<String>(&mut rule, "value").into_iter().collect(),
+                None => vec!["predicted_clv".into(), "formula_clv".into()],
+            };
+            let problems = checks::action(name.as_deref(), &all, &any, &value, &rules);
+            self.report(&rule, problems);
+            let origin = rule.origin.clone();
+            if name.is_none() {
+                self.issue(&origin, format!("`actions[{i}].name` is required"));
+            }
+            self.finish(rule);
+            if let Some(name) = name {
+                rules.push(ActionRule {
+                    name,
+                    all,
+                    any,
+                    value,
+                });
+            }
+        }
+        rules
+    }
+
+    /// `all:` / `any:` of an action: `column: [values]`, `column: value` or
+    /// `column: {min: x, max: y}`.
+    fn conditions(&mut self, rule: &mut Section, key: &'static str) -> Vec<Condition> {
+        let mut section = self.section(rule, key);
+        let entries = section.entries;
+        let mut conditions = Vec::new();
+        for (column, node) in entries {
+            let path = section.key_path(column);
+            let test = match &node.value {
+                Value::Seq(_) => Vec::<String>::from_node(node).map(Test::In),
+                Value::Map(_) => {
+                    let mut bounds = Section {
+                        path: path.clone(),
+                        entries: match &node.value {
+                            Value::Map(e) => e,
+                            _ => &[],
+                        },
+                        origin: node.origin.clone(),
+                        known: Vec::new(),
+                    };
+                    let min = self.optional::<f64>(&mut bounds, "min");
+                    let max = self.optional::<f64>(&mut bounds, "max");
+                    self.finish(bounds);
+                    match (min, max) {
+                        (None, None) => Err(Bad {
+                            origin: node.origin.clone(),
+                            message: "needs `min`, `max` or both".into(),
+                        }),
+                        (Some(lo), Some(hi)) if lo > hi => Err(Bad {
+                            origin: node.origin.clone(),
+                            message: format!("has min {lo} above max {hi}"),
+                        }),
+                        _ => Ok(Test::Between { min, max }),
+                    }
+                }
+                _ => String::from_node(node).map(|v| Test::In(vec![v])),
+            };
+            match test {
+                Ok(test) => conditions.push(Condition {
+                    column: column.clone(),
+                    test,
+                }),
+                Err(Bad { origin, message }) => self.issue(&origin, format!("`{path}` {message}")),
+            }
+        }
+        // Every key is a column name: none is unknown here (checks name bad columns).
+        section.known.extend(entries.iter().map(|_| ""));
+        section.entries = &[];
+        self.finish(section);
+        conditions
     }
 
     fn rfm(&mut self, top: &mut Section) -> RfmConfig {
@@ -398,12 +516,16 @@ impl Reader {
             "amount_is_unit_price",
             defaults.amount_is_unit_price,
         );
+        let identities = self.optional::<String>(&mut section, "identities");
+        let surveys = self.optional::<String>(&mut section, "surveys");
         let input = InputConfig {
             orders,
             columns,
             date_format,
             timezone,
             amount_is_unit_price,
+            identities,
+            surveys,
         };
         self.report(&section, checks::input(&input));
         self.finish(section);

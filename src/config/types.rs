@@ -17,6 +17,15 @@ pub struct JobConfig {
     pub kpis: KpisConfig,
     pub rfm: RfmConfig,
     pub clv: ClvConfig,
+    /// A previous output directory to compare segments with (`segment_migration`):
+    /// a path, or `{previous}` (the latest earlier `{as_of}` sibling, or what the
+    /// output directory holds now); `None` writes no migration table.
+    pub compare_to: Option<String>,
+    /// With `compare_to: {previous}` and no earlier snapshot: the job first runs as
+    /// of this many days before as_of and publishes that snapshot.
+    pub compare_days: u32,
+    /// Action lists: each a named filter over `customers`, written to `actions/NAME`.
+    pub actions: Vec<ActionRule>,
     pub output: OutputConfig,
 }
 
@@ -31,6 +40,10 @@ pub struct InputConfig {
     pub timezone: String,
     /// `amount` is a unit price: line value = amount x quantity.
     pub amount_is_unit_price: bool,
+    /// Alias table (Parquet or CSV: `alias_id`, `customer_id`) merging ids of one person.
+    pub identities: Option<String>,
+    /// Survey responses (Parquet or CSV: `customer_id`, `response_date`, `score` 0–10).
+    pub surveys: Option<String>,
 }
 
 /// Logical column -> physical column name in the input.
@@ -260,6 +273,84 @@ impl Dimension {
     }
 }
 
+/// An action list: customers for whom every `all` condition holds and, when `any`
+/// is given, at least one `any` condition; sorted by `expected_value` (the first
+/// non-null of the `value` columns), highest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionRule {
+    pub name: String,
+    pub all: Vec<Condition>,
+    pub any: Vec<Condition>,
+    pub value: Vec<String>,
+}
+
+/// One condition on a `customers` column; a null value never matches.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Condition {
+    pub column: String,
+    pub test: Test,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Test {
+    /// The value's text is one of these.
+    In(Vec<String>),
+    /// min <= value <= max, either bound optional.
+    Between { min: Option<f64>, max: Option<f64> },
+}
+
+impl Condition {
+    fn new(column: &str, test: Test) -> Self {
+        Self {
+            column: column.into(),
+            test,
+        }
+    }
+}
+
+/// The classic plays, with recency past the KPI churn window for win-back.
+pub fn default_actions(churn_window_days: u32) -> Vec<ActionRule> {
+    let one_of = |column: &str, values: &[&str]| {
+        Condition::new(column, Test::In(values.iter().map(|v| v.to_string()).collect()))
+    };
+    let between =
+        |column: &str, min: Option<f64>, max: Option<f64>| Condition::new(column, Test::Between { min, max });
+    let value = |columns: &[&str]| columns.iter().map(|c| c.to_string()).collect();
+    vec![
+        ActionRule {
+            name: "win_back".into(),
+            all: vec![one_of("abc_class", &["A"])],
+            any: vec![
+                between("p_alive", None, Some(0.3)),
+                between("recency_days", Some(churn_window_days as f64), None),
+            ],
+            value: value(&["historical_clv"]),
+        },
+        ActionRule {
+            name: "nudge_neutral".into(),
+            all: Vec::new(),
+            any: vec![
+                one_of("segment", &["Need Attention", "About To Sleep"]),
+                between("nps_score", Some(7.0), Some(8.0)),
+            ],
+            value: value(&["predicted_clv", "formula_clv"]),
+        },
+        ActionRule {
+            name: "thank_champions".into(),
+            all: vec![one_of("segment", &["Champions"])],
+            any: Vec::new(),
+            value: value(&["predicted_clv", "formula_clv"]),
+        },
+        ActionRule {
+            name: "save_at_risk".into(),
+            all: vec![one_of("segment", &["At Risk", "Can't Lose Them"])],
+            any: Vec::new(),
+            value: value(&["historical_clv"]),
+        },
+    ]
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutputConfig {
     /// May contain `{as_of}` and `{run_date}`.
@@ -356,6 +447,9 @@ impl Default for JobConfig {
             },
             rfm: RfmConfig::default(),
             clv: ClvConfig::default(),
+            compare_to: None,
+            compare_days: 90,
+            actions: default_actions(365),
             output: OutputConfig::default(),
         }
     }
@@ -370,6 +464,8 @@ impl Default for InputConfig {
             date_format: None,
             timezone: "UTC".into(),
             amount_is_unit_price: false,
+            identities: None,
+            surveys: None,
         }
     }
 }

@@ -131,11 +131,22 @@ impl InProcess {
         } = cleaned;
         let Ingested {
             orders: mut order_table,
-            customer_ids,
+            mut customer_ids,
             channels,
             cleaning,
             ..
         } = ingested;
+        let mut identity_report = None;
+        if let Some(identities) = job.identities {
+            let merged = log.timed("identities", || identities.rekey(order_table, &customer_ids))?;
+            tracing::info!(
+                before = merged.report.customers_before,
+                after = merged.report.customers_after,
+                "customers merged by input.identities"
+            );
+            (order_table, customer_ids) = (merged.orders, merged.customer_ids);
+            identity_report = Some(merged.report);
+        }
         let channels = match (has_channel, channels) {
             (false, _) => None,
             (true, Some(labels)) => Some(labels),
@@ -208,6 +219,7 @@ impl InProcess {
             upsell: has_category.then_some(upsell),
             channels,
             holdout_orders,
+            identities: identity_report,
         })
     }
 }

@@ -22,6 +22,7 @@ pub use in_process::InProcess;
 
 use crate::config::JobConfig;
 use crate::error::Result;
+use crate::identity::{Identities, IdentityReport};
 use crate::ingest::CleaningStep;
 use crate::pipeline::StageLog;
 use crate::settings::Settings;
@@ -31,6 +32,9 @@ use crate::settings::Settings;
 pub struct Job<'a> {
     pub config: &'a JobConfig,
     pub settings: &'a Settings,
+    /// `input.identities`, resolved: customers are merged to canonical ids after
+    /// the roll-up to orders.
+    pub identities: Option<&'a Identities>,
 }
 
 /// The per-customer state every later stage reads. Customers are dense `UInt32`
@@ -60,6 +64,8 @@ pub struct CustomerSummary {
     /// The orders (customer key, date, value) for the holdout validation, only
     /// when a model and `clv.holdout_days` ask for it.
     pub holdout_orders: Option<DataFrame>,
+    /// What the identity merge did, with `input.identities`.
+    pub identities: Option<IdentityReport>,
 }
 
 /// An engine: SPEC §1 and the per-customer roll-up over its input.

@@ -3,4 +3,5 @@
 
 pub mod input;
 pub mod output;
+pub mod side;
 pub mod table;

@@ -308,10 +308,30 @@ fn check_ours(destination: &Destination) -> Result<()> {
         }
         Ok(entries) => entries,
     };
-    let mut names: Vec<String> = entries
+    // Every file, by its path inside the directory (folders such as `actions/` are
+    // walked: a file of someone else's inside one is theirs).
+    let mut names: Vec<String> = Vec::new();
+    let mut pending: Vec<(std::path::PathBuf, String)> = entries
         .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
         .collect();
+    while let Some((path, name)) = pending.pop() {
+        let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        match fs::read_dir(&path) {
+            Ok(inner) if is_dir => {
+                let before = pending.len();
+                pending.extend(inner.flatten().map(|e| {
+                    let inner_name = format!("{name}/{}", e.file_name().to_string_lossy());
+                    (e.path(), inner_name)
+                }));
+                if pending.len() == before {
+                    // An empty folder: judged by its name, like a file.
+                    names.push(name);
+                }
+            }
+            _ => names.push(name),
+        }
+    }
     if names.is_empty() {
         return Ok(());
     }
@@ -423,7 +443,7 @@ fn hold(pause: Option<std::time::Duration>) {
 /// Writes every table in every format plus the manifest, then publishes the directory.
 pub fn publish(
     destination: &Destination,
-    tables: &[(&'static str, Table)],
+    tables: &[(String, Table)],
     formats: &[Format],
     documents: &[Document],
     manifest: &mut Manifest,
@@ -474,7 +494,7 @@ pub struct Document {
 
 fn write_all(
     tmp: &Path,
-    tables: &[(&'static str, Table)],
+    tables: &[(String, Table)],
     formats: &[Format],
     documents: &[Document],
     manifest: &mut Manifest,
@@ -489,6 +509,10 @@ fn write_all(
             };
             let file_name = format!("{table}.{ext}");
             let path = tmp.join(&file_name);
+            // Action lists go in a folder of their own (`actions/NAME`).
+            if let Some(folder) = path.parent().filter(|p| *p != tmp) {
+                fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
+            }
             let (bytes, sha256) = write_table(&path, frame, *format)?;
             manifest.outputs.push(OutputFile {
                 table: table.to_string(),
@@ -521,7 +545,7 @@ fn write_all(
     // that time is part of the write, and named on its own.
     for (table, frame) in tables {
         if let Some(seconds) = frame.slicing_seconds() {
-            tracing::info!(table, seconds, "slices made while writing");
+            tracing::info!(table = table.as_str(), seconds, "slices made while writing");
             manifest.stages.push(crate::manifest::Stage {
                 name: format!("{table} slices"),
                 seconds,

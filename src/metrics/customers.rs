@@ -134,14 +134,20 @@ pub fn upsell_customers(orders: LazyFrame) -> LazyFrame {
 }
 
 /// The written `customers` table's columns and types, in order (SPEC §2, §4–§6);
-/// `channel` only when `input.columns.channel` is mapped.
-pub fn schema(has_channel: bool) -> Schema {
+/// `channel` only when `input.columns.channel` is mapped, the latest survey score
+/// and its date only with `input.surveys`.
+pub fn schema(has_channel: bool, has_surveys: bool) -> Schema {
     let channel = if has_channel { "channel str, " } else { "" };
+    let surveys = if has_surveys {
+        "nps_score i64, nps_response_date date, "
+    } else {
+        ""
+    };
     crate::schema::parse(&format!(
         "customer_id str, first_order_date date, last_order_date date, orders i64, revenue f64, \
          aov f64, recency_days i64, tenure_days i64, annual_value f64, cohort date, \
          {channel}frequency f64, t_x f64, T f64, monetary_value f64, p_alive f64, \
-         expected_purchases f64, expected_spend f64, predicted_clv f64, abc_class str, r_score i64, \
+         expected_purchases f64, expected_spend f64, predicted_clv f64, {surveys}abc_class str, r_score i64, \
          f_score i64, m_score i64, fm i64, rfm_cell str, segment str, historical_clv f64, \
          formula_clv f64"
     ))

@@ -1,11 +1,14 @@
 //! Metric families, one module each. Every function takes lazy frames and
 //! parameters and returns a lazy frame: no paths, no `collect()`, no clock.
 
+pub mod actions;
 pub mod clv;
 pub mod cohort;
 pub mod customers;
 pub mod holdout;
 pub mod kpis;
+pub mod migration;
+pub mod nps;
 pub mod pareto;
 pub mod rfm;
 

@@ -34,14 +34,11 @@ pub const CUSTOMER_COLUMNS: [&str; 5] = ["frequency", "t_x", "T", "p_alive", "ex
 
 impl ReportData {
     /// From the run's tables (name, frame) and its manifest.
-    pub fn from_tables(
-        tables: &[(&'static str, crate::io::table::Table)],
-        manifest: Value,
-    ) -> Result<ReportData> {
+    pub fn from_tables(tables: &[(String, crate::io::table::Table)], manifest: Value) -> Result<ReportData> {
         let columns = |name: &str, columns: Option<&[&str]>| -> Result<DataFrame> {
             tables
                 .iter()
-                .find(|(n, _)| *n == name)
+                .find(|(n, _)| n == name)
                 .ok_or_else(|| Error::Output(format!("the report needs table `{name}`")))?
                 .1
                 .collect(columns)

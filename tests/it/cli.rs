@@ -64,8 +64,11 @@ fn run_on_the_sample_writes_every_table_and_a_manifest() {
     assert_eq!(m["as_of_source"], "data");
     assert_eq!(m["inputs"][0]["path"], "data/orders.parquet");
     assert_eq!(m["cleaning"].as_array().unwrap().len(), 5);
-    // Eight tables in two formats, and report.html.
-    assert_eq!(m["outputs"].as_array().unwrap().len(), 17);
+    // Eight tables and the four default action lists in two formats, and report.html.
+    assert_eq!(m["outputs"].as_array().unwrap().len(), 25);
+    for action in ["win_back", "nudge_neutral", "thank_champions", "save_at_risk"] {
+        assert!(out.join(format!("actions/{action}.csv")).is_file(), "{action}");
+    }
     assert!(out.join("report.html").is_file());
     assert_eq!(m["config_hash"].as_str().unwrap().len(), 64);
     assert!(

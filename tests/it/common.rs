@@ -52,7 +52,7 @@ pub fn table(computed: &Computed, name: &str) -> DataFrame {
     computed
         .tables
         .iter()
-        .find(|(n, _)| *n == name)
+        .find(|(n, _)| n == name)
         .unwrap_or_else(|| panic!("no table {name}"))
         .1
         .collect(None)

@@ -1,5 +1,6 @@
 //! One integration binary: hand-computed fixtures, CLI behaviour, real data, faults.
 
+mod actions;
 mod cdnow;
 mod cli;
 mod common;
