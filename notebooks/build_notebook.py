@@ -138,6 +138,33 @@ else:
     ax.set(xlabel="purchases in the calibration period", ylabel="mean purchases in the holdout",
            title=f"Holdout of {kpis['holdout_days'][0]} days: MAE model {kpis['model_holdout_mae'][0]:.3f}, naive {kpis['naive_holdout_mae'][0]:.3f}")
     ax.legend()"""),
+    ("md", "## Voice of the customer: NPS\nShown when the run had `input.surveys`: NPS = % promoters (9–10) − % detractors (0–6) over each customer's latest response, per segment."),
+    ("code", """if not (OUT_DIR / "nps.parquet").exists() and not (OUT_DIR / "nps.csv").exists():
+    print("no surveys in this run: set input.surveys (e.g. data/surveys.csv)")
+else:
+    nps = table("nps").filter(pl.col("dimension") == "segment").sort("nps")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.barh(nps["value"], nps["nps"], color=["#c0392b" if v < 0 else "#27ae60" for v in nps["nps"]])
+    for y, (score, n) in enumerate(zip(nps["nps"], nps["respondents"])):
+        ax.annotate(f" n={n}", (max(score, 0), y), va="center", fontsize=8)
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set(xlabel="NPS", title="NPS by RFM segment")"""),
+    ("md", "## Segment migration\nShown when the run had `compare_to`: customers per (previous segment → segment now); `(new)` were not customers in the previous snapshot."),
+    ("code", """if not (OUT_DIR / "segment_migration.parquet").exists() and not (OUT_DIR / "segment_migration.csv").exists():
+    print("no migration in this run: set compare_to (a previous output, or \\"{previous}\\")")
+else:
+    moves = table("segment_migration")
+    sources = sorted(set(moves["from_segment"]))
+    targets = sorted(set(moves["to_segment"]))
+    grid = [[0] * len(targets) for _ in sources]
+    for row in moves.iter_rows(named=True):
+        grid[sources.index(row["from_segment"])][targets.index(row["to_segment"])] = row["customers"]
+    fig, ax = plt.subplots(figsize=(8, 6))
+    image = ax.imshow(grid, cmap="Blues")
+    ax.set_xticks(range(len(targets)), targets, rotation=60, ha="right")
+    ax.set_yticks(range(len(sources)), sources)
+    ax.set(xlabel="segment now", ylabel=f"segment as of {manifest['compared_to']['as_of']}", title="Customers by segment move")
+    fig.colorbar(image, ax=ax)"""),
 ]
 
 

@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-DATE_COLUMNS = {"first_order_date", "last_order_date", "cohort", "as_of"}
+DATE_COLUMNS = {"first_order_date", "last_order_date", "cohort", "as_of", "nps_response_date"}
 
 
 def documented_kind(name: str, arrow_type: pa.DataType) -> str | None:
@@ -49,12 +49,13 @@ def same(a, b) -> bool:
 def check(out: pathlib.Path) -> list[str]:
     problems = []
     manifest = json.loads((out / "manifest.json").read_text())
-    parquet_files = sorted(out.glob("*.parquet"))
+    # Action lists are in actions/: every table below the directory.
+    parquet_files = sorted(out.rglob("*.parquet"))
     if not parquet_files:
         return [f"{out}: no Parquet outputs"]
     for path in parquet_files:
-        table = path.stem
-        rows = next(o["rows"] for o in manifest["outputs"] if o["file"] == path.name)
+        name = path.relative_to(out).as_posix()
+        rows = next(o["rows"] for o in manifest["outputs"] if o["file"] == name)
 
         arrow = pq.read_table(path)
         kinds = {}
@@ -72,7 +73,9 @@ def check(out: pathlib.Path) -> list[str]:
         for name, kind in kinds.items():
             dtype = frame[name].dtype
             ok = {
-                "int64": pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_unsigned_integer_dtype(dtype),
+                # pandas reads an integer column with nulls as float64 (its own rule).
+                "int64": (pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_unsigned_integer_dtype(dtype))
+                or (pd.api.types.is_float_dtype(dtype) and arrow.column(name).null_count > 0),
                 "float64": pd.api.types.is_float_dtype(dtype),
                 "bool": pd.api.types.is_bool_dtype(dtype),
                 "string": pd.api.types.is_string_dtype(dtype) or dtype == object,
@@ -99,7 +102,7 @@ def check(out: pathlib.Path) -> list[str]:
                 problems.append(f"{path.name}: polars reads {name} as {polars_frame.schema[name]}")
 
         # The CSV twin, read with the Parquet file's schema, holds the same values.
-        csv_path = out / f"{table}.csv"
+        csv_path = path.with_suffix(".csv")
         if csv_path.exists():
             csv = pl.read_csv(csv_path, schema=polars_frame.schema)
             if csv.shape != polars_frame.shape:
@@ -121,7 +124,7 @@ def main() -> int:
     problems = check(out)
     for problem in problems:
         print(problem, file=sys.stderr)
-    tables = len(list(out.glob("*.parquet")))
+    tables = len(list(out.rglob("*.parquet")))
     print(f"{out}: {tables} Parquet tables checked with pyarrow, pandas, DuckDB and polars; {len(problems)} problems")
     return 1 if problems else 0
 

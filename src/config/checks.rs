@@ -383,3 +383,27 @@ pub fn action(
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polars::prelude::DataType;
+
+    /// The columns an action may test are the written customers columns, each of
+    /// the kind its type allows.
+    #[test]
+    fn action_columns_are_customers_columns_of_their_kind() {
+        let schema = crate::metrics::customers::schema(true, true);
+        for (column, kind) in ACTION_COLUMNS {
+            let dtype = schema
+                .get(column)
+                .unwrap_or_else(|| panic!("{column} is not a customers column"));
+            let expected = match dtype {
+                DataType::String | DataType::Date => ColumnKind::Text,
+                DataType::Int64 => ColumnKind::Integer,
+                _ => ColumnKind::Number,
+            };
+            assert_eq!(*kind, expected, "{column}");
+        }
+    }
+}
