@@ -26,6 +26,8 @@ pub struct ReportData {
     pub lorenz: DataFrame,
     /// `frequency, t_x, T, p_alive, expected_purchases` of every customer.
     pub customers: DataFrame,
+    /// With `compare_to`.
+    pub segment_migration: Option<DataFrame>,
     pub manifest: Value,
 }
 
@@ -53,6 +55,11 @@ impl ReportData {
             pareto: table("pareto")?,
             lorenz: table("lorenz")?,
             customers: columns("customers", Some(&CUSTOMER_COLUMNS))?,
+            segment_migration: tables
+                .iter()
+                .any(|(n, _)| n == crate::metrics::migration::TABLE)
+                .then(|| table(crate::metrics::migration::TABLE))
+                .transpose()?,
             manifest,
         })
     }
@@ -100,6 +107,14 @@ impl ReportData {
             pareto: read("pareto", None)?,
             lorenz: read("lorenz", None)?,
             customers: read("customers", Some(&CUSTOMER_COLUMNS))?,
+            segment_migration: [".parquet", ".csv"]
+                .iter()
+                .any(|ext| {
+                    dir.join(format!("{}{ext}", crate::metrics::migration::TABLE))
+                        .exists()
+                })
+                .then(|| read(crate::metrics::migration::TABLE, None))
+                .transpose()?,
             manifest,
         })
     }
@@ -278,6 +293,28 @@ fn cleaning(manifest: &Value) -> Table {
     }
 }
 
+/// The manifest's action lists (actions/NAME) as a table; `None` without rules.
+fn action_lists(manifest: &Value) -> Option<Table> {
+    let lists = manifest["actions"].as_array().filter(|a| !a.is_empty())?;
+    let rows = lists
+        .iter()
+        .map(|list| {
+            let name = list["name"].as_str().unwrap_or_default();
+            vec![
+                format!("actions/{name}"),
+                list["customers"].as_f64().map_or("–".into(), |v| number(v, 0)),
+                list["expected_value"]
+                    .as_f64()
+                    .map_or("–".into(), |v| number(v, 2)),
+            ]
+        })
+        .collect();
+    Some(Table {
+        header: ["list", "customers", "expected value"].map(String::from).to_vec(),
+        rows,
+    })
+}
+
 /// The fitted models of the manifest: one line each.
 fn models(manifest: &Value) -> Vec<String> {
     manifest["models"]
@@ -359,6 +396,47 @@ pub fn render(data: &ReportData) -> Result<String> {
             ("revenue_share", "share of revenue"),
         ],
     )?;
+    let mut sections = vec![
+        Section {
+            id: "segments",
+            title: "RFM segments",
+            table: segments,
+        },
+        Section {
+            id: "pareto",
+            title: "Pareto shares",
+            table: pareto,
+        },
+    ];
+    if let Some(moves) = &data.segment_migration {
+        let moves = table(
+            moves,
+            &[
+                ("from_segment", "from segment"),
+                ("to_segment", "to segment"),
+                ("customers", "customers"),
+                ("revenue", "revenue now"),
+                ("previous_revenue", "revenue then"),
+            ],
+        )?;
+        sections.push(Section {
+            id: "migration",
+            title: "Segment migration",
+            table: moves,
+        });
+    }
+    if let Some(lists) = action_lists(manifest) {
+        sections.push(Section {
+            id: "actions",
+            title: "Action lists",
+            table: lists,
+        });
+    }
+    sections.push(Section {
+        id: "cleaning",
+        title: "Data cleaning",
+        table: cleaning(manifest),
+    });
     let context = minijinja::context! {
         as_of => manifest["as_of"].as_str().unwrap_or_default(),
         as_of_source => manifest["as_of_source"].as_str().unwrap_or_default(),
@@ -368,11 +446,7 @@ pub fn render(data: &ReportData) -> Result<String> {
         input_files => manifest["inputs"].as_array().map_or(0, Vec::len),
         kpis => serde_value(kpis(&data.kpis)?),
         charts => serde_value(charts),
-        tables => serde_value([
-            Section { id: "segments", title: "RFM segments", table: segments },
-            Section { id: "pareto", title: "Pareto shares", table: pareto },
-            Section { id: "cleaning", title: "Data cleaning", table: cleaning(manifest) },
-        ]),
+        tables => serde_value(sections),
         models => models(manifest),
         warnings => serde_value(manifest["warnings"].as_array().cloned().unwrap_or_default()),
     };

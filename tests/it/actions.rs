@@ -301,6 +301,14 @@ fn previous_snapshot_is_made_on_demand_and_found_next_time() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("2024-12-20/manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["compared_to"]["as_of"], "2024-12-01");
+    // The report shows the migration and the action lists.
+    loyalty()
+        .arg("report")
+        .arg(dir.path().join("2024-12-20"))
+        .assert()
+        .success();
+    let html = std::fs::read_to_string(dir.path().join("2024-12-20/report.html")).unwrap();
+    assert!(html.contains("Segment migration") && html.contains("Action lists") && html.contains("win_back"));
 }
 
 /// Each default rule, on customers whose columns are set by hand.
