@@ -43,7 +43,7 @@ use crate::metrics::nps::{self, SurveyReport, Surveys};
 use crate::metrics::{clv, cohort, holdout, kpis, pareto, rfm};
 use crate::model::{self, Fit};
 use crate::schema::customers::RECENCY_DAYS;
-use crate::schema::internal::REVENUE_MICROS;
+use crate::schema::internal::{FIRST_ORDER_MICROS, REVENUE_MICROS};
 use crate::schema::model::{EXPECTED_PURCHASES, EXPECTED_SPEND, P_ALIVE, PREDICTED_CLV};
 use crate::schema::{self, CUSTOMER_ID};
 use crate::settings::Settings;
@@ -520,7 +520,7 @@ impl Slicer for CustomerSlicer {
         let frame = self
             .scores
             .of(&part)?
-            .drop(cols([REVENUE_MICROS]))
+            .drop(cols([REVENUE_MICROS, FIRST_ORDER_MICROS]))
             .collect_with_engine(self.execution)?
             .unwrap_single();
         named(frame, &self.customer_ids)
@@ -569,7 +569,10 @@ fn customer_table(
         .collect("scores", vec![scores.of(base)?], execution)?
         .pop()
         .unwrap_or_default();
-    let table = Table::Frame(named(scored.drop(REVENUE_MICROS)?, &customer_ids)?);
+    let table = Table::Frame(named(
+        scored.drop_many([REVENUE_MICROS, FIRST_ORDER_MICROS]),
+        &customer_ids,
+    )?);
     Ok(CustomerTable {
         table,
         whole: Some(scored),

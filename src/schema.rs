@@ -41,6 +41,8 @@ pub mod internal {
     pub const CATEGORY_MAX: &str = "__category_max";
     /// Revenue of a customer in micro-units.
     pub const REVENUE_MICROS: &str = "__revenue_micros";
+    /// The first purchase's value in micro-units (by date, then order_id).
+    pub const FIRST_ORDER_MICROS: &str = "__first_order_micros";
 }
 
 /// Shared by several output tables.
@@ -56,6 +58,7 @@ pub mod customers {
     pub const FIRST_ORDER_DATE: &str = "first_order_date";
     pub const LAST_ORDER_DATE: &str = "last_order_date";
     pub const AOV: &str = "aov";
+    pub const FIRST_ORDER_VALUE: &str = "first_order_value";
     pub const RECENCY_DAYS: &str = "recency_days";
     pub const TENURE_DAYS: &str = "tenure_days";
     pub const ANNUAL_VALUE: &str = "annual_value";
@@ -120,6 +123,8 @@ pub mod kpis {
     pub const TABLE: &str = "kpis";
     pub const AS_OF: &str = "as_of";
     pub const AOV: &str = "aov";
+    pub const SALES_PER_CUSTOMER: &str = "sales_per_customer";
+    pub const MEAN_FIRST_ORDER_VALUE: &str = "mean_first_order_value";
     pub const PURCHASE_FREQUENCY: &str = "purchase_frequency";
     pub const REPEAT_PURCHASE_RATE: &str = "repeat_purchase_rate";
     pub const CHURN_WINDOW_DAYS: &str = "churn_window_days";

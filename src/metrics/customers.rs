@@ -11,8 +11,8 @@ use crate::config::Grain;
 use crate::dates::epoch_days;
 use crate::schema::customers::*;
 use crate::schema::internal::{
-    CATEGORY_MAX, CATEGORY_MIN, CHANNEL as CHANNEL_IN, CUSTOMER_ID as CID, ORDER_DATE, ORDER_RANK,
-    REVENUE_MICROS, VALUE,
+    CATEGORY_MAX, CATEGORY_MIN, CHANNEL as CHANNEL_IN, CUSTOMER_ID as CID, FIRST_ORDER_MICROS, ORDER_DATE,
+    ORDER_RANK, REVENUE_MICROS, VALUE,
 };
 use crate::schema::{CUSTOMER_ID, ORDERS, REVENUE};
 
@@ -59,14 +59,15 @@ pub fn customer_aggregates(orders: LazyFrame, has_channel: bool) -> LazyFrame {
         purchase().cast(DataType::Int64).sum().alias(ORDERS),
         col(VALUE).sum().alias(REVENUE_MICROS),
     ];
+    // The first purchase by (date, order_id): one integer key, the day in the high
+    // bits, the order's rank (order_id order within a customer) in the low 32;
+    // `min_by` takes one pass per group.
+    let day = col(ORDER_DATE).cast(DataType::Int32).cast(DataType::Int64) * lit(1i64 << 32);
+    let first_purchase = || if_purchase(day.clone() + col(ORDER_RANK).cast(DataType::Int64));
+    aggs.push(col(VALUE).min_by(first_purchase()).alias(FIRST_ORDER_MICROS));
     if has_channel {
         // Acquisition channel: the first purchase's, ties broken by the smallest order_id.
-        // One integer key orders purchases by (date, order_id): the day in the high
-        // bits, the order's rank (order_id order within a customer) in the low 32;
-        // `min_by` takes one pass per group.
-        let day = col(ORDER_DATE).cast(DataType::Int32).cast(DataType::Int64) * lit(1i64 << 32);
-        let key = day + col(ORDER_RANK).cast(DataType::Int64);
-        aggs.push(col(CHANNEL_IN).min_by(if_purchase(key)).alias(CHANNEL));
+        aggs.push(col(CHANNEL_IN).min_by(first_purchase()).alias(CHANNEL));
     }
     orders
         .group_by([col(CID).alias(CUSTOMER_ID)])
@@ -87,6 +88,7 @@ pub fn customer_columns(aggregates: LazyFrame, params: &CustomerParams) -> LazyF
     let mut computed = vec![
         revenue().alias(REVENUE),
         (revenue() / col(ORDERS).cast(DataType::Float64)).alias(AOV),
+        to_currency(col(FIRST_ORDER_MICROS)).alias(FIRST_ORDER_VALUE),
         days_until(params.as_of, col(LAST_ORDER_DATE)).alias(RECENCY_DAYS),
         tenure.alias(TENURE_DAYS),
         (ratio(revenue(), annualised_days) * lit(365.25)).alias(ANNUAL_VALUE),
@@ -99,6 +101,7 @@ pub fn customer_columns(aggregates: LazyFrame, params: &CustomerParams) -> LazyF
         ORDERS,
         REVENUE,
         AOV,
+        FIRST_ORDER_VALUE,
         RECENCY_DAYS,
         TENURE_DAYS,
         ANNUAL_VALUE,
@@ -145,7 +148,7 @@ pub fn schema(has_channel: bool, has_surveys: bool) -> Schema {
     };
     crate::schema::parse(&format!(
         "customer_id str, first_order_date date, last_order_date date, orders i64, revenue f64, \
-         aov f64, recency_days i64, tenure_days i64, annual_value f64, cohort date, \
+         aov f64, first_order_value f64, recency_days i64, tenure_days i64, annual_value f64, cohort date, \
          {channel}frequency f64, t_x f64, T f64, monetary_value f64, p_alive f64, \
          expected_purchases f64, expected_spend f64, predicted_clv f64, {surveys}abc_class str, r_score i64, \
          f_score i64, m_score i64, fm i64, rfm_cell str, segment str, historical_clv f64, \

@@ -6,7 +6,7 @@ use polars::prelude::*;
 use super::{ratio, to_currency};
 use crate::dates::date_lit;
 use crate::schema::customers::RECENCY_DAYS;
-use crate::schema::internal::REVENUE_MICROS;
+use crate::schema::internal::{FIRST_ORDER_MICROS, REVENUE_MICROS};
 use crate::schema::kpis::*;
 use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
 
@@ -33,6 +33,8 @@ pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> Lazy
         orders().alias(ORDERS),
         to_currency(col(REVENUE_MICROS).sum()).alias(REVENUE),
         ratio(to_currency(col(REVENUE_MICROS).sum()), orders()).alias(AOV),
+        ratio(to_currency(col(REVENUE_MICROS).sum()), customers()).alias(SALES_PER_CUSTOMER),
+        ratio(to_currency(col(FIRST_ORDER_MICROS).sum()), customers()).alias(MEAN_FIRST_ORDER_VALUE),
         ratio(orders(), customers()).alias(PURCHASE_FREQUENCY),
         ratio(col(ORDERS).gt_eq(lit(2i64)).sum(), customers()).alias(REPEAT_PURCHASE_RATE),
         lit(churn_window_days as i64)
@@ -54,6 +56,8 @@ pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> Lazy
         ORDERS,
         REVENUE,
         AOV,
+        SALES_PER_CUSTOMER,
+        MEAN_FIRST_ORDER_VALUE,
         PURCHASE_FREQUENCY,
         REPEAT_PURCHASE_RATE,
         CHURN_WINDOW_DAYS,
@@ -106,7 +110,8 @@ pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> Lazy
 /// The `kpis` table's columns and types, in order (SPEC §7; one row).
 pub fn schema() -> Schema {
     crate::schema::parse(
-        "as_of date, customers i64, orders i64, revenue f64, aov f64, purchase_frequency f64, \
+        "as_of date, customers i64, orders i64, revenue f64, aov f64, sales_per_customer f64, \
+         mean_first_order_value f64, purchase_frequency f64, \
          repeat_purchase_rate f64, churn_window_days i64, churn_rate f64, annual_churn_rate f64, \
          upsell_ratio f64, gini f64, top_20pct_revenue_share f64, customers_for_80pct i64, \
          customers_for_80pct_share f64, model str, model_r f64, model_alpha f64, model_a f64, \

@@ -421,3 +421,28 @@ fn shipped_identities_and_surveys_run_on_the_sample_and_cdnow() {
         assert!(out.join("nps.parquet").exists());
     }
 }
+
+/// first_order_value: the first purchase by date, ties by order_id; an order that
+/// nets to zero is no purchase. sales_per_customer = revenue / customers, and
+/// mean_first_order_value the mean over customers.
+#[test]
+fn first_order_value_and_sales_per_customer_by_hand() {
+    let lines = df!(
+        "customer_id" => ["a", "a", "a", "a", "b"],
+        "order_id" => ["9", "2", "1", "1", "5"],
+        "order_date" => ["2024-01-05", "2024-01-05", "2024-01-01", "2024-01-01", "2024-02-01"],
+        "amount" => [40.0, 15.0, 10.0, -10.0, 7.0],
+    )
+    .unwrap()
+    .lazy()
+    .with_column(col("order_date").str().to_date(StrptimeOptions::default()))
+    .collect()
+    .unwrap();
+    let computed = compute(lines, "", &[]);
+    let customers = table(&computed, "customers");
+    // a's order 1 nets to 0 (no purchase); on 2024-01-05, order "2" < "9".
+    assert_eq!(column_text(&customers, "first_order_value"), ["15.0", "7.0"]);
+    let kpis = table(&computed, "kpis");
+    assert_eq!(column_text(&kpis, "sales_per_customer"), ["31.0"]);
+    assert_eq!(column_text(&kpis, "mean_first_order_value"), ["11.0"]);
+}
