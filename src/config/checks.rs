@@ -270,6 +270,7 @@ pub const ACTION_COLUMNS: &[(&str, ColumnKind)] = &[
     ("orders", ColumnKind::Integer),
     ("revenue", ColumnKind::Number),
     ("aov", ColumnKind::Number),
+    ("first_order_value", ColumnKind::Number),
     ("recency_days", ColumnKind::Integer),
     ("tenure_days", ColumnKind::Integer),
     ("annual_value", ColumnKind::Number),
