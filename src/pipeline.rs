@@ -791,6 +791,7 @@ pub fn run_with(
         aggregates,
         model_summary,
         identities,
+        period_activity,
         ..
     } = summary;
     let (scores_by_customer, survey_report) = survey_scores.unzip();
@@ -829,6 +830,9 @@ pub fn run_with(
             models: fits.clone(),
             holdout: holdout.as_ref().map(|h| h.summary),
             upsell,
+            period_activity: period_activity
+                .lazy()
+                .select([col("previous_active").sum(), col("retained").sum()]),
         },
         as_of,
         config.kpis.churn_window_days,

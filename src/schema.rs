@@ -129,6 +129,7 @@ pub mod kpis {
     pub const REPEAT_PURCHASE_RATE: &str = "repeat_purchase_rate";
     pub const CHURN_WINDOW_DAYS: &str = "churn_window_days";
     pub const CHURN_RATE: &str = "churn_rate";
+    pub const PERIOD_RETENTION_RATE: &str = "period_retention_rate";
     pub const ANNUAL_CHURN_RATE: &str = "annual_churn_rate";
     pub const UPSELL_RATIO: &str = "upsell_ratio";
     pub const GINI: &str = "gini";

@@ -165,9 +165,10 @@ impl InProcess {
         let obs_end = as_of - Days::new(1);
         let order_rows = job.settings.slice_rows_or(crate::metrics::ORDER_SLICE_ROWS);
         let slices = crate::metrics::customer_slices(&order_table, order_rows)?;
-        let (aggregates, activity, upsell, summaries) = log.timed("customers", || {
-            let (mut aggregates, mut activity, mut upsell, mut summaries) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let window = config.kpis.churn_window_days;
+        let (aggregates, activity, upsell, summaries, periods) = log.timed("customers", || {
+            let (mut aggregates, mut activity, mut upsell, mut summaries, mut periods) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (i, slice) in slices.iter().enumerate() {
                 // In memory whatever the engine: a slice is in memory and small, and the
                 // streaming engine took twice as long over them.
@@ -175,6 +176,7 @@ impl InProcess {
                     customers::customer_aggregates(slice.clone().lazy(), channels.is_some()).collect()?,
                 );
                 activity.push(cohort::cohort_activity(slice.clone().lazy(), grain).collect()?);
+                periods.push(customers::period_activity(slice.clone().lazy(), as_of, window).collect()?);
                 if has_category {
                     upsell.push(customers::upsell_customers(slice.clone().lazy()).collect()?);
                 }
@@ -195,6 +197,7 @@ impl InProcess {
                 stacked(activity)?,
                 stacked(upsell)?,
                 stacked(summaries)?,
+                stacked(periods)?,
             ))
         })?;
         drop(slices);
@@ -217,6 +220,7 @@ impl InProcess {
             model_summary: summaries,
             cohort_activity: activity,
             upsell: has_category.then_some(upsell),
+            period_activity: periods,
             channels,
             holdout_orders,
             identities: identity_report,

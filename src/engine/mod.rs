@@ -59,6 +59,9 @@ pub struct CustomerSummary {
     /// [`crate::metrics::customers::upsell_customers`] per customer slice; `None`
     /// without a category column.
     pub upsell: Option<DataFrame>,
+    /// [`crate::metrics::customers::period_activity`] per customer slice, over
+    /// `kpis.churn_window_days` windows.
+    pub period_activity: DataFrame,
     /// Channel text by channel number, when a channel column is mapped.
     pub channels: Option<Series>,
     /// The orders (customer key, date, value) for the holdout validation, only

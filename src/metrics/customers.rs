@@ -136,6 +136,34 @@ pub fn upsell_customers(orders: LazyFrame) -> LazyFrame {
             .alias("upsell_customers")])
 }
 
+/// Customers with a purchase in the previous window, and of those the ones with a
+/// purchase in the current window too, as a one-row frame (`previous_active`,
+/// `retained`): the windows are the `window_days` before as_of and the
+/// `window_days` before those. Counts add up over slices of whole customers.
+pub fn period_activity(orders: LazyFrame, as_of: NaiveDate, window_days: u32) -> LazyFrame {
+    let day = days_until(as_of, col(ORDER_DATE));
+    let window = window_days as i64;
+    let current = day.clone().lt_eq(lit(window));
+    let previous = day.clone().gt(lit(window)).and(day.lt_eq(lit(2 * window)));
+    purchases(orders)
+        .group_by([col(CID)])
+        .agg([
+            current.any(true).alias("current"),
+            previous.any(true).alias("previous"),
+        ])
+        .select([
+            col("previous")
+                .cast(DataType::Int64)
+                .sum()
+                .alias("previous_active"),
+            col("previous")
+                .and(col("current"))
+                .cast(DataType::Int64)
+                .sum()
+                .alias("retained"),
+        ])
+}
+
 /// The written `customers` table's columns and types, in order (SPEC §2, §4–§6);
 /// `channel` only when `input.columns.channel` is mapped, the latest survey score
 /// and its date only with `input.surveys`.

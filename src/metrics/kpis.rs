@@ -15,6 +15,8 @@ pub struct KpiInputs {
     pub customers: LazyFrame,
     /// One row from [`super::pareto::pareto`].
     pub pareto_summary: LazyFrame,
+    /// One row `previous_active`, `retained` (summed).
+    pub period_activity: LazyFrame,
     /// One row `upsell_customers`, when a category column is mapped.
     pub upsell: Option<LazyFrame>,
     /// Fitted models (BG/NBD, Gamma-Gamma); empty leaves the model columns null.
@@ -50,6 +52,9 @@ pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> Lazy
         }
         None => base.with_columns([lit(NULL).cast(DataType::Float64).alias(UPSELL_RATIO)]),
     };
+    let with_upsell = with_upsell
+        .cross_join(inputs.period_activity, None)
+        .with_columns([ratio(col("retained"), col("previous_active")).alias(PERIOD_RETENTION_RATE)]);
     let mut columns: Vec<Expr> = [
         AS_OF,
         CUSTOMERS,
@@ -62,6 +67,7 @@ pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> Lazy
         REPEAT_PURCHASE_RATE,
         CHURN_WINDOW_DAYS,
         CHURN_RATE,
+        PERIOD_RETENTION_RATE,
         ANNUAL_CHURN_RATE,
         UPSELL_RATIO,
         GINI,
@@ -112,7 +118,8 @@ pub fn schema() -> Schema {
     crate::schema::parse(
         "as_of date, customers i64, orders i64, revenue f64, aov f64, sales_per_customer f64, \
          mean_first_order_value f64, purchase_frequency f64, \
-         repeat_purchase_rate f64, churn_window_days i64, churn_rate f64, annual_churn_rate f64, \
+         repeat_purchase_rate f64, churn_window_days i64, churn_rate f64, period_retention_rate f64, \
+         annual_churn_rate f64, \
          upsell_ratio f64, gini f64, top_20pct_revenue_share f64, customers_for_80pct i64, \
          customers_for_80pct_share f64, model str, model_r f64, model_alpha f64, model_a f64, \
          model_b f64, model_s f64, model_beta f64, gg_p f64, gg_q f64, gg_v f64, \

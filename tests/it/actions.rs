@@ -446,3 +446,27 @@ fn first_order_value_and_sales_per_customer_by_hand() {
     assert_eq!(column_text(&kpis, "sales_per_customer"), ["31.0"]);
     assert_eq!(column_text(&kpis, "mean_first_order_value"), ["11.0"]);
 }
+
+/// period_retention_rate over kpis.churn_window_days windows: of the customers who
+/// bought in the previous window, the share who bought in the current one too.
+#[test]
+fn period_retention_rate_by_hand() {
+    // as_of 2025-01-01, window 100 days: current = days 1..=100 before as_of,
+    // previous = days 101..=200.
+    let lines = df!(
+        "customer_id" => ["a", "a", "b", "c", "d"],
+        "order_id" => ["1", "2", "3", "4", "5"],
+        // a: 150 and 50 days before (both windows); b: 150 (previous only);
+        // c: 50 (current only); d: 300 (neither).
+        "order_date" => ["2024-08-04", "2024-11-12", "2024-08-04", "2024-11-12", "2024-03-07"],
+        "amount" => [10.0, 10.0, 10.0, 10.0, 10.0],
+    )
+    .unwrap()
+    .lazy()
+    .with_column(col("order_date").str().to_date(StrptimeOptions::default()))
+    .collect()
+    .unwrap();
+    let computed = compute(lines, "", &["as_of=2025-01-01", "kpis.churn_window_days=100"]);
+    let kpis = table(&computed, "kpis");
+    assert_eq!(column_text(&kpis, "period_retention_rate"), ["0.5"]);
+}
