@@ -727,8 +727,7 @@ fn previous_snapshot(
 /// Runs the whole job on a raw order scan with the in-process engine. `source`
 /// names the input in messages; the side tables the config names are read.
 pub fn compute(raw: LazyFrame, config: &JobConfig, source: &str) -> Result<Computed> {
-    let side = SideInputs::read(config, chrono::Utc::now().date_naive())?;
-    run_with(&InProcess::new(raw, source), config, &Settings::default(), &side)
+    run(&InProcess::new(raw, source), config, &Settings::default())
 }
 
 /// Runs the whole job, reading the side tables the config names.
@@ -843,14 +842,20 @@ pub fn run_with(
         .iter_names()
         .map(|n| n.to_string())
         .collect();
+    // An `all` condition on a column the run lacks can never hold (`any` ones may).
     for rule in &config.actions {
-        for condition in rule.all.iter().chain(&rule.any) {
-            if !present.contains(&condition.column) && rule.all.iter().any(|c| c.column == condition.column) {
-                warnings.push(format!(
-                    "actions: `{}` tests `{}`, which this run does not have (no input.surveys or channel column): its list is empty",
-                    rule.name, condition.column
-                ));
-            }
+        let mut missing: Vec<&str> = rule
+            .all
+            .iter()
+            .map(|c| c.column.as_str())
+            .filter(|c| !present.iter().any(|p| p == c))
+            .collect();
+        missing.dedup();
+        for column in missing {
+            warnings.push(format!(
+                "actions: `{}` tests `{column}`, which this run does not have (no input.surveys or channel column): its list is empty",
+                rule.name
+            ));
         }
     }
     let wants = PassWants {

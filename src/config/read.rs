@@ -290,7 +290,7 @@ impl Reader {
     /// `all:` / `any:` of an action: `column: [values]`, `column: value` or
     /// `column: {min: x, max: y}`.
     fn conditions(&mut self, rule: &mut Section, key: &'static str) -> Vec<Condition> {
-        let mut section = self.section(rule, key);
+        let section = self.section(rule, key);
         let entries = section.entries;
         let mut conditions = Vec::new();
         for (column, node) in entries {
@@ -298,14 +298,8 @@ impl Reader {
             let test = match &node.value {
                 Value::Seq(_) => Vec::<String>::from_node(node).map(Test::In),
                 Value::Map(_) => {
-                    let mut bounds = Section {
-                        path: path.clone(),
-                        entries: match &node.value {
-                            Value::Map(e) => e,
-                            _ => &[],
-                        },
-                        origin: node.origin.clone(),
-                        known: Vec::new(),
+                    let Some(mut bounds) = self.list_item(node, path.clone(), "a mapping") else {
+                        continue;
                     };
                     let min = self.optional::<f64>(&mut bounds, "min");
                     let max = self.optional::<f64>(&mut bounds, "max");
@@ -332,10 +326,8 @@ impl Reader {
                 Err(Bad { origin, message }) => self.issue(&origin, format!("`{path}` {message}")),
             }
         }
-        // Every key is a column name: none is unknown here (checks name bad columns).
-        section.known.extend(entries.iter().map(|_| ""));
-        section.entries = &[];
-        self.finish(section);
+        // Every key is a column name, so none is unknown here: no `finish` (the
+        // checks name columns that are not customers columns).
         conditions
     }
 

@@ -316,20 +316,20 @@ fn check_ours(destination: &Destination) -> Result<()> {
         .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
         .collect();
     while let Some((path, name)) = pending.pop() {
+        // Not followed through links: a link is judged by its own name.
         let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
-        match fs::read_dir(&path) {
-            Ok(inner) if is_dir => {
-                let before = pending.len();
-                pending.extend(inner.flatten().map(|e| {
-                    let inner_name = format!("{name}/{}", e.file_name().to_string_lossy());
-                    (e.path(), inner_name)
-                }));
-                if pending.len() == before {
-                    // An empty folder: judged by its name, like a file.
-                    names.push(name);
-                }
-            }
-            _ => names.push(name),
+        let inner: Vec<_> = match is_dir.then(|| fs::read_dir(&path)) {
+            Some(Ok(inner)) => inner.flatten().collect(),
+            _ => Vec::new(),
+        };
+        if inner.is_empty() {
+            // A file, or an empty or unreadable folder: judged by its name.
+            names.push(name);
+            continue;
+        }
+        for entry in inner {
+            let inner_name = format!("{name}/{}", entry.file_name().to_string_lossy());
+            pending.push((entry.path(), inner_name));
         }
     }
     if names.is_empty() {

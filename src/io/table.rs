@@ -27,6 +27,29 @@ pub fn stacked(frames: Vec<DataFrame>) -> PolarsResult<DataFrame> {
     Ok(all)
 }
 
+/// Table `name` of an output directory: its Parquet file, else its CSV (with
+/// `customer_id` read as text, as it was written); `None` when it has neither.
+pub fn scan_written(dir: &std::path::Path, name: &str) -> Result<Option<LazyFrame>> {
+    let parquet = dir.join(format!("{name}.parquet"));
+    let csv = dir.join(format!("{name}.csv"));
+    if parquet.is_file() {
+        return Ok(Some(LazyFrame::scan_parquet(
+            PlRefPath::try_from_path(&parquet)?,
+            Default::default(),
+        )?));
+    }
+    if !csv.is_file() {
+        return Ok(None);
+    }
+    let ids = [Field::new(crate::schema::CUSTOMER_ID.into(), DataType::String)];
+    Ok(Some(
+        LazyCsvReader::new(PlRefPath::try_from_path(&csv)?)
+            .with_has_header(true)
+            .with_dtype_overwrite(Some(std::sync::Arc::new(ids.into_iter().collect())))
+            .finish()?,
+    ))
+}
+
 /// What makes a sliced table: rows `offset..offset + len` at a time.
 pub trait Slicer: Send + Sync {
     fn slice(&self, offset: usize, len: usize) -> Result<DataFrame>;

@@ -64,20 +64,7 @@ impl Previous {
                 "compare_to: {shown} is not an output directory of loyalty (no manifest.json of ours)"
             )));
         };
-        let parquet = dir.join("customers.parquet");
-        let csv = dir.join("customers.csv");
-        let frame = if parquet.is_file() {
-            LazyFrame::scan_parquet(PlRefPath::try_from_path(&parquet)?, Default::default())?
-        } else if csv.is_file() {
-            LazyCsvReader::new(PlRefPath::try_from_path(&csv)?)
-                .with_has_header(true)
-                .with_dtype_overwrite(Some(Arc::new(
-                    [Field::new(CUSTOMER_ID.into(), DataType::String)]
-                        .into_iter()
-                        .collect(),
-                )))
-                .finish()?
-        } else {
+        let Some(frame) = crate::io::table::scan_written(dir, crate::schema::customers::TABLE)? else {
             return Err(Error::Output(format!(
                 "compare_to: {shown} has no customers.parquet or customers.csv"
             )));

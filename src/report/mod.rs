@@ -78,15 +78,7 @@ impl ReportData {
         let manifest: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Output(format!("{}: not valid JSON: {e}", manifest_path.display())))?;
         let read = |name: &str, columns: Option<&[&str]>| -> Result<DataFrame> {
-            let parquet = dir.join(format!("{name}.parquet"));
-            let csv = dir.join(format!("{name}.csv"));
-            let frame = if parquet.exists() {
-                LazyFrame::scan_parquet(PlRefPath::try_from_path(&parquet)?, Default::default())?
-            } else if csv.exists() {
-                LazyCsvReader::new(PlRefPath::try_from_path(&csv)?)
-                    .with_has_header(true)
-                    .finish()?
-            } else {
+            let Some(frame) = crate::io::table::scan_written(dir, name)? else {
                 return Err(Error::Output(format!(
                     "{}: no {name}.parquet or {name}.csv to build the report from",
                     dir.display()
@@ -107,13 +99,8 @@ impl ReportData {
             pareto: read("pareto", None)?,
             lorenz: read("lorenz", None)?,
             customers: read("customers", Some(&CUSTOMER_COLUMNS))?,
-            segment_migration: [".parquet", ".csv"]
-                .iter()
-                .any(|ext| {
-                    dir.join(format!("{}{ext}", crate::metrics::migration::TABLE))
-                        .exists()
-                })
-                .then(|| read(crate::metrics::migration::TABLE, None))
+            segment_migration: crate::io::table::scan_written(dir, crate::metrics::migration::TABLE)?
+                .map(|frame| frame.collect())
                 .transpose()?,
             manifest,
         })

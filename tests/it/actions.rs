@@ -10,20 +10,38 @@ use tempfile::TempDir;
 
 use crate::common::{compute, loyalty, repo, table, try_compute};
 
-/// Orders of five ids: `w1` and `s1` are one person (through `m1`), as are the
-/// cycle `x`, `y`, `z`; `solo` has no alias.
-fn orders() -> DataFrame {
+/// Order lines (customer_id, order_id, YYYY-MM-DD order_date, amount).
+fn lines(customers: &[&str], orders: &[&str], dates: &[&str], amounts: &[f64]) -> DataFrame {
     df!(
-        "customer_id" => ["w1", "s1", "s1", "x", "y", "z", "solo"],
-        "order_id" => ["1", "2", "3", "4", "5", "6", "7"],
-        "order_date" => ["2024-01-05", "2024-02-01", "2024-03-01", "2024-01-10", "2024-02-10", "2024-03-10", "2024-03-20"],
-        "amount" => [10.0, 20.0, 30.0, 1.0, 2.0, 3.0, 5.0],
+        "customer_id" => customers,
+        "order_id" => orders,
+        "order_date" => dates,
+        "amount" => amounts,
     )
     .unwrap()
     .lazy()
     .with_column(col("order_date").str().to_date(StrptimeOptions::default()))
     .collect()
     .unwrap()
+}
+
+/// Orders of five ids: `w1` and `s1` are one person (through `m1`), as are the
+/// cycle `x`, `y`, `z`; `solo` has no alias.
+fn orders() -> DataFrame {
+    lines(
+        &["w1", "s1", "s1", "x", "y", "z", "solo"],
+        &["1", "2", "3", "4", "5", "6", "7"],
+        &[
+            "2024-01-05",
+            "2024-02-01",
+            "2024-03-01",
+            "2024-01-10",
+            "2024-02-10",
+            "2024-03-10",
+            "2024-03-20",
+        ],
+        &[10.0, 20.0, 30.0, 1.0, 2.0, 3.0, 5.0],
+    )
 }
 
 fn write(dir: &TempDir, name: &str, text: &str) -> String {
@@ -427,18 +445,22 @@ fn shipped_identities_and_surveys_run_on_the_sample_and_cdnow() {
 /// mean_first_order_value the mean over customers.
 #[test]
 fn first_order_value_and_sales_per_customer_by_hand() {
-    let lines = df!(
-        "customer_id" => ["a", "a", "a", "a", "b"],
-        "order_id" => ["9", "2", "1", "1", "5"],
-        "order_date" => ["2024-01-05", "2024-01-05", "2024-01-01", "2024-01-01", "2024-02-01"],
-        "amount" => [40.0, 15.0, 10.0, -10.0, 7.0],
-    )
-    .unwrap()
-    .lazy()
-    .with_column(col("order_date").str().to_date(StrptimeOptions::default()))
-    .collect()
-    .unwrap();
-    let computed = compute(lines, "", &[]);
+    let computed = compute(
+        lines(
+            &["a", "a", "a", "a", "b"],
+            &["9", "2", "1", "1", "5"],
+            &[
+                "2024-01-05",
+                "2024-01-05",
+                "2024-01-01",
+                "2024-01-01",
+                "2024-02-01",
+            ],
+            &[40.0, 15.0, 10.0, -10.0, 7.0],
+        ),
+        "",
+        &[],
+    );
     let customers = table(&computed, "customers");
     // a's order 1 nets to 0 (no purchase); on 2024-01-05, order "2" < "9".
     assert_eq!(column_text(&customers, "first_order_value"), ["15.0", "7.0"]);
@@ -453,19 +475,20 @@ fn first_order_value_and_sales_per_customer_by_hand() {
 fn period_retention_rate_by_hand() {
     // as_of 2025-01-01, window 100 days: current = days 1..=100 before as_of,
     // previous = days 101..=200.
-    let lines = df!(
-        "customer_id" => ["a", "a", "b", "c", "d"],
-        "order_id" => ["1", "2", "3", "4", "5"],
-        // a: 150 and 50 days before (both windows); b: 150 (previous only);
-        // c: 50 (current only); d: 300 (neither).
-        "order_date" => ["2024-08-04", "2024-11-12", "2024-08-04", "2024-11-12", "2024-03-07"],
-        "amount" => [10.0, 10.0, 10.0, 10.0, 10.0],
-    )
-    .unwrap()
-    .lazy()
-    .with_column(col("order_date").str().to_date(StrptimeOptions::default()))
-    .collect()
-    .unwrap();
+    // a: 150 and 50 days before (both windows); b: 150 (previous only);
+    // c: 50 (current only); d: 300 (neither).
+    let lines = lines(
+        &["a", "a", "b", "c", "d"],
+        &["1", "2", "3", "4", "5"],
+        &[
+            "2024-08-04",
+            "2024-11-12",
+            "2024-08-04",
+            "2024-11-12",
+            "2024-03-07",
+        ],
+        &[10.0; 5],
+    );
     let computed = compute(lines, "", &["as_of=2025-01-01", "kpis.churn_window_days=100"]);
     let kpis = table(&computed, "kpis");
     assert_eq!(column_text(&kpis, "period_retention_rate"), ["0.5"]);
