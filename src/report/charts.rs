@@ -642,3 +642,139 @@ pub fn holdout(holdout: &DataFrame) -> PolarsResult<Option<Chart>> {
         svg,
     }))
 }
+
+/// The segment migration as a from × to grid: each cell's shade is the share of
+/// the from-segment's customers that moved to the to-segment, with the count
+/// written in it. Segments follow `order` (the RFM segment table's), with
+/// `(new)` as the last row and `(lost)` as the last column.
+pub fn migration(moves: &DataFrame, order: &[String]) -> PolarsResult<Option<Chart>> {
+    use crate::metrics::migration::{LOST, NEW};
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let from = strings(moves, "from_segment")?;
+    let to = strings(moves, "to_segment")?;
+    let customers = ints(moves, "customers")?;
+    if from.is_empty() {
+        return Ok(None);
+    }
+    // Every segment either snapshot holds, in the table's order, then any others by name.
+    let mut segments: Vec<String> = order.to_vec();
+    let mut others: Vec<String> = from
+        .iter()
+        .chain(&to)
+        .filter(|s| *s != NEW && *s != LOST && !segments.contains(s))
+        .cloned()
+        .collect();
+    others.sort();
+    others.dedup();
+    segments.extend(others);
+    segments.retain(|s| from.contains(s) || to.contains(s));
+    let rows: Vec<String> = segments.iter().cloned().chain([NEW.to_string()]).collect();
+    let columns: Vec<String> = segments.iter().cloned().chain([LOST.to_string()]).collect();
+    let position = |list: &[String], name: &str| list.iter().position(|s| s == name);
+    let mut row_totals = vec![0i64; rows.len()];
+    for (f, n) in from.iter().zip(&customers) {
+        if let Some(r) = position(&rows, f) {
+            row_totals[r] += n.unwrap_or(0);
+        }
+    }
+    let (n_rows, n_columns) = (rows.len(), columns.len());
+    let height = (160 + 28 * n_rows as u32).clamp(300, 900);
+    let svg = svg((SIZE.0 + 100, height), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(110)
+            .y_label_area_size(130)
+            .build_cartesian_2d(0f64..n_columns as f64, 0f64..n_rows as f64)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(0)
+            .y_labels(0)
+            .label_style((FONT, 11))
+            .draw()?;
+        row_labels(&root, |y| chart.backend_coord(&(0.0, y)), &rows, 1)?;
+        // Column labels below the grid, turned so long segment names fit.
+        let style = TextStyle::from((FONT, 11))
+            .transform(FontTransform::Rotate90)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        for (c, label) in columns.iter().enumerate() {
+            let (x, bottom) = chart.backend_coord(&(c as f64 + 0.5, 0.0));
+            root.draw(&Text::new(label.clone(), (x, bottom + 6), style.clone()))?;
+        }
+        let cells = from.iter().zip(&to).zip(&customers).filter_map(|((f, t), n)| {
+            let (r, c, n) = (position(&rows, f)?, position(&columns, t)?, (*n)?);
+            Some((r, c, n))
+        });
+        let cells: Vec<(usize, usize, i64)> = cells.collect();
+        chart.draw_series(cells.iter().map(|&(r, c, n)| {
+            let y = (n_rows - 1 - r) as f64;
+            let share = n as f64 / row_totals[r].max(1) as f64;
+            Rectangle::new([(c as f64, y), (c as f64 + 1.0, y + 1.0)], blue(share).filled())
+        }))?;
+        let centred = TextStyle::from((FONT, 10)).pos(Pos::new(HPos::Center, VPos::Center));
+        let (on_dark, on_light) = (centred.color(&WHITE), centred.color(&BLACK));
+        chart.draw_series(cells.iter().map(|&(r, c, n)| {
+            let y = (n_rows - 1 - r) as f64;
+            let share = n as f64 / row_totals[r].max(1) as f64;
+            let ink = if share > 0.55 { &on_dark } else { &on_light };
+            Text::new(n.to_string(), (c as f64 + 0.5, y + 0.5), ink.clone())
+        }))?;
+        Ok(())
+    })?;
+    Ok(Some(Chart {
+        id: "migration",
+        title: "Segment migration".into(),
+        caption: format!(
+            "Customers by segment in the previous snapshot (rows) and now (columns); the shade is the share of the row's customers. {NEW} had no purchase then, {LOST} is missing now."
+        ),
+        svg,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two segments, a new and a lost customer: every count is written, and the
+    /// shade is the share of the row (A's 3 of 4 to A, B's only customer to A).
+    #[test]
+    fn migration_grid_shades_by_share_of_the_row() {
+        let moves = df!(
+            "from_segment" => ["A", "A", "B", "(new)"],
+            "to_segment" => ["A", "(lost)", "A", "B"],
+            "customers" => [3i64, 1, 1, 2],
+        )
+        .unwrap();
+        let chart = migration(&moves, &["B".into(), "A".into()]).unwrap().unwrap();
+        let fill = |share: f64| {
+            let RGBColor(r, g, b) = blue(share);
+            format!("fill=\"#{r:02X}{g:02X}{b:02X}\"")
+        };
+        let texts: Vec<&str> = chart
+            .svg
+            .split("<text")
+            .skip(1)
+            .map(|t| t.split('>').nth(1).unwrap().split('<').next().unwrap().trim())
+            .collect();
+        for (text, count) in [
+            ("3", 1),
+            ("2", 1),
+            ("1", 2),
+            ("(new)", 1),
+            ("(lost)", 1),
+            ("A", 2),
+            ("B", 2),
+        ] {
+            assert_eq!(
+                texts.iter().filter(|t| **t == text).count(),
+                count,
+                "{text} in {texts:?}"
+            );
+        }
+        // B → A and (new) → B are whole rows; A → A is three quarters, A → (lost) one.
+        assert_eq!(chart.svg.matches(&fill(1.0)).count(), 2);
+        assert_eq!(chart.svg.matches(&fill(0.75)).count(), 1);
+        assert_eq!(chart.svg.matches(&fill(0.25)).count(), 1);
+        assert!(migration(&moves.head(Some(0)), &[]).unwrap().is_none());
+    }
+}

@@ -355,6 +355,10 @@ pub fn render(data: &ReportData) -> Result<String> {
         charts::p_alive(&data.customers)?,
         charts::expected_purchases(&data.customers)?,
         charts::holdout(&data.clv_holdout)?,
+        match &data.segment_migration {
+            Some(moves) => charts::migration(moves, &strings(&data.rfm_segments, "segment")?)?,
+            None => None,
+        },
     ]
     .into_iter()
     .flatten()

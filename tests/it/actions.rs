@@ -327,6 +327,7 @@ fn previous_snapshot_is_made_on_demand_and_found_next_time() {
         .success();
     let html = std::fs::read_to_string(dir.path().join("2024-12-20/report.html")).unwrap();
     assert!(html.contains("Segment migration") && html.contains("Action lists") && html.contains("win_back"));
+    assert!(html.contains(r#"<figure class="chart" id="migration">"#));
 }
 
 /// Each default rule, on customers whose columns are set by hand.
