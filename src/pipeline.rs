@@ -43,7 +43,7 @@ use crate::metrics::nps::{self, SurveyReport, Surveys};
 use crate::metrics::{clv, cohort, holdout, kpis, pareto, rfm};
 use crate::model::{self, Fit};
 use crate::schema::customers::RECENCY_DAYS;
-use crate::schema::internal::{FIRST_ORDER_MICROS, REVENUE_MICROS};
+use crate::schema::internal::REVENUE_MICROS;
 use crate::schema::model::{EXPECTED_PURCHASES, EXPECTED_SPEND, P_ALIVE, PREDICTED_CLV};
 use crate::schema::{self, CUSTOMER_ID};
 use crate::settings::Settings;
@@ -317,7 +317,6 @@ impl CustomerColumns {
 
 /// The global numbers later metrics take as parameters.
 struct Scalars {
-    customers: u64,
     /// SPEC §6: the share of customers whose last purchase is over 365 days old.
     annual_churn_rate: f64,
     /// Days from the latest purchase to as_of.
@@ -338,7 +337,6 @@ fn scalars(columns: &CustomerColumns, aggregates: &DataFrame) -> Result<Scalars>
         .collect()?;
     let scalar = |name: &str| frame.column(name).ok().and_then(|c| c.get(0).ok());
     Ok(Scalars {
-        customers: aggregates.height() as u64,
         annual_churn_rate: scalar("annual_churn_rate")
             .and_then(|v| v.extract::<f64>())
             .unwrap_or(0.0),
@@ -448,15 +446,15 @@ fn rankings(
     config: &JobConfig,
     base: &DataFrame,
     columns: &CustomerColumns,
-    customers: u64,
     execution: Execution,
 ) -> Result<Rankings> {
+    let scored = rfm::scored_customers(base, &config.rfm)?;
     let mut frames = log
         .collect(
             "ranking",
             vec![
                 pareto::ranked(base.clone().lazy()),
-                rfm::rfm_thresholds(columns.of(base), &config.rfm, customers),
+                rfm::rfm_thresholds(columns.of(base), &config.rfm, scored),
             ],
             execution,
         )?
@@ -520,11 +518,21 @@ impl Slicer for CustomerSlicer {
         let frame = self
             .scores
             .of(&part)?
-            .drop(cols([REVENUE_MICROS, FIRST_ORDER_MICROS]))
             .collect_with_engine(self.execution)?
             .unwrap_single();
-        named(frame, &self.customer_ids)
+        named(without_internal(frame), &self.customer_ids)
     }
+}
+
+/// The frame without the customer state's internal columns (`__revenue_micros` …).
+fn without_internal(frame: DataFrame) -> DataFrame {
+    let internal: Vec<PlSmallStr> = frame
+        .get_column_names()
+        .into_iter()
+        .filter(|name| name.starts_with("__"))
+        .cloned()
+        .collect();
+    frame.drop_many(internal)
 }
 
 /// The frame with its customer keys replaced by their customer_id text.
@@ -569,10 +577,7 @@ fn customer_table(
         .collect("scores", vec![scores.of(base)?], execution)?
         .pop()
         .unwrap_or_default();
-    let table = Table::Frame(named(
-        scored.drop_many([REVENUE_MICROS, FIRST_ORDER_MICROS]),
-        &customer_ids,
-    )?);
+    let table = Table::Frame(named(without_internal(scored.clone()), &customer_ids)?);
     Ok(CustomerTable {
         table,
         whole: Some(scored),
@@ -803,7 +808,7 @@ pub fn run_with(
             None => Ok(base),
         }
     })?;
-    let rankings = rankings(&mut log, config, &base, &columns, scalars.customers, execution)?;
+    let rankings = rankings(&mut log, config, &base, &columns, execution)?;
     let scores = Arc::new(CustomerScores {
         columns: columns.clone(),
         abc_boundaries: rankings.abc_boundaries,

@@ -337,6 +337,14 @@ impl Reader {
         let bins = self.field(&mut section, "bins", defaults.bins);
         self.report(&section, checks::rfm_bins(bins));
         let monetary = self.field(&mut section, "monetary", defaults.monetary);
+        let window_days = self.optional::<u32>(&mut section, "window_days");
+        if window_days == Some(0) {
+            self.invalid(
+                &section,
+                "window_days",
+                "must be at least 1 day, got 0 (null scores every order)".to_string(),
+            );
+        }
         let segments = match section.get("segments").filter(|n| !n.is_null()) {
             None => {
                 if bins != defaults.bins {
@@ -367,6 +375,7 @@ impl Reader {
         RfmConfig {
             bins,
             monetary,
+            window_days,
             segments,
         }
     }

@@ -144,6 +144,9 @@ pub struct RfmConfig {
     /// Scores run 1..=bins (2–9).
     pub bins: u32,
     pub monetary: Monetary,
+    /// Look-back window: frequency and monetary count only the orders of the last
+    /// N days before as_of; `None` counts every order.
+    pub window_days: Option<u32>,
     /// First matching rule names the segment; no match is "Other".
     pub segments: Vec<SegmentRule>,
 }
@@ -521,6 +524,7 @@ impl Default for RfmConfig {
         Self {
             bins: 5,
             monetary: Monetary::Total,
+            window_days: None,
             segments: default_segments(),
         }
     }

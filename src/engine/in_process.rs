@@ -166,6 +166,7 @@ impl InProcess {
         let order_rows = job.settings.slice_rows_or(crate::metrics::ORDER_SLICE_ROWS);
         let slices = crate::metrics::customer_slices(&order_table, order_rows)?;
         let window = config.kpis.churn_window_days;
+        let rfm_since = config.rfm.window_days.map(|days| as_of - Days::new(days.into()));
         let (aggregates, activity, upsell, summaries, periods) = log.timed("customers", || {
             let (mut aggregates, mut activity, mut upsell, mut summaries, mut periods) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -173,7 +174,8 @@ impl InProcess {
                 // In memory whatever the engine: a slice is in memory and small, and the
                 // streaming engine took twice as long over them.
                 aggregates.push(
-                    customers::customer_aggregates(slice.clone().lazy(), channels.is_some()).collect()?,
+                    customers::customer_aggregates(slice.clone().lazy(), channels.is_some(), rfm_since)
+                        .collect()?,
                 );
                 activity.push(cohort::cohort_activity(slice.clone().lazy(), grain).collect()?);
                 periods.push(customers::period_activity(slice.clone().lazy(), as_of, window).collect()?);

@@ -12,7 +12,7 @@ use crate::dates::epoch_days;
 use crate::schema::customers::*;
 use crate::schema::internal::{
     CATEGORY_MAX, CATEGORY_MIN, CHANNEL as CHANNEL_IN, CUSTOMER_ID as CID, FIRST_ORDER_MICROS, ORDER_DATE,
-    ORDER_RANK, REVENUE_MICROS, VALUE,
+    ORDER_RANK, REVENUE_MICROS, RFM_ORDERS, RFM_REVENUE_MICROS, VALUE,
 };
 use crate::schema::{CUSTOMER_ID, ORDERS, REVENUE};
 
@@ -47,7 +47,9 @@ fn days_until(as_of: NaiveDate, date: Expr) -> Expr {
 /// the table is computed from these row by row ([`customer_columns`]). `orders`
 /// holds all of each of its customers' orders; slices of the orders in key order
 /// ([`super::customer_slices`]) give the slices of the aggregates in order.
-pub fn customer_aggregates(orders: LazyFrame, has_channel: bool) -> LazyFrame {
+/// With `rfm_since` (the first day of `rfm.window_days`), also the purchases and
+/// revenue of the orders from that day on (`__rfm_orders`, `__rfm_revenue_micros`).
+pub fn customer_aggregates(orders: LazyFrame, has_channel: bool, rfm_since: Option<NaiveDate>) -> LazyFrame {
     // One group-by over all orders: the purchase-only aggregates see a purchase's
     // value and null otherwise, which keeps every aggregate on Polars' fast path
     // (a second group-by over the purchases and a join cost 1 s at 2M customers).
@@ -68,6 +70,22 @@ pub fn customer_aggregates(orders: LazyFrame, has_channel: bool) -> LazyFrame {
     if has_channel {
         // Acquisition channel: the first purchase's, ties broken by the smallest order_id.
         aggs.push(col(CHANNEL_IN).min_by(first_purchase()).alias(CHANNEL));
+    }
+    if let Some(since) = rfm_since {
+        let in_window = || col(ORDER_DATE).gt_eq(lit(since));
+        aggs.push(
+            (in_window().and(purchase()))
+                .cast(DataType::Int64)
+                .sum()
+                .alias(RFM_ORDERS),
+        );
+        aggs.push(
+            when(in_window())
+                .then(col(VALUE))
+                .otherwise(lit(0i64))
+                .sum()
+                .alias(RFM_REVENUE_MICROS),
+        );
     }
     orders
         .group_by([col(CID).alias(CUSTOMER_ID)])

@@ -14,19 +14,57 @@ use super::clv::{mean_from_parts, money_sum, sum_parts, total_parts};
 use super::{divide, ratio};
 use crate::config::{Monetary, RfmConfig, SegmentRule};
 use crate::schema::customers::{FORMULA_CLV, HISTORICAL_CLV, RECENCY_DAYS};
-use crate::schema::internal::REVENUE_MICROS;
+use crate::schema::internal::{REVENUE_MICROS, RFM_ORDERS, RFM_REVENUE_MICROS};
 use crate::schema::model::PREDICTED_CLV;
 use crate::schema::rfm::*;
 use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
 
+/// The columns frequency and monetary count: all orders, or with `rfm.window_days`
+/// the window's ([`crate::metrics::customers::customer_aggregates`]).
+fn counted(config: &RfmConfig) -> (&'static str, &'static str) {
+    match config.window_days {
+        None => (ORDERS, REVENUE_MICROS),
+        Some(_) => (RFM_ORDERS, RFM_REVENUE_MICROS),
+    }
+}
+
+/// With `rfm.window_days`, the customers RFM scores: those with a purchase in the
+/// window. The others have no scores and the segment [`INACTIVE`].
+fn in_window(config: &RfmConfig) -> Option<Expr> {
+    config.window_days.map(|_| col(RFM_ORDERS).gt(lit(0i64)))
+}
+
+/// The segment of customers with no purchase in `rfm.window_days`.
+pub const INACTIVE: &str = "Inactive";
+
+/// How many customers RFM ranks: all of them, or those with a purchase in the window.
+pub fn scored_customers(aggregates: &DataFrame, config: &RfmConfig) -> PolarsResult<u64> {
+    match config.window_days {
+        None => Ok(aggregates.height() as u64),
+        Some(_) => Ok(aggregates
+            .column(RFM_ORDERS)?
+            .as_materialized_series()
+            .gt(0)?
+            .sum()
+            .unwrap_or(0) as u64),
+    }
+}
+
+/// The frequency RFM ranks: purchases.
+fn frequency(config: &RfmConfig) -> Expr {
+    col(counted(config).0)
+}
+
 /// The monetary value RFM ranks: revenue in micro-units, or the exact ratio.
 fn monetary(config: &RfmConfig) -> Expr {
+    let (orders, revenue) = counted(config);
     match config.monetary {
-        Monetary::Total => col(REVENUE_MICROS),
-        // Equal ratios of integers give bit-identical doubles, so ties stay ties.
-        Monetary::Average => {
-            col(REVENUE_MICROS).cast(DataType::Float64) / col(ORDERS).cast(DataType::Float64)
-        }
+        Monetary::Total => col(revenue),
+        // Equal ratios of integers give bit-identical doubles, so ties stay ties. No
+        // purchase in the window averages 0, with the refunds-only customers.
+        Monetary::Average => when(col(orders).gt(lit(0i64)))
+            .then(col(revenue).cast(DataType::Float64) / col(orders).cast(DataType::Float64))
+            .otherwise(lit(0.0)),
     }
 }
 
@@ -34,8 +72,12 @@ fn monetary(config: &RfmConfig) -> Expr {
 /// floor(B × c / N) counts the steps s in 1..B with c ≥ ceil(s × N / B). And c ≥ k
 /// exactly when the value at 0-based position k − 1 of the column sorted in rank
 /// order is strictly ahead of the customer's: these positions' values are the steps.
+/// No customer to score (none bought in `rfm.window_days`) has no steps.
 fn step_positions(bins: u32, customers: u64) -> Vec<IdxSize> {
-    let n = customers.max(1);
+    let n = customers;
+    if n == 0 {
+        return Vec::new();
+    }
     (1..bins as u64)
         .map(|s| ((s * n).div_ceil(bins as u64) - 1) as IdxSize)
         .collect()
@@ -43,7 +85,8 @@ fn step_positions(bins: u32, customers: u64) -> Vec<IdxSize> {
 
 /// The values where each RFM score steps up: one column per score (`r_score`,
 /// `f_score`, `m_score`), B − 1 rows. Needs `recency_days`, `orders` and
-/// `__revenue_micros` of all `count` customers. With these, a customer's scores are
+/// `__revenue_micros` of all customers, of which `count` are scored
+/// ([`scored_customers`]). With these, a customer's scores are
 /// comparisons with constants ([`rfm_scores`]): no rank over the whole table, so any
 /// slice of customers is scored on its own.
 pub fn rfm_thresholds(customers: LazyFrame, config: &RfmConfig, count: u64) -> LazyFrame {
@@ -54,9 +97,13 @@ pub fn rfm_thresholds(customers: LazyFrame, config: &RfmConfig, count: u64) -> L
             .gather(lit(positions.clone()), false)
             .alias(name)
     };
+    let customers = match in_window(config) {
+        Some(scored) => customers.filter(scored),
+        None => customers,
+    };
     customers.select([
         at_steps(col(RECENCY_DAYS), RECENCY_RANKED_DESCENDING, R_SCORE),
-        at_steps(col(ORDERS), false, F_SCORE),
+        at_steps(frequency(config), false, F_SCORE),
         at_steps(monetary(config), false, M_SCORE),
     ])
 }
@@ -88,16 +135,32 @@ pub fn rfm_scores(
     thresholds: &DataFrame,
 ) -> PolarsResult<LazyFrame> {
     let steps = |name: &str| thresholds.column(name);
+    let only_scored = |score: Expr| match in_window(config) {
+        Some(scored) => when(scored)
+            .then(score)
+            .otherwise(lit(NULL).cast(DataType::Int64)),
+        None => score,
+    };
+    let [cell, segment] = cell_columns(&config.segments, config.bins);
+    let segment = match in_window(config) {
+        Some(_) => segment.fill_null(lit(INACTIVE)).alias(SEGMENT),
+        None => segment,
+    };
     Ok(customers
         .with_columns([
-            score(col(RECENCY_DAYS), steps(R_SCORE)?, RECENCY_RANKED_DESCENDING)?.alias(R_SCORE),
-            score(col(ORDERS), steps(F_SCORE)?, false)?.alias(F_SCORE),
-            score(monetary(config), steps(M_SCORE)?, false)?.alias(M_SCORE),
+            only_scored(score(
+                col(RECENCY_DAYS),
+                steps(R_SCORE)?,
+                RECENCY_RANKED_DESCENDING,
+            )?)
+            .alias(R_SCORE),
+            only_scored(score(frequency(config), steps(F_SCORE)?, false)?).alias(F_SCORE),
+            only_scored(score(monetary(config), steps(M_SCORE)?, false)?).alias(M_SCORE),
         ])
         .with_columns([(col(F_SCORE) + col(M_SCORE) + lit(1i64))
             .floor_div(lit(2i64))
             .alias(FM)])
-        .with_columns(cell_columns(&config.segments, config.bins)))
+        .with_columns([cell, segment]))
 }
 
 /// `rfm_cell` and `segment` looked up from the B³ possible (r, f, m) cells: the
@@ -182,33 +245,35 @@ pub fn unreachable_segments(rules: &[SegmentRule], bins: u32) -> Vec<String> {
 /// Warnings for RFM dimensions with one value among all customers (every customer
 /// bought once, say): equal values get equal scores (SPEC §4), so everyone gets 1.
 pub fn collapsed_bins(customers: LazyFrame, config: &RfmConfig) -> PolarsResult<Vec<String>> {
-    use crate::schema::customers::AOV;
-    let monetary = match config.monetary {
-        Monetary::Total => REVENUE_MICROS,
-        Monetary::Average => AOV,
+    let monetary_name = match config.monetary {
+        Monetary::Total => "revenue",
+        Monetary::Average => "aov",
     };
+    let window = config
+        .window_days
+        .map(|days| format!(" in the last {days} days (rfm.window_days)"))
+        .unwrap_or_default();
     let dimensions = [
-        ("r_score", RECENCY_DAYS),
-        ("f_score", ORDERS),
-        ("m_score", monetary),
+        (R_SCORE, col(RECENCY_DAYS), RECENCY_DAYS.to_string()),
+        (F_SCORE, frequency(config), format!("{ORDERS}{window}")),
+        (M_SCORE, monetary(config), format!("{monetary_name}{window}")),
     ];
+    let customers = match in_window(config) {
+        Some(scored) => customers.filter(scored),
+        None => customers,
+    };
     let counts = customers
         .select(
             dimensions
                 .iter()
-                .map(|(_, column)| col(*column).n_unique().cast(DataType::Int64).alias(*column))
+                .map(|(score, value, _)| value.clone().n_unique().cast(DataType::Int64).alias(*score))
                 .collect::<Vec<_>>(),
         )
         .collect()?;
     let mut warnings = Vec::new();
-    for (score, column) in dimensions {
-        let distinct = counts.column(column)?.i64()?.get(0).unwrap_or(0);
+    for (score, _, shown) in dimensions {
+        let distinct = counts.column(score)?.i64()?.get(0).unwrap_or(0);
         if distinct == 1 {
-            let shown = if column == REVENUE_MICROS {
-                "revenue"
-            } else {
-                column
-            };
             warnings.push(format!(
                 "every customer has the same {shown}: {score} is 1 for everyone (the RFM bins collapse)"
             ));
@@ -304,6 +369,7 @@ mod tests {
         let config = RfmConfig {
             bins,
             monetary,
+            window_days: None,
             segments: default_segments(),
         };
         let steps = rfm_thresholds(customers.clone().lazy(), &config, n)

@@ -101,6 +101,62 @@ fn rfm_scores_three_bins_and_average_monetary() {
     );
 }
 
+/// `rfm.window_days: 39` (as_of 2024-03-01, so the window starts 2024-01-22): D's
+/// last purchase (01-21) is outside it; A, B, C and E are ranked on their window
+/// orders only (one each: A 10, B 6, C 20, E 5), N = 4, score = 1 + floor(5 (rank − 1) / 4).
+#[test]
+fn rfm_window_scores_only_recent_orders() {
+    let computed = compute(rfm_fixture(), "as_of: 2024-03-01\nrfm:\n  window_days: 39\n", &[]);
+    let customers = &table(&computed, "customers");
+    let scores = |name: &str| -> Vec<Option<i64>> {
+        (0..customers.height())
+            .map(|i| i64_at(customers, name, i))
+            .collect()
+    };
+    // Recency descending: A, B 10 → rank 1 → 1; C, E 5 → rank 3 → 3.
+    assert_eq!(scores("r_score"), [Some(1), Some(1), Some(3), None, Some(3)]);
+    // One window order each: all rank 1 (B's January order and C's are outside).
+    assert_eq!(scores("f_score"), [Some(1), Some(1), Some(1), None, Some(1)]);
+    // Window revenue ascending: E 5 → 1; B 6 → 2; A 10 → 3; C 20 → 4.
+    assert_eq!(scores("m_score"), [Some(3), Some(2), Some(4), None, Some(1)]);
+    assert_eq!(scores("fm"), [Some(2), Some(2), Some(3), None, Some(1)]);
+    // A, B r1 fm2 → Hibernating; C r3 fm3 → Loyal Customers; E r3 fm1 → Promising.
+    assert_eq!(
+        column_str(customers, "segment"),
+        [
+            "Hibernating",
+            "Hibernating",
+            "Loyal Customers",
+            "Inactive",
+            "Promising"
+        ]
+    );
+    assert_eq!(str_at(customers, "rfm_cell", 3), None);
+    // Orders and revenue in the table stay all-time.
+    assert_eq!(column_i64(customers, "orders"), [1, 2, 2, 3, 1]);
+    // The collapsed frequency is named with the window.
+    assert!(
+        computed
+            .warnings
+            .iter()
+            .any(|w| w.contains("same orders in the last 39 days")),
+        "{:?}",
+        computed.warnings
+    );
+    let segments = &table(&computed, "rfm_segments");
+    let inactive = column_str(segments, "segment")
+        .iter()
+        .position(|s| s == "Inactive")
+        .unwrap();
+    assert_eq!(i64_at(segments, "customers", inactive), Some(1));
+    // Zero days is a config error naming the key.
+    let error = try_compute(rfm_fixture(), "as_of: 2024-03-01\nrfm:\n  window_days: 0\n", &[])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("rfm.window_days"), "{error}");
+}
+
 #[test]
 fn rfm_segments_table() {
     let computed = compute(rfm_fixture(), "as_of: 2024-03-01\n", &[]);

@@ -125,7 +125,8 @@ struct Naive {
     top20: Option<f64>,
 }
 
-fn naive(lines: &[Line], grain: &str, rules: &[SegmentRule]) -> Naive {
+/// SPEC §1 steps 2, 3 and 5: (customer, order) → (date, value micros).
+fn naive_orders(lines: &[Line]) -> BTreeMap<(String, String), (NaiveDate, i64)> {
     let as_of = NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
     // Steps 2 and 3: before as_of, exact duplicates once.
     let mut kept: Vec<&Line> = Vec::new();
@@ -147,6 +148,12 @@ fn naive(lines: &[Line], grain: &str, rules: &[SegmentRule]) -> Naive {
         entry.0 = entry.0.min(date(line.day));
         entry.1 += micros;
     }
+    orders
+}
+
+fn naive(lines: &[Line], grain: &str, rules: &[SegmentRule]) -> Naive {
+    let as_of = NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
+    let orders = naive_orders(lines);
     let mut customers: Vec<Customer> = Vec::new();
     let ids: std::collections::BTreeSet<&String> = orders.keys().map(|(c, _)| c).collect();
     for id in ids {
@@ -412,6 +419,100 @@ proptest! {
                 grid.column("is_complete").unwrap().get(i).unwrap(),
                 AnyValue::Boolean(complete)
             );
+        }
+    }
+}
+
+/// A customer's id, (r, f, m) scores when scored, and segment.
+type WindowScored = (String, Option<(i64, i64, i64)>, String);
+
+/// `rfm.window_days`, naively: customers with a purchase in the last `window` days
+/// are ranked among themselves on the window's purchases and revenue (recency as
+/// ever); the others have no scores and the segment Inactive.
+fn naive_window_rfm(lines: &[Line], window: u32, average: bool) -> Vec<WindowScored> {
+    let as_of = NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
+    let since = as_of - Days::new(window as u64);
+    let orders = naive_orders(lines);
+    // id → (has a purchase at all, recency, window purchases, window revenue)
+    let mut customers: BTreeMap<String, (bool, i64, i64, i64)> = BTreeMap::new();
+    for ((id, _), (day, value)) in &orders {
+        let entry = customers.entry(id.clone()).or_insert((false, i64::MAX, 0, 0));
+        if *value > 0 {
+            entry.0 = true;
+            entry.1 = entry.1.min((as_of - *day).num_days());
+        }
+        if *day >= since {
+            entry.2 += (*value > 0) as i64;
+            entry.3 += value;
+        }
+    }
+    customers.retain(|_, c| c.0);
+    // Monetary: the window's revenue, or its revenue per purchase.
+    let monetary = |purchases: i64, revenue: i64| {
+        if average {
+            revenue as f64 / purchases as f64
+        } else {
+            revenue as f64
+        }
+    };
+    let scored: Vec<(i64, i64, f64)> = customers
+        .values()
+        .filter(|c| c.2 > 0)
+        .map(|c| (c.1, c.2, monetary(c.2, c.3)))
+        .collect();
+    let n = scored.len() as i64;
+    let score = |rank: i64| 1 + 5 * (rank - 1) / n;
+    let rules = default_segments();
+    customers
+        .into_iter()
+        .map(|(id, (_, recency, purchases, revenue))| {
+            if purchases == 0 {
+                return (id, None, "Inactive".to_string());
+            }
+            let r = score(1 + scored.iter().filter(|o| o.0 > recency).count() as i64);
+            let f = score(1 + scored.iter().filter(|o| o.1 < purchases).count() as i64);
+            let m = score(
+                1 + scored
+                    .iter()
+                    .filter(|o| o.2 < monetary(purchases, revenue))
+                    .count() as i64,
+            );
+            let fm = ((f + m) as u32).div_ceil(2);
+            let segment = rules
+                .iter()
+                .find(|rule| rule.matches(r as u32, f as u32, m as u32, fm))
+                .map_or("Other".to_string(), |rule| rule.name.clone());
+            (id, Some((r, f, m)), segment)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn rfm_window_matches_the_naive_implementation(lines in lines(), window in 1..170u32, average: bool) {
+        let expected = naive_window_rfm(&lines, window, average);
+        let monetary = if average { "average" } else { "total" };
+        let yaml = format!("as_of: {AS_OF}\nrfm:\n  window_days: {window}\n  monetary: {monetary}\n");
+        let computed = match try_compute(frame(&lines), &yaml, &[]) {
+            Err(e) => {
+                prop_assert!(expected.is_empty(), "pipeline failed but customers exist: {e}");
+                return Ok(());
+            }
+            Ok(c) => c,
+        };
+        let customers = &table(&computed, "customers");
+        prop_assert_eq!(customers.height(), expected.len());
+        for (i, (id, scores, segment)) in expected.iter().enumerate() {
+            prop_assert_eq!(str_at(customers, "customer_id", i), Some(id.clone()));
+            let got = match (i64_at(customers, "r_score", i), i64_at(customers, "f_score", i), i64_at(customers, "m_score", i)) {
+                (Some(r), Some(f), Some(m)) => Some((r, f, m)),
+                (None, None, None) => None,
+                other => panic!("scores partly null: {other:?}"),
+            };
+            prop_assert_eq!(got, *scores, "customer {}", id);
+            prop_assert_eq!(str_at(customers, "segment", i), Some(segment.clone()));
         }
     }
 }
