@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
     let inputs = input::resolve(&config.input.orders)?;
     let scan = || input::scan(&inputs);
     let schema = scan()?.collect_schema()?;
-    let normalised = || ingest::normalise(scan()?, &schema, &config.input, &path);
+    let normalised = || ingest::normalise(scan()?, &schema, &config.input, config.clv.margin, &path);
     let lines = ingest::input_lines(&normalised()?);
 
     let fold = || -> anyhow::Result<usize> {

@@ -236,7 +236,7 @@ fn validate(args: ConfigArgs) -> anyhow::Result<()> {
     let mut raw = input::scan(&inputs)?;
     let schema = raw.collect_schema().map_err(Error::from)?;
     // Builds the typed columns: wrong or missing columns fail here, from metadata alone.
-    ingest::normalise(raw, &schema, &config.input, &inputs.label())?;
+    ingest::normalise(raw, &schema, &config.input, config.clv.margin, &inputs.label())?;
     print!("{}", describe(&args.config, &config, &inputs, &schema));
     Ok(())
 }

@@ -371,6 +371,13 @@ struct Models {
     holdout: Option<holdout::Holdout>,
 }
 
+/// Whether the customers carry their gross margin (`input.columns.cost` or `margin`).
+fn has_margin(aggregates: &DataFrame) -> bool {
+    aggregates
+        .column(crate::schema::internal::GROSS_MARGIN_MICROS)
+        .is_ok()
+}
+
 /// SPEC §6's predictive models on the summary, and the holdout validation. A fit
 /// failure stops the run, or with `clv.on_fit_failure: skip` leaves the predicted
 /// columns null with a warning.
@@ -380,10 +387,20 @@ fn models(
     summary: &CustomerSummary,
     warnings: &mut Vec<String>,
 ) -> Result<Models> {
+    // With per-line margins the model predicts revenue (margin 1); each customer's
+    // own margin rate is applied with the other CLV columns.
+    let clv = crate::config::ClvConfig {
+        margin: if has_margin(&summary.aggregates) {
+            1.0
+        } else {
+            config.clv.margin
+        },
+        ..config.clv.clone()
+    };
     let (fits, predictions) = match config.clv.model {
         PurchaseModel::None => (Vec::new(), None),
         _ => match log.timed("model", || {
-            Ok(model::fit_and_predict(&summary.model_summary, &config.clv))
+            Ok(model::fit_and_predict(&summary.model_summary, &clv))
         })? {
             Ok(outcome) => (outcome.fits, Some(outcome.predictions)),
             Err(failure) if config.clv.on_fit_failure == OnFitFailure::Skip => {
@@ -488,6 +505,8 @@ struct CustomerScores {
     rfm_steps: DataFrame,
     config: JobConfig,
     annual_churn_rate: f64,
+    /// Per-line margins were given: customers carry `__gross_margin_micros`.
+    has_margin: bool,
 }
 
 impl CustomerScores {
@@ -499,6 +518,7 @@ impl CustomerScores {
             &self.config.clv,
             self.config.customers.min_tenure_days,
             self.annual_churn_rate,
+            self.has_margin,
         ))
     }
 }
@@ -815,6 +835,7 @@ pub fn run_with(
         rfm_steps: rankings.rfm_steps,
         config: config.clone(),
         annual_churn_rate: scalars.annual_churn_rate,
+        has_margin: has_margin(&base),
     });
     let streaming = config.engine == ExecutionChoice::Streaming;
     let slice_rows = settings.slice_rows_or(SLICE_ROWS);

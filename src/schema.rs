@@ -43,6 +43,10 @@ pub mod internal {
     pub const REVENUE_MICROS: &str = "__revenue_micros";
     /// The first purchase's value in micro-units (by date, then order_id).
     pub const FIRST_ORDER_MICROS: &str = "__first_order_micros";
+    /// A line's or order's gross margin in micro-units (`input.columns.cost` or
+    /// `margin`), and a customer's summed.
+    pub const MARGIN: &str = "__margin_micros";
+    pub const GROSS_MARGIN_MICROS: &str = "__gross_margin_micros";
     /// With `rfm.window_days`: purchases and revenue (micro-units) in the window.
     pub const RFM_ORDERS: &str = "__rfm_orders";
     pub const RFM_REVENUE_MICROS: &str = "__rfm_revenue_micros";

@@ -131,9 +131,16 @@ pub fn input(config: &InputConfig) -> Vec<Problem> {
     problems
 }
 
-/// Each logical column needs its own input column.
+/// Each logical column needs its own input column; margins come from a cost or a
+/// margin column, not both.
 pub fn columns(columns: &ColumnMap) -> Vec<Problem> {
     let mut problems = Vec::new();
+    if columns.cost.is_some() && columns.margin.is_some() {
+        problems.push(problem(
+            "margin",
+            "and `input.columns.cost` are both mapped; map one (margin = value − cost)",
+        ));
+    }
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for (logical, physical) in columns.mapped() {
         if let Some((other, _)) = seen.iter().find(|(_, p)| *p == physical) {

@@ -498,6 +498,8 @@ impl Reader {
         let quantity = self.optional::<String>(&mut cols, "quantity");
         let category = self.optional::<String>(&mut cols, "category");
         let channel = self.optional::<String>(&mut cols, "channel");
+        let cost = self.optional::<String>(&mut cols, "cost");
+        let margin = self.optional::<String>(&mut cols, "margin");
         let columns = ColumnMap {
             customer_id,
             order_id,
@@ -506,6 +508,8 @@ impl Reader {
             quantity,
             category,
             channel,
+            cost,
+            margin,
         };
         self.report(&cols, checks::columns(&columns));
         self.finish(cols);

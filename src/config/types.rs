@@ -56,6 +56,11 @@ pub struct ColumnMap {
     pub quantity: Option<String>,
     pub category: Option<String>,
     pub channel: Option<String>,
+    /// The line's cost in the amount's currency (a unit cost with
+    /// `amount_is_unit_price`): the line's gross margin is its value − cost.
+    pub cost: Option<String>,
+    /// The line's gross margin in money (not a rate); the other way to give margins.
+    pub margin: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -410,6 +415,15 @@ impl Serialize for Fraction {
 }
 
 impl ColumnMap {
+    /// The mapped per-line margin column: `cost` or `margin` (at most one).
+    pub fn line_margin(&self) -> Option<(&'static str, &str)> {
+        match (&self.cost, &self.margin) {
+            (Some(cost), _) => Some(("cost", cost.as_str())),
+            (None, Some(margin)) => Some(("margin", margin.as_str())),
+            (None, None) => None,
+        }
+    }
+
     /// (logical, physical) for every mapped column.
     pub fn mapped(&self) -> Vec<(&'static str, &str)> {
         let mut out = vec![
@@ -422,6 +436,8 @@ impl ColumnMap {
             ("quantity", &self.quantity),
             ("category", &self.category),
             ("channel", &self.channel),
+            ("cost", &self.cost),
+            ("margin", &self.margin),
         ] {
             if let Some(physical) = physical {
                 out.push((logical, physical.as_str()));
@@ -485,6 +501,8 @@ impl Default for ColumnMap {
             quantity: None,
             category: None,
             channel: None,
+            cost: None,
+            margin: None,
         }
     }
 }

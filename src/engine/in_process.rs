@@ -80,8 +80,13 @@ impl InProcess {
         let schema = log.timed("schema", || {
             self.raw.clone().collect_schema().map_err(|e| self.unreadable(e))
         })?;
-        let normalised: Normalised =
-            ingest::normalise(self.raw.clone(), &schema, &config.input, &self.source)?;
+        let normalised: Normalised = ingest::normalise(
+            self.raw.clone(),
+            &schema,
+            &config.input,
+            config.clv.margin,
+            &self.source,
+        )?;
 
         // Past a size, or with `engine: streaming`, memory comes first.
         let input_lines = ingest::input_lines(&normalised);
@@ -166,17 +171,18 @@ impl InProcess {
         let order_rows = job.settings.slice_rows_or(crate::metrics::ORDER_SLICE_ROWS);
         let slices = crate::metrics::customer_slices(&order_table, order_rows)?;
         let window = config.kpis.churn_window_days;
-        let rfm_since = config.rfm.window_days.map(|days| as_of - Days::new(days.into()));
+        let wants = customers::AggregateWants {
+            channel: channels.is_some(),
+            margin: order_table.column(schema::internal::MARGIN).is_ok(),
+            rfm_since: config.rfm.window_days.map(|days| as_of - Days::new(days.into())),
+        };
         let (aggregates, activity, upsell, summaries, periods) = log.timed("customers", || {
             let (mut aggregates, mut activity, mut upsell, mut summaries, mut periods) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (i, slice) in slices.iter().enumerate() {
                 // In memory whatever the engine: a slice is in memory and small, and the
                 // streaming engine took twice as long over them.
-                aggregates.push(
-                    customers::customer_aggregates(slice.clone().lazy(), channels.is_some(), rfm_since)
-                        .collect()?,
-                );
+                aggregates.push(customers::customer_aggregates(slice.clone().lazy(), wants).collect()?);
                 activity.push(cohort::cohort_activity(slice.clone().lazy(), grain).collect()?);
                 periods.push(customers::period_activity(slice.clone().lazy(), as_of, window).collect()?);
                 if has_category {

@@ -20,7 +20,8 @@ use super::shard::{Batch, Candidate, Shard, pass_of, shard_of};
 use crate::dates::epoch_days;
 use crate::error::Result;
 use crate::schema::internal::{
-    CATEGORY, CATEGORY_MAX, CATEGORY_MIN, CHANNEL, CUSTOMER_ID, ORDER_DATE, ORDER_ID, ORDER_RANK, VALUE,
+    CATEGORY, CATEGORY_MAX, CATEGORY_MIN, CHANNEL, CUSTOMER_ID, MARGIN, ORDER_DATE, ORDER_ID, ORDER_RANK,
+    VALUE,
 };
 
 /// Row counts of SPEC §1 steps 1–2, over the whole input.
@@ -61,6 +62,8 @@ pub struct OrderBook {
     pub(super) routed: Vec<Vec<(u32, u64)>>,
     /// The input's own columns, which decide exact duplicates (step 3).
     pub(super) raw_columns: Vec<PlSmallStr>,
+    /// Whether lines carry a gross margin, summed per order like the value.
+    pub(super) has_margin: bool,
     /// Lines whose fingerprint repeats within their batch, with their
     /// [`plan::duplicate_check_columns`], and their rows.
     pub(super) held: Vec<DataFrame>,
@@ -118,6 +121,7 @@ impl OrderBook {
             parse_failures: vec![(0, None); plan.parse_checks],
             routed: vec![Vec::new(); shards],
             raw_columns: raw_columns.to_vec(),
+            has_margin: plan.has_margin,
             held: Vec::new(),
             held_rows: Vec::new(),
             candidates: Vec::new(),
@@ -176,6 +180,9 @@ impl OrderBook {
         let order_ids = series(ORDER_ID)?.str()?.rechunk();
         let days = series(ORDER_DATE)?.date()?.physical().rechunk();
         let values = series(VALUE)?.i64()?.rechunk();
+        let margins = optional(MARGIN)
+            .map(|s| s.i64().map(|c| c.rechunk()))
+            .transpose()?;
         let verdicts = series(line::DROPPED_BY)?.i32()?.rechunk();
         let channels = optional(CHANNEL)
             .map(|s| s.str().map(|c| c.rechunk()))
@@ -192,6 +199,7 @@ impl OrderBook {
             order_ids: array(&order_ids),
             days: array(&days),
             values: array(&values),
+            margins: margins.as_ref().map(array),
             verdicts: array(&verdicts),
             channels: channels.as_ref().map(array),
             categories: categories.as_ref().map(array),
@@ -390,6 +398,19 @@ impl OrderBook {
             days.into_date().into_column(),
             values.into_column(),
         ];
+        if self.has_margin {
+            let margins = Int128Chunked::from_vec(
+                MARGIN.into(),
+                sorted
+                    .iter()
+                    .map(|&(s, o)| shards[s as usize].orders.margin[o as usize])
+                    .collect(),
+            );
+            for shard in &mut shards {
+                shard.orders.margin = Vec::new();
+            }
+            columns.push(margins.into_column());
+        }
         // Channels as numbers in text order, named by `channels`: a text column would
         // take 16 bytes per order.
         let channels = if shards.iter().any(|s| s.channels.len() > 0) {

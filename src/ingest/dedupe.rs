@@ -12,7 +12,7 @@ use super::plan::{self, LinePlan, Normalised, line};
 use super::read_in_batches;
 use super::shard::Candidate;
 use crate::error::{Error, Result};
-use crate::schema::internal::VALUE;
+use crate::schema::internal::{MARGIN, VALUE};
 
 /// `frame` with each string column holding only its own values. A gathered or
 /// filtered string column still shares its source's buffers, and Polars decodes a
@@ -74,7 +74,7 @@ impl OrderBook {
         self.held_rows
             .extend(local.iter().map(|&i| rows.value(i as usize)));
         let lines = batch
-            .select(plan::duplicate_check_columns(&self.raw_columns))?
+            .select(plan::duplicate_check_columns(&self.raw_columns, self.has_margin))?
             .take(&IdxCa::from_vec("local".into(), local))?;
         self.held.push(with_owned_strings(lines)?);
         Ok(())
@@ -113,6 +113,11 @@ impl OrderBook {
                 col(line::ROW).first(),
                 col(VALUE).first(),
                 col(line::DROPPED_BY).first(),
+                if self.has_margin {
+                    col(MARGIN).first()
+                } else {
+                    lit(NULL).cast(DataType::Int64).alias(MARGIN)
+                },
             ])
             .filter(col("__copies").gt(lit(1)))
             .collect()?;
@@ -120,11 +125,13 @@ impl OrderBook {
         let copies = column("__copies")?.cast(&DataType::UInt64)?;
         let rows = column(line::ROW)?.idx()?;
         let (values, verdicts) = (column(VALUE)?.i64()?, column(line::DROPPED_BY)?.i32()?);
-        for ((copies, row), (value, verdict)) in copies
+        let margins = column(MARGIN)?.i64()?;
+        for (i, ((copies, row), (value, verdict))) in copies
             .u64()?
             .iter()
             .zip(rows.iter())
             .zip(values.iter().zip(verdicts.iter()))
+            .enumerate()
         {
             let not_folded = || Error::Internal("a duplicate line was not folded".into());
             let row = row.ok_or_else(not_folded)?;
@@ -141,6 +148,9 @@ impl OrderBook {
                     // Equal kept lines: one stays, so the order keeps a line.
                     let value = i128::from(value.unwrap_or(0)) * i128::from(extra);
                     shard.orders.value[order as usize] -= value;
+                    if let Some(margin) = margins.get(i) {
+                        shard.orders.margin[order as usize] -= i128::from(margin) * i128::from(extra);
+                    }
                 }
                 0 => return Err(not_folded()),
                 reason => shard.dropped[reason as usize - 1] -= extra,

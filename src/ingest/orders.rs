@@ -43,6 +43,9 @@ pub(super) struct Orders {
     /// Summed line values in micro-units. Lines are Int64 (SPEC); their sums are
     /// Int128, which no order can overflow (at most 2^32 lines of at most 2^63 each).
     pub(super) value: Vec<i128>,
+    /// Summed gross margins in micro-units, with `input.columns.cost` or `margin`
+    /// (else empty; grown as kept lines arrive, so shorter than the orders until sealed).
+    pub(super) margin: Vec<i128>,
     pub(super) kept_lines: Vec<u32>,
     /// Smallest channel (in text order) among kept lines.
     pub(super) channel: Vec<u32>,
@@ -197,6 +200,10 @@ impl Orders {
         in_kept_order(&mut self.customer, &kept);
         in_kept_order(&mut self.first_day, &kept);
         in_kept_order(&mut self.value, &kept);
+        if !self.margin.is_empty() {
+            self.margin.resize(renumbered.len(), 0);
+            in_kept_order(&mut self.margin, &kept);
+        }
         in_kept_order(&mut self.channel, &kept);
         in_kept_order(&mut self.category_min, &kept);
         in_kept_order(&mut self.category_max, &kept);

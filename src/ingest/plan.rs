@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use crate::config::{CleaningConfig, ExcludeRule, InputConfig, Matcher, Returns};
 use crate::dates::epoch_days;
 use crate::error::{InputError, Result};
-use crate::schema::internal::{CATEGORY, CHANNEL, CUSTOMER_ID, ORDER_DATE, ORDER_ID, VALUE};
+use crate::schema::internal::{CATEGORY, CHANNEL, CUSTOMER_ID, MARGIN, ORDER_DATE, ORDER_ID, VALUE};
 
 const MICROS_PER_UNIT: i64 = 1_000_000;
 
@@ -26,6 +26,8 @@ pub struct Normalised {
     typed_from: Vec<String>,
     pub has_category: bool,
     pub has_channel: bool,
+    /// Whether lines carry a gross margin (`input.columns.cost` or `margin`).
+    pub has_margin: bool,
     /// Columns that are parsed from text, whose failures must be reported, not dropped.
     parse_checks: Vec<ParseCheck>,
 }
@@ -159,7 +161,15 @@ fn line_value_micros(amount: Number, quantity: Option<Number>) -> (Expr, Expr) {
 }
 
 /// Typed logical columns from the physical ones; wrong types fail here, from the schema.
-pub fn normalise(raw: LazyFrame, schema: &Schema, input: &InputConfig, file: &str) -> Result<Normalised> {
+/// `margin_rate` (`clv.margin`) is the gross margin of a line whose cost or margin
+/// is null.
+pub fn normalise(
+    raw: LazyFrame,
+    schema: &Schema,
+    input: &InputConfig,
+    margin_rate: f64,
+    file: &str,
+) -> Result<Normalised> {
     let columns = &input.columns;
     let available = || {
         schema
@@ -346,6 +356,61 @@ pub fn normalise(raw: LazyFrame, schema: &Schema, input: &InputConfig, file: &st
         _ => None,
     };
     let (value_micros, in_range) = line_value_micros(amount, quantity);
+    let line_margin = match columns.line_margin() {
+        None => None,
+        Some((logical, physical)) => {
+            // A unit cost (or margin) with a unit price: times the quantity, as the value.
+            let quantity = match (&columns.quantity, input.amount_is_unit_price) {
+                (Some(q), true) => Some(numeric("quantity", q, &mut Vec::new())?),
+                _ => None,
+            };
+            let number = numeric(logical, physical, &mut parse_checks)?;
+            let (micros, fits) = line_value_micros(number, quantity);
+            parse_checks.push(ParseCheck {
+                kind: CheckKind::OutOfRange,
+                logical,
+                physical: physical.to_string(),
+                what: String::new(),
+                fix: "the limit is ±9223372036854.775807 currency units per line (an Int64 of micro-units: money is exact or refused)".into(),
+                failed: fits.not(),
+                raw: col(physical).cast(DataType::String),
+            });
+            let margin = if logical == "cost" {
+                let difference =
+                    value_micros.clone().cast(DataType::Int128) - micros.clone().cast(DataType::Int128);
+                let fits = difference
+                    .clone()
+                    .gt_eq(lit(i64::MIN))
+                    .and(difference.clone().lt_eq(lit(i64::MAX)));
+                parse_checks.push(ParseCheck {
+                    kind: CheckKind::OutOfRange,
+                    logical,
+                    physical: physical.to_string(),
+                    what: String::new(),
+                    fix: "the line's margin (value − cost) must lie within ±9223372036854.775807 currency units".into(),
+                    failed: fits.clone().not().fill_null(lit(false)),
+                    raw: concat_str(
+                        [
+                            col(columns.amount.as_str()).cast(DataType::String),
+                            col(physical).cast(DataType::String),
+                        ],
+                        " − ",
+                        false,
+                    ),
+                });
+                when(fits)
+                    .then(difference.cast(DataType::Int64))
+                    .otherwise(lit(NULL).cast(DataType::Int64))
+            } else {
+                micros.clone()
+            };
+            // No cost or margin on the line: the configured rate of its value.
+            let at_rate = (value_micros.clone().cast(DataType::Float64) * lit(margin_rate) + lit(0.5))
+                .floor()
+                .cast(DataType::Int64);
+            Some(when(micros.is_null()).then(at_rate).otherwise(margin))
+        }
+    };
     let raw_value = match (&columns.quantity, input.amount_is_unit_price) {
         (Some(q), true) => concat_str(
             [
@@ -394,6 +459,9 @@ pub fn normalise(raw: LazyFrame, schema: &Schema, input: &InputConfig, file: &st
         order_date.alias(ORDER_DATE),
         value_micros.alias(VALUE),
     ];
+    if let Some(margin) = &line_margin {
+        typed.push(margin.clone().alias(MARGIN));
+    }
     for (physical, name) in [(&columns.category, CATEGORY), (&columns.channel, CHANNEL)] {
         if let Some(physical) = physical {
             typed.push(col(physical.as_str()).cast(DataType::String).alias(name));
@@ -408,10 +476,14 @@ pub fn normalise(raw: LazyFrame, schema: &Schema, input: &InputConfig, file: &st
             .mapped()
             .into_iter()
             .filter(|(logical, _)| *logical != "quantity" || input.amount_is_unit_price)
+            // A cost or margin is a typed column no fingerprint reads: it stays in
+            // the hash of the other columns, so duplicates must agree on it too.
+            .filter(|(logical, _)| !matches!(*logical, "cost" | "margin"))
             .map(|(_, physical)| physical.to_string())
             .collect(),
         has_category: columns.category.is_some(),
         has_channel: columns.channel.is_some(),
+        has_margin: line_margin.is_some(),
         parse_checks,
     })
 }
@@ -438,6 +510,8 @@ pub struct LinePlan {
     /// Step 4 reasons; `__dropped_by` = i + 1 names `reasons[i]`.
     pub reasons: Vec<String>,
     pub parse_checks: usize,
+    /// Whether lines carry `__margin_micros`.
+    pub has_margin: bool,
     /// Step 4's verdict as an expression over the normalised lines.
     verdict: Expr,
 }
@@ -482,6 +556,9 @@ pub fn line_plan(normalised: &Normalised, cleaning: &CleaningConfig) -> LinePlan
     if normalised.has_category {
         columns.push(col(CATEGORY));
     }
+    if normalised.has_margin {
+        columns.push(col(MARGIN));
+    }
     // Exact duplicates agree on every raw column, so on the typed columns and on the
     // rest: the fold fingerprints lines by their order, typed values and this hash.
     let others: Vec<Expr> = normalised
@@ -507,16 +584,20 @@ pub fn line_plan(normalised: &Normalised, cleaning: &CleaningConfig) -> LinePlan
         lines: normalised.lf.clone().select(columns),
         reasons,
         parse_checks: normalised.parse_checks.len(),
+        has_margin: normalised.has_margin,
         verdict,
     }
 }
 
 /// What step 3 compares candidate lines on, and what it needs to take a copy out of
 /// its order: the raw columns, then the row (which names the order), the value and
-/// step 4's verdict.
-pub fn duplicate_check_columns(raw_columns: &[PlSmallStr]) -> Vec<PlSmallStr> {
+/// step 4's verdict (and the margin, when lines carry one).
+pub fn duplicate_check_columns(raw_columns: &[PlSmallStr], has_margin: bool) -> Vec<PlSmallStr> {
     let mut columns = raw_columns.to_vec();
     columns.extend([line::ROW, VALUE, line::DROPPED_BY].map(PlSmallStr::from));
+    if has_margin {
+        columns.push(MARGIN.into());
+    }
     columns
 }
 
@@ -530,7 +611,7 @@ pub fn rows_with_raw_values(normalised: &Normalised, plan: &LinePlan, rows: Vec<
         .filter(col(line::ROW).is_in(lit(rows).implode(true), false))
         .with_column(plan.verdict.clone())
         .select(
-            duplicate_check_columns(&normalised.raw_columns)
+            duplicate_check_columns(&normalised.raw_columns, normalised.has_margin)
                 .into_iter()
                 .map(col)
                 .collect::<Vec<_>>(),

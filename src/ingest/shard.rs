@@ -19,6 +19,8 @@ pub(super) struct Batch<'a> {
     pub(super) order_ids: &'a <StringType as PolarsDataType>::Array,
     pub(super) days: &'a <Int32Type as PolarsDataType>::Array,
     pub(super) values: &'a <Int64Type as PolarsDataType>::Array,
+    /// Per-line gross margins, with `input.columns.cost` or `margin`.
+    pub(super) margins: Option<&'a <Int64Type as PolarsDataType>::Array>,
     pub(super) verdicts: &'a <Int32Type as PolarsDataType>::Array,
     pub(super) channels: Option<&'a <StringType as PolarsDataType>::Array>,
     pub(super) categories: Option<&'a <StringType as PolarsDataType>::Array>,
@@ -92,6 +94,7 @@ impl Shard {
             + of(&o.customer)
             + of(&o.first_day)
             + of(&o.value)
+            + of(&o.margin)
             + of(&o.kept_lines)
             + of(&o.channel)
             + of(&o.category_min)
@@ -155,6 +158,13 @@ impl Shard {
                 let orders = &mut self.orders;
                 orders.kept_lines[o] += 1;
                 orders.value[o] += i128::from(value);
+                if let Some(margins) = batch.margins {
+                    // Orders get a margin slot when a line with one is kept.
+                    if orders.margin.len() <= o {
+                        orders.margin.resize(o + 1, 0);
+                    }
+                    orders.margin[o] += i128::from(margins.get(i).unwrap_or(0));
+                }
                 orders.first_day[o] = orders.first_day[o].min(day);
                 let current = orders.channel[o];
                 if channel != NONE

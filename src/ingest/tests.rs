@@ -13,7 +13,7 @@ use crate::config;
 use crate::dates::epoch_days;
 use crate::ingest::plan;
 use crate::schema::internal::{
-    CATEGORY_MAX, CATEGORY_MIN, CHANNEL, CUSTOMER_ID, ORDER_DATE, ORDER_RANK, VALUE,
+    CATEGORY_MAX, CATEGORY_MIN, CHANNEL, CUSTOMER_ID, MARGIN, ORDER_DATE, ORDER_RANK, VALUE,
 };
 
 /// Order numbers against a map from (customer, order_id) to the order first
@@ -91,14 +91,15 @@ fn fold(
     (shards, passes): (usize, usize),
 ) -> (DataFrame, Series, Vec<CleaningStep>) {
     let config = config::from_str(
-        "input:\n  orders: x.parquet\n  columns:\n    channel: channel\n    category: category\n",
+        // `note` doubles as the line cost: the margin is summed through every path.
+        "input:\n  orders: x.parquet\n  columns:\n    channel: channel\n    category: category\n    cost: note\n",
         "test.yaml",
         &[],
     )
     .unwrap();
     let mut lf = frame.clone().lazy();
     let schema = lf.collect_schema().unwrap();
-    let normalised = plan::normalise(lf, &schema, &config.input, "test").unwrap();
+    let normalised = plan::normalise(lf, &schema, &config.input, config.clv.margin, "test").unwrap();
     let plan = plan::line_plan(&normalised, &config.cleaning);
     let lines = plan.lines.clone().collect().unwrap();
     let mut book = OrderBook::new(
@@ -186,7 +187,7 @@ fn lines_kept_for_step_3_own_their_strings() {
     let config = config::from_str("input:\n  orders: x.parquet\n", "test.yaml", &[]).unwrap();
     let mut lf = frame.lazy();
     let schema = lf.collect_schema().unwrap();
-    let normalised = plan::normalise(lf, &schema, &config.input, "test").unwrap();
+    let normalised = plan::normalise(lf, &schema, &config.input, config.clv.margin, "test").unwrap();
     let plan = plan::line_plan(&normalised, &config.cleaning);
     let mut lines = plan.lines.clone().collect().unwrap();
     lines.rechunk_mut_par();
@@ -325,15 +326,17 @@ proptest::proptest! {
         let mut distinct = rows.clone();
         distinct.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
         distinct.dedup();
-        let mut naive: BTreeMap<(String, String), (String, i64, String)> = BTreeMap::new();
-        for (customer, order, date, amount, _, channel) in &distinct {
+        // The margin: the value less the cost (`note`, in whole units).
+        let mut naive: BTreeMap<(String, String), (String, i64, String, i64)> = BTreeMap::new();
+        for (customer, order, date, amount, cost, channel) in &distinct {
             let micros = (amount * 100.0).round() as i64 * 10_000;
             let entry = naive
                 .entry((customer.trim().to_string(), order.clone()))
-                .or_insert_with(|| (date.clone(), 0, channel.clone()));
+                .or_insert_with(|| (date.clone(), 0, channel.clone(), 0));
             entry.0 = entry.0.clone().min(date.clone());
             entry.1 += micros;
             entry.2 = entry.2.clone().min(channel.clone());
+            entry.3 += micros - cost * 1_000_000;
         }
         let ends: Vec<usize> = (cut..frame.height()).step_by(cut).collect();
         let (orders, ids, cleaning) = fold(&frame, &ends, (shards, passes));
@@ -345,15 +348,16 @@ proptest::proptest! {
         let dates = orders.column(ORDER_DATE).unwrap().cast(&DataType::String).unwrap();
         let values: Vec<i64> = orders.column(VALUE).unwrap().i128().unwrap().into_no_null_iter().map(|v| v as i64).collect();
         let channels = orders.column(CHANNEL).unwrap().cast(&DataType::String).unwrap();
-        let got: Vec<(String, String, i64, String)> = (0..orders.height())
+        let margins: Vec<i64> = orders.column(MARGIN).unwrap().i128().unwrap().into_no_null_iter().map(|v| v as i64).collect();
+        let got: Vec<(String, String, i64, String, i64)> = (0..orders.height())
             .map(|k| {
                 let text = |c: &Column| c.str().unwrap().get(k).unwrap().to_string();
-                (ids.str().unwrap().get(keys[k] as usize).unwrap().to_string(), text(&dates), values[k], text(&channels))
+                (ids.str().unwrap().get(keys[k] as usize).unwrap().to_string(), text(&dates), values[k], text(&channels), margins[k])
             })
             .collect();
-        let want: Vec<(String, String, i64, String)> = naive
+        let want: Vec<(String, String, i64, String, i64)> = naive
             .iter()
-            .map(|((customer, _), (date, value, channel))| (customer.clone(), date.clone(), *value, channel.clone()))
+            .map(|((customer, _), (date, value, channel, margin))| (customer.clone(), date.clone(), *value, channel.clone(), *margin))
             .collect();
         proptest::prop_assert_eq!(got, want);
         proptest::prop_assert_eq!(cleaning[2].dropped as usize, rows.len() - distinct.len());

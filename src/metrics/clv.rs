@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use crate::config::{ClvConfig, Dimension};
 use crate::schema::clv::*;
 use crate::schema::customers::{AOV, FORMULA_CLV, HISTORICAL_CLV, TENURE_DAYS};
+use crate::schema::internal::{GROSS_MARGIN_MICROS, REVENUE_MICROS};
 use crate::schema::model::{P_ALIVE, PREDICTED_CLV};
 use crate::schema::{CUSTOMERS, ORDERS, REVENUE};
 
@@ -88,11 +89,19 @@ pub fn expected_lifetime_years(annual_churn_rate: f64, cap: f64) -> f64 {
 
 /// Adds `historical_clv` and `formula_clv` to the customer table; `annual_churn_rate`
 /// is the §7 KPI over the same customers.
+///
+/// With per-line margins (`__gross_margin_micros`, from `input.columns.cost` or
+/// `margin`), each customer's own margin replaces the `clv.margin` rate:
+/// historical_clv is the gross margin, formula_clv uses the margin per order for
+/// aov × margin, and predicted_clv (computed on revenue, margin 1) is scaled by the
+/// customer's margin rate, gross margin / revenue, or `clv.margin` when the revenue
+/// is not positive.
 pub fn customer_clv(
     customers: LazyFrame,
     config: &ClvConfig,
     min_tenure_days: u32,
     annual_churn_rate: f64,
+    has_margin: bool,
 ) -> LazyFrame {
     let margin = lit(config.margin);
     let lifetime = lit(expected_lifetime_years(
@@ -104,10 +113,24 @@ pub fn customer_clv(
         .otherwise(col(TENURE_DAYS));
     let purchases_per_year =
         col(ORDERS).cast(DataType::Float64) / tenure.cast(DataType::Float64) * lit(365.25);
-    customers.with_columns([
-        (col(REVENUE) * margin.clone()).alias(HISTORICAL_CLV),
-        (col(AOV) * purchases_per_year * lifetime * margin).alias(FORMULA_CLV),
-    ])
+    if !has_margin {
+        return customers.with_columns([
+            (col(REVENUE) * margin.clone()).alias(HISTORICAL_CLV),
+            (col(AOV) * purchases_per_year * lifetime * margin).alias(FORMULA_CLV),
+        ]);
+    }
+    let gross = || super::to_currency(col(GROSS_MARGIN_MICROS));
+    let rate = when(col(REVENUE_MICROS).gt(lit(0i64)))
+        .then(col(GROSS_MARGIN_MICROS).cast(DataType::Float64) / col(REVENUE_MICROS).cast(DataType::Float64))
+        .otherwise(margin);
+    let mut columns = vec![
+        gross().alias(HISTORICAL_CLV),
+        (gross() / col(ORDERS).cast(DataType::Float64) * purchases_per_year * lifetime).alias(FORMULA_CLV),
+    ];
+    if config.model != crate::config::PurchaseModel::None {
+        columns.push((col(PREDICTED_CLV) * rate).alias(PREDICTED_CLV));
+    }
+    customers.with_columns(columns)
 }
 
 /// The CLV columns `clv_by_segment` sums, averages and takes medians of.

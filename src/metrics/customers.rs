@@ -11,8 +11,9 @@ use crate::config::Grain;
 use crate::dates::epoch_days;
 use crate::schema::customers::*;
 use crate::schema::internal::{
-    CATEGORY_MAX, CATEGORY_MIN, CHANNEL as CHANNEL_IN, CUSTOMER_ID as CID, FIRST_ORDER_MICROS, ORDER_DATE,
-    ORDER_RANK, REVENUE_MICROS, RFM_ORDERS, RFM_REVENUE_MICROS, VALUE,
+    CATEGORY_MAX, CATEGORY_MIN, CHANNEL as CHANNEL_IN, CUSTOMER_ID as CID, FIRST_ORDER_MICROS,
+    GROSS_MARGIN_MICROS, MARGIN, ORDER_DATE, ORDER_RANK, REVENUE_MICROS, RFM_ORDERS, RFM_REVENUE_MICROS,
+    VALUE,
 };
 use crate::schema::{CUSTOMER_ID, ORDERS, REVENUE};
 
@@ -24,6 +25,18 @@ pub struct CustomerParams {
     /// Channel text by channel number, when a channel column is mapped: orders carry
     /// channels as numbers ([`crate::ingest::Ingested`]).
     pub channels: Option<Series>,
+}
+
+/// The optional columns of [`customer_aggregates`].
+#[derive(Clone, Copy, Default)]
+pub struct AggregateWants {
+    /// The acquisition channel (orders carry `__channel`).
+    pub channel: bool,
+    /// The summed gross margin `__gross_margin_micros` (orders carry `__margin_micros`).
+    pub margin: bool,
+    /// The first day of `rfm.window_days`: the purchases and revenue of the orders
+    /// from that day on (`__rfm_orders`, `__rfm_revenue_micros`).
+    pub rfm_since: Option<NaiveDate>,
 }
 
 /// Orders whose value is > 0.
@@ -47,9 +60,7 @@ fn days_until(as_of: NaiveDate, date: Expr) -> Expr {
 /// the table is computed from these row by row ([`customer_columns`]). `orders`
 /// holds all of each of its customers' orders; slices of the orders in key order
 /// ([`super::customer_slices`]) give the slices of the aggregates in order.
-/// With `rfm_since` (the first day of `rfm.window_days`), also the purchases and
-/// revenue of the orders from that day on (`__rfm_orders`, `__rfm_revenue_micros`).
-pub fn customer_aggregates(orders: LazyFrame, has_channel: bool, rfm_since: Option<NaiveDate>) -> LazyFrame {
+pub fn customer_aggregates(orders: LazyFrame, wants: AggregateWants) -> LazyFrame {
     // One group-by over all orders: the purchase-only aggregates see a purchase's
     // value and null otherwise, which keeps every aggregate on Polars' fast path
     // (a second group-by over the purchases and a join cost 1 s at 2M customers).
@@ -67,11 +78,14 @@ pub fn customer_aggregates(orders: LazyFrame, has_channel: bool, rfm_since: Opti
     let day = col(ORDER_DATE).cast(DataType::Int32).cast(DataType::Int64) * lit(1i64 << 32);
     let first_purchase = || if_purchase(day.clone() + col(ORDER_RANK).cast(DataType::Int64));
     aggs.push(col(VALUE).min_by(first_purchase()).alias(FIRST_ORDER_MICROS));
-    if has_channel {
+    if wants.margin {
+        aggs.push(col(MARGIN).sum().alias(GROSS_MARGIN_MICROS));
+    }
+    if wants.channel {
         // Acquisition channel: the first purchase's, ties broken by the smallest order_id.
         aggs.push(col(CHANNEL_IN).min_by(first_purchase()).alias(CHANNEL));
     }
-    if let Some(since) = rfm_since {
+    if let Some(since) = wants.rfm_since {
         let in_window = || col(ORDER_DATE).gt_eq(lit(since));
         aggs.push(
             (in_window().and(purchase()))

@@ -494,3 +494,143 @@ fn period_retention_rate_by_hand() {
     let kpis = table(&computed, "kpis");
     assert_eq!(column_text(&kpis, "period_retention_rate"), ["0.5"]);
 }
+
+/// Per-line margins from `input.columns.cost` (as_of 2024-03-01, `clv.margin: 0.5`
+/// for lines without a cost), by hand:
+///
+/// | customer | lines (amount / cost) | revenue | gross margin |
+/// |---|---|---|---|
+/// | A | o1: 100/60, 50/null (0.5 × 50); o2: 40/10 | 190 | 40 + 25 + 30 = 95 |
+/// | B | o3: 80/20 twice (an exact duplicate); o4: −30/−10 (a refund) | 50 | 60 − 20 = 40 |
+/// | C | o5: 10/15, 10/14 (not duplicates: the costs differ) | 20 | −5 − 4 = −9 |
+#[test]
+fn line_costs_give_each_customer_its_own_margin() {
+    let orders = df!(
+        "customer_id" => ["A", "A", "A", "B", "B", "B", "C", "C"],
+        "order_id" => ["o1", "o1", "o2", "o3", "o3", "o4", "o5", "o5"],
+        "order_date" => ["2024-01-10", "2024-01-10", "2024-02-10", "2024-02-01", "2024-02-01", "2024-02-15", "2024-02-20", "2024-02-20"],
+        "amount" => [100.0, 50.0, 40.0, 80.0, 80.0, -30.0, 10.0, 10.0],
+        "unit_cost" => [Some(60.0), None, Some(10.0), Some(20.0), Some(20.0), Some(-10.0), Some(15.0), Some(14.0)],
+    )
+    .unwrap()
+    .lazy()
+    .with_column(col("order_date").str().to_date(StrptimeOptions::default()))
+    .collect()
+    .unwrap();
+    let computed = compute(
+        orders.clone(),
+        "",
+        &[
+            "as_of=2024-03-01",
+            "input.columns.cost=unit_cost",
+            "clv.margin=0.5",
+        ],
+    );
+    let customers = table(&computed, "customers");
+    let column = |name: &str| -> Vec<f64> {
+        customers
+            .column(name)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect()
+    };
+    assert_eq!(column("revenue"), [190.0, 50.0, 20.0]);
+    assert_eq!(column("historical_clv"), [95.0, 40.0, -9.0]);
+    // formula_clv = margin per order × purchases per year × lifetime (10 years: nobody
+    // churned); tenure A 51 days, B 29 and C 10 (both floored to 30).
+    let per_year = |orders: f64, tenure: f64| orders / tenure * 365.25;
+    let expected = [
+        95.0 / 2.0 * per_year(2.0, 51.0) * 10.0,
+        40.0 * per_year(1.0, 30.0) * 10.0,
+        -9.0 * per_year(1.0, 30.0) * 10.0,
+    ];
+    for (got, want) in column("formula_clv").iter().zip(expected) {
+        assert!((got - want).abs() <= 1e-9 * want.abs(), "{got} vs {want}");
+    }
+    // The duplicate is counted once in cleaning, like any other.
+    let duplicates = computed.cleaning.iter().find(|s| s.step == 3).unwrap();
+    assert_eq!(duplicates.dropped, 1);
+    // No internal column reaches the table.
+    assert!(customers.get_column_names().iter().all(|n| !n.starts_with("__")));
+
+    // Both columns at once, or a cost that is not a number, are errors naming the key.
+    let both = try_compute(
+        orders.clone(),
+        "",
+        &["input.columns.cost=unit_cost", "input.columns.margin=unit_cost"],
+    );
+    assert!(both.err().unwrap().to_string().contains("input.columns.margin"));
+    let text = orders
+        .lazy()
+        .with_column(lit("n/a").alias("unit_cost"))
+        .collect()
+        .unwrap();
+    let error = try_compute(text, "", &["input.columns.cost=unit_cost"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("unit_cost") && error.contains("n/a"), "{error}");
+}
+
+/// On the sample with a margin column of exactly 40% of each line, every CLV column
+/// (the model's prediction included) matches a run with `clv.margin: 0.4`.
+#[test]
+fn a_margin_column_at_a_flat_rate_matches_the_configured_rate() {
+    let dir = TempDir::new().unwrap();
+    let mut orders = LazyFrame::scan_parquet(
+        repo().join("data/orders.parquet").to_str().unwrap().into(),
+        Default::default(),
+    )
+    .unwrap()
+    // Cents × 0.4 is a whole number of micro-units, so the margin is exact.
+    .with_column(
+        ((col("amount") * lit(100.0)).round(0, RoundMode::HalfToEven) * lit(0.4) / lit(100.0))
+            .alias("line_margin"),
+    )
+    .collect()
+    .unwrap();
+    let path = dir.path().join("orders.parquet");
+    crate::common::write_parquet(&path, &mut orders);
+    let run = |sets: &[&str], out: &str| {
+        let mut command = loyalty();
+        command
+            .args(["--log-level", "warn", "run", "--config"])
+            .arg(repo().join("config/example.yaml"));
+        command
+            .arg("--set")
+            .arg(format!("input.orders={}", path.display()));
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        command.arg("--out").arg(dir.path().join(out)).assert().success();
+        LazyFrame::scan_parquet(
+            dir.path()
+                .join(out)
+                .join("customers.parquet")
+                .to_str()
+                .unwrap()
+                .into(),
+            Default::default(),
+        )
+        .unwrap()
+        .collect()
+        .unwrap()
+    };
+    let by_rate = run(&["clv.margin=0.4"], "rate");
+    let by_column = run(&["input.columns.margin=line_margin"], "column");
+    for name in ["historical_clv", "formula_clv", "predicted_clv"] {
+        let (a, b) = (
+            by_rate.column(name).unwrap().f64().unwrap(),
+            by_column.column(name).unwrap().f64().unwrap(),
+        );
+        assert_eq!(a.null_count(), b.null_count(), "{name}");
+        assert!(a.null_count() < a.len(), "{name} is all null");
+        for (x, y) in a.iter().zip(b.iter()) {
+            if let (Some(x), Some(y)) = (x, y) {
+                assert!((x - y).abs() <= 1e-9 * x.abs().max(1e-6), "{name}: {x} vs {y}");
+            }
+        }
+    }
+}
