@@ -110,6 +110,19 @@ pub fn input(config: &InputConfig) -> Vec<Problem> {
     if config.orders.iter().any(|p| p.trim().is_empty()) {
         problems.push(problem("orders", "must not contain an empty path"));
     }
+    for path in &config.orders {
+        if let Some(reason) = crate::io::url::refused(path) {
+            problems.push(problem("orders", format!("`{path}` {reason}")));
+        }
+    }
+    for (key, path) in [("identities", &config.identities), ("surveys", &config.surveys)] {
+        if let Some(reason) = path.as_deref().and_then(crate::io::url::refused) {
+            problems.push(problem(
+                key,
+                format!("`{}` {reason}", path.as_deref().unwrap_or_default()),
+            ));
+        }
+    }
     if let Some(format) = &config.date_format {
         use chrono::format::{Item, StrftimeItems};
         if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {

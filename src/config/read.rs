@@ -205,6 +205,9 @@ impl Reader {
         let rfm = self.rfm(&mut top);
         let clv = self.clv(&mut top, input.columns.channel.is_some());
         let compare_to = self.optional::<String>(&mut top, "compare_to");
+        if let Some(reason) = compare_to.as_deref().and_then(crate::io::url::refused) {
+            self.invalid(&top, "compare_to", reason);
+        }
         let compare_days = self.field(&mut top, "compare_days", defaults.compare_days);
         if compare_days == 0 {
             self.invalid(&top, "compare_days", "must be at least 1");

@@ -125,16 +125,19 @@ pub struct Destination {
 
 /// Why a directory name cannot be an output directory, if it cannot: it must end
 /// in a name, so that it has a parent to swap it in (not `/`, `.`, `..` or empty).
-pub fn unusable_name(dir: &str) -> Option<&'static str> {
+pub fn unusable_name(dir: &str) -> Option<String> {
+    if let Some(reason) = super::url::refused(dir) {
+        return Some(reason);
+    }
     if dir.trim().is_empty() {
-        return Some("must name a directory, e.g. `out`; it is empty");
+        return Some("must name a directory, e.g. `out`; it is empty".into());
     }
     match Path::new(dir).components().next_back() {
         Some(Component::Normal(_)) => None,
         Some(Component::RootDir | Component::Prefix(_)) => {
-            Some("must name a directory below the filesystem root, e.g. `out`")
+            Some("must name a directory below the filesystem root, e.g. `out`".into())
         }
-        _ => Some("must end in a directory name (not `.` or `..`), e.g. `out`"),
+        _ => Some("must end in a directory name (not `.` or `..`), e.g. `out`".into()),
     }
 }
 

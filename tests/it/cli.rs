@@ -599,3 +599,49 @@ fn bounded_memory_run_in_passes_and_slices_equals_the_in_memory_run() {
         assert_eq!(output["sha256"], other["sha256"], "{file}");
     }
 }
+
+/// Object storage URLs are refused with their scheme named (exit 2), never taken
+/// as local paths: `--out s3://b/out` used to write the folder `s3:/b/out`.
+#[test]
+fn urls_are_refused_never_written_as_local_folders() {
+    let tmp = TempDir::new().unwrap();
+    let config = repo().join("config/example.yaml");
+    let data = repo().join("data/orders.parquet");
+    let set_orders = format!("input.orders={}", data.display());
+    assert_fails(
+        loyalty()
+            .current_dir(tmp.path())
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--set", &set_orders, "--out", "s3://bucket/out"]),
+        2,
+        &["--out", "`s3://bucket/out` is a URL (s3://)"],
+    );
+    for (key, url) in [
+        ("input.orders", "gs://bucket/orders.parquet"),
+        ("input.surveys", "https://example.com/surveys.csv"),
+        ("compare_to", "abfss://c@a.dfs.core.windows.net/out"),
+    ] {
+        assert_fails(
+            loyalty()
+                .current_dir(tmp.path())
+                .args(["run", "--config"])
+                .arg(&config)
+                .args([
+                    "--set",
+                    &set_orders,
+                    "--set",
+                    &format!("{key}={url}"),
+                    "--out",
+                    "out",
+                ]),
+            2,
+            &[key, url],
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing is written"
+    );
+}
