@@ -72,7 +72,7 @@ fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     let run_date = started.date_naive();
 
-    let inputs = input::resolve(&config.input.orders)?;
+    let inputs = input::resolve_as(&config.input.orders, config.input.format)?;
     tracing::info!(
         files = inputs.files.len(),
         rows = inputs.total_rows(),
@@ -232,7 +232,7 @@ fn locate_rows(error: Error, inputs: &input::Inputs) -> Error {
 
 fn validate(args: ConfigArgs) -> anyhow::Result<()> {
     let config = config::load(&args.config, &args.set)?;
-    let inputs = input::resolve(&config.input.orders)?;
+    let inputs = input::resolve_as(&config.input.orders, config.input.format)?;
     let mut raw = input::scan(&inputs)?;
     let schema = raw.collect_schema().map_err(Error::from)?;
     // Builds the typed columns: wrong or missing columns fail here, from metadata alone.

@@ -100,13 +100,18 @@ pub enum InputError {
     )]
     MissingFile { path: String },
 
-    #[error("no Parquet files match {pattern} (input.orders){hint}")]
+    #[error("no Parquet or CSV files match {pattern} (input.orders){hint}")]
     NoFiles { pattern: String, hint: String },
 
     #[error(
         "cannot read {path} as Parquet: {reason}; it is not a Parquet file, or it is truncated (check how it was written or copied)"
     )]
     NotParquet { path: String, reason: String },
+
+    #[error(
+        "cannot read {path} as CSV: {reason}; it needs a header row and one delimiter (`,`), or set input.format"
+    )]
+    NotCsv { path: String, reason: String },
 
     #[error("cannot list {path} (input.orders): {reason}; fix or remove it")]
     Unlistable { path: String, reason: String },

@@ -517,6 +517,7 @@ impl Reader {
         self.report(&cols, checks::columns(&columns));
         self.finish(cols);
 
+        let format = self.field(&mut section, "format", defaults.format);
         let date_format = self.optional::<String>(&mut section, "date_format");
         let timezone = self.field(&mut section, "timezone", defaults.timezone);
         let amount_is_unit_price = self.field(
@@ -528,6 +529,7 @@ impl Reader {
         let surveys = self.optional::<String>(&mut section, "surveys");
         let input = InputConfig {
             orders,
+            format,
             columns,
             date_format,
             timezone,
@@ -812,6 +814,7 @@ macro_rules! choice {
 choice!(Grain { "week" => Grain::Week, "month" => Grain::Month, "quarter" => Grain::Quarter });
 choice!(Returns { "net" => Returns::Net, "drop" => Returns::Drop });
 choice!(Format { "parquet" => Format::Parquet, "csv" => Format::Csv });
+choice!(InputFormat { "auto" => InputFormat::Auto, "parquet" => InputFormat::Parquet, "csv" => InputFormat::Csv });
 choice!(Monetary { "total" => Monetary::Total, "average" => Monetary::Average });
 choice!(Dimension {
     "segment" => Dimension::Segment,

@@ -31,8 +31,10 @@ pub struct JobConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InputConfig {
-    /// Parquet files, directories (hive partitions allowed) or globs.
+    /// Parquet or CSV files, directories (hive partitions allowed) or globs.
     pub orders: Vec<String>,
+    /// How the order files are read: by extension, or all as one format.
+    pub format: InputFormat,
     pub columns: ColumnMap,
     /// chrono format for string `order_date` columns; `None` lets Polars infer it.
     pub date_format: Option<String>,
@@ -44,6 +46,18 @@ pub struct InputConfig {
     pub identities: Option<String>,
     /// Survey responses (Parquet or CSV: `customer_id`, `response_date`, `score` 0–10).
     pub surveys: Option<String>,
+}
+
+/// The order files' format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputFormat {
+    /// `.csv` files are CSV, every other file Parquet; directories list both.
+    Auto,
+    Parquet,
+    /// CSV with a header row, every column read as text and typed by the same
+    /// rules as a text column of a Parquet file.
+    Csv,
 }
 
 /// Logical column -> physical column name in the input.
@@ -479,6 +493,7 @@ impl Default for InputConfig {
     fn default() -> Self {
         Self {
             orders: Vec::new(),
+            format: InputFormat::Auto,
             columns: ColumnMap::default(),
             date_format: None,
             timezone: "UTC".into(),

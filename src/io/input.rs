@@ -16,6 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use polars::prelude::*;
 use serde::Serialize;
 
+use crate::config::InputFormat;
 use crate::dates::date_lit;
 use crate::error::{InputError, Result};
 
@@ -53,6 +54,8 @@ pub struct Inputs {
     /// The columns of the files (all alike): a file's own column of a partition
     /// key's name wins over the directory's value.
     file_columns: Vec<String>,
+    /// The files are CSV (all of them: one input is one format).
+    csv: bool,
 }
 
 impl Inputs {
@@ -89,8 +92,52 @@ fn has_wildcards(entry: &str) -> bool {
 }
 
 /// Expands files, directories and globs; checks each file is readable Parquet and
-/// that all files share one schema.
+/// that all files share one schema. Files ending in `.csv` are CSV
+/// ([`resolve_as`] with [`InputFormat::Auto`]).
 pub fn resolve(orders: &[String]) -> Result<Inputs> {
+    resolve_as(orders, InputFormat::Auto)
+}
+
+/// Whether a file is read as CSV.
+fn is_csv(path: &Path, format: InputFormat) -> bool {
+    match format {
+        InputFormat::Csv => true,
+        InputFormat::Parquet => false,
+        InputFormat::Auto => path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")),
+    }
+}
+
+/// Whether a file found in a directory is an input file: `.parquet`, `.csv`, or both.
+fn is_listed(path: &Path, format: InputFormat) -> bool {
+    let has = |ext: &str| path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext));
+    match format {
+        InputFormat::Parquet => has("parquet"),
+        InputFormat::Csv => has("csv"),
+        InputFormat::Auto => has("parquet") || has("csv"),
+    }
+}
+
+/// A CSV file's row count and columns (every one text), read once for the count.
+fn csv_facts(path: &Path) -> PolarsResult<(u64, Schema)> {
+    let mut scan = csv_scan(vec![PlRefPath::try_from_path(path)?])?;
+    let schema = scan.collect_schema()?;
+    let rows = scan.select([len()]).collect()?;
+    let rows = rows.columns()[0].get(0)?.extract::<u64>().unwrap_or(0);
+    Ok(((rows), schema.as_ref().clone()))
+}
+
+/// CSV files with a header row, every column text: the typing rules of a text
+/// column of a Parquet file then apply (dates by input.date_format, exact amounts).
+fn csv_scan(paths: Vec<PlRefPath>) -> PolarsResult<LazyFrame> {
+    LazyCsvReader::new_paths(paths.into_iter().collect())
+        .with_has_header(true)
+        .with_infer_schema_length(Some(0))
+        .with_glob(false)
+        .finish()
+}
+
+/// As [`resolve`], reading the files as `format` says.
+pub fn resolve_as(orders: &[String], format: InputFormat) -> Result<Inputs> {
     let mut paths: Vec<(PathBuf, Vec<(String, String)>)> = Vec::new();
     let mut roots = Vec::new();
     let mut hive_dir = None;
@@ -119,7 +166,7 @@ pub fn resolve(orders: &[String]) -> Result<Inputs> {
                 }
                 if matched.is_dir() {
                     let mut ancestors = vec![canonical(&matched)];
-                    parquet_files_under(&matched, &mut ancestors, &mut found)?;
+                    files_under(&matched, format, &mut ancestors, &mut found)?;
                 } else if matched.is_file() {
                     found.push(matched);
                 }
@@ -139,11 +186,16 @@ pub fn resolve(orders: &[String]) -> Result<Inputs> {
         } else if path.is_dir() {
             let mut found = Vec::new();
             let mut ancestors = vec![canonical(path)];
-            parquet_files_under(path, &mut ancestors, &mut found)?;
+            files_under(path, format, &mut ancestors, &mut found)?;
             if found.is_empty() {
+                let extension = match format {
+                    InputFormat::Parquet => "parquet",
+                    InputFormat::Csv => "csv",
+                    InputFormat::Auto => "{parquet,csv}",
+                };
                 return Err(InputError::NoFiles {
-                    pattern: format!("{}/**/*.parquet", path.display()),
-                    hint: format!(": the directory {entry} holds no .parquet files"),
+                    pattern: format!("{}/**/*.{extension}", path.display()),
+                    hint: format!(": the directory {entry} holds no .{extension} files"),
                 }
                 .into());
             }
@@ -187,8 +239,23 @@ pub fn resolve(orders: &[String]) -> Result<Inputs> {
     let mut files = Vec::with_capacity(paths.len());
     let mut first_schema: Option<(String, std::sync::Arc<ArrowSchema>)> = None;
     let mut first_keys: Option<(String, Vec<String>)> = None;
+    let mut first_format: Option<(String, bool)> = None;
     for (path, partitions) in paths {
         let label = path.display().to_string();
+        let csv = is_csv(&path, format);
+        match &first_format {
+            None => first_format = Some((label.clone(), csv)),
+            Some((first, first_csv)) if *first_csv != csv => {
+                let name = |csv: bool| if csv { "CSV" } else { "Parquet" };
+                return Err(InputError::SchemaMismatch(format!(
+                    "{label} is {} but {first} is {}; one input is one format: list the files of one (input.format reads every file as one)",
+                    name(csv),
+                    name(*first_csv)
+                ))
+                .into());
+            }
+            Some(_) => {}
+        }
         let keys: Vec<String> = partitions.iter().map(|(k, _)| k.clone()).collect();
         match &first_keys {
             None => first_keys = Some((label.clone(), keys)),
@@ -206,11 +273,24 @@ pub fn resolve(orders: &[String]) -> Result<Inputs> {
             path: label.clone(),
             reason: e.to_string(),
         };
-        let file = File::open(&path).map_err(|e| not_parquet(&e))?;
-        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut reader = ParquetReader::new(file);
-        let rows = reader.num_rows().map_err(|e| not_parquet(&e))? as u64;
-        let schema = reader.schema().map_err(|e| not_parquet(&e))?;
+        let (rows, bytes, schema) = if csv {
+            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let (rows, schema) = csv_facts(&path).map_err(|e| InputError::NotCsv {
+                path: label.clone(),
+                reason: e.to_string(),
+            })?;
+            (
+                rows,
+                bytes,
+                std::sync::Arc::new(schema.to_arrow(CompatLevel::newest())),
+            )
+        } else {
+            let file = File::open(&path).map_err(|e| not_parquet(&e))?;
+            let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let mut reader = ParquetReader::new(file);
+            let rows = reader.num_rows().map_err(|e| not_parquet(&e))? as u64;
+            (rows, bytes, reader.schema().map_err(|e| not_parquet(&e))?)
+        };
         match &first_schema {
             None => first_schema = Some((label.clone(), schema)),
             Some((first_label, first)) => {
@@ -237,6 +317,7 @@ pub fn resolve(orders: &[String]) -> Result<Inputs> {
         roots,
         hive_dir,
         file_columns,
+        csv: first_format.is_some_and(|(_, csv)| csv),
     })
 }
 
@@ -297,7 +378,12 @@ fn hidden_below(base: &Path, matched: &Path, pattern: &str) -> bool {
 /// The Parquet files under `dir`, skipping hidden (`.`) and internal (`_`) entries.
 /// Symlinks are followed; one that leads back to a directory being listed (a loop)
 /// is an error naming it. `ancestors`: the canonical directories being listed.
-fn parquet_files_under(dir: &Path, ancestors: &mut Vec<PathBuf>, out: &mut Vec<PathBuf>) -> Result<()> {
+fn files_under(
+    dir: &Path,
+    format: InputFormat,
+    ancestors: &mut Vec<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) -> Result<()> {
     let unlistable = |path: &Path, e: std::io::Error| InputError::Unlistable {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -314,7 +400,7 @@ fn parquet_files_under(dir: &Path, ancestors: &mut Vec<PathBuf>, out: &mut Vec<P
         if name.starts_with('.') || name.starts_with('_') {
             continue;
         }
-        let is_parquet = path.extension().is_some_and(|e| e == "parquet");
+        let is_parquet = is_listed(&path, format);
         let metadata = match std::fs::metadata(&path) {
             Ok(metadata) => metadata,
             // A symlink that loops or leads nowhere: only an error where it would be read.
@@ -344,7 +430,7 @@ fn parquet_files_under(dir: &Path, ancestors: &mut Vec<PathBuf>, out: &mut Vec<P
                 .into());
             }
             ancestors.push(resolved);
-            parquet_files_under(&path, ancestors, out)?;
+            files_under(&path, format, ancestors, out)?;
             ancestors.pop();
         } else if is_parquet && metadata.is_file() {
             out.push(path);
@@ -454,6 +540,9 @@ fn partition_value(value: &str, dtype: &DataType) -> Expr {
 /// the plan is collected.
 pub fn scan(inputs: &Inputs) -> Result<LazyFrame> {
     let scan_files = |files: &[&InputFile]| -> Result<LazyFrame> {
+        if inputs.csv {
+            return Ok(csv_scan(files.iter().map(|f| PlRefPath::new(&f.path)).collect())?);
+        }
         let args = ScanArgsParquet {
             hive_options: HiveOptions::new_disabled(),
             glob: false,
@@ -580,6 +669,7 @@ mod tests {
             roots: Vec::new(),
             hive_dir: None,
             file_columns: Vec::new(),
+            csv: false,
         };
         assert_eq!(inputs.locate(0), Some(("a", 1)));
         assert_eq!(inputs.locate(2), Some(("a", 3)));

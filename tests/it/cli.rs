@@ -352,7 +352,7 @@ fn inputs_as_directory_hive_glob_and_list_agree() {
         ))
         .assert()
         .code(3)
-        .stderr(predicate::str::contains("no Parquet files match"));
+        .stderr(predicate::str::contains("no Parquet or CSV files match"));
 }
 
 #[test]
@@ -644,4 +644,94 @@ fn urls_are_refused_never_written_as_local_folders() {
         0,
         "nothing is written"
     );
+}
+
+/// CSV order files (issue 20): the sample written as CSV gives the same tables,
+/// byte for byte, as the Parquet; text that is not an amount is exit 3 naming the
+/// column, an example and the file; dates follow input.date_format; one input is
+/// one format.
+#[test]
+fn csv_orders_are_typed_like_text_columns() {
+    let tmp = TempDir::new().unwrap();
+    let mut orders = LazyFrame::scan_parquet(
+        repo().join("data/orders.parquet").to_str().unwrap().into(),
+        Default::default(),
+    )
+    .unwrap()
+    .collect()
+    .unwrap();
+    let csv = tmp.path().join("orders.csv");
+    CsvWriter::new(std::fs::File::create(&csv).unwrap())
+        .finish(&mut orders)
+        .unwrap();
+    let run = |orders: &std::path::Path, out: &str, sets: &[&str]| {
+        let mut command = loyalty();
+        command
+            .args(["--log-level", "warn", "run", "--config"])
+            .arg(repo().join("config/example.yaml"))
+            .arg("--set")
+            .arg(format!("input.orders={}", orders.display()))
+            .args(["--set", "output.report=false"]);
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        command.arg("--out").arg(tmp.path().join(out));
+        command
+    };
+    run(&csv, "from_csv", &[]).assert().success();
+    run(&repo().join("data/orders.parquet"), "from_parquet", &[])
+        .assert()
+        .success();
+    for table in [
+        "customers",
+        "kpis",
+        "cohort_retention",
+        "rfm_segments",
+        "clv_by_segment",
+    ] {
+        let read = |dir: &str| std::fs::read(tmp.path().join(dir).join(format!("{table}.csv"))).unwrap();
+        assert!(read("from_csv") == read("from_parquet"), "{table} differs");
+    }
+
+    // A text amount that is not a number, in a file with day-first dates and only
+    // the required columns.
+    let bad = tmp.path().join("bad.csv");
+    let small = |orders: &std::path::Path, out: &str| {
+        let config = tmp.path().join(format!("{out}.yaml"));
+        let yaml = format!(
+            "input:\n  orders: {}\n  date_format: \"%d/%m/%Y\"\nclv:\n  model: none\n",
+            orders.display()
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let mut command = loyalty();
+        command
+            .args(["--log-level", "warn", "run", "--config"])
+            .arg(&config);
+        command.arg("--out").arg(tmp.path().join(out));
+        command
+    };
+    std::fs::write(
+        &bad,
+        "customer_id,order_id,order_date,amount\na,1,05/01/2024,10.5\nb,2,06/01/2024,ten\n",
+    )
+    .unwrap();
+    assert_fails(&mut small(&bad, "bad"), 3, &["`amount`", "ten"]);
+    let good = tmp.path().join("good.csv");
+    std::fs::write(
+        &good,
+        "customer_id,order_id,order_date,amount\na,1,05/01/2024,10.5\nb,2,06/01/2024,12.25\na,3,20/02/2024,1.25\n",
+    )
+    .unwrap();
+    small(&good, "good").assert().success();
+    let kpis = std::fs::read_to_string(tmp.path().join("good/kpis.csv")).unwrap();
+    assert!(kpis.contains("24"), "revenue 10.5 + 12.25 + 1.25 = 24: {kpis}");
+    let manifest = std::fs::read_to_string(tmp.path().join("good/manifest.json")).unwrap();
+    assert!(manifest.contains("\"as_of\": \"2024-02-21\""), "{manifest}");
+
+    // A directory holding both formats is refused.
+    let mixed = tmp.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    std::fs::copy(&good, mixed.join("a.csv")).unwrap();
+    std::fs::copy(repo().join("data/orders.parquet"), mixed.join("b.parquet")).unwrap();
+    assert_fails(&mut small(&mixed, "mixed"), 3, &["is Parquet but", "is CSV"]);
 }

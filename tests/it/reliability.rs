@@ -148,7 +148,7 @@ fn cases() -> Vec<Case> {
             name: "glob matching nothing",
             setup: |d| Setup::orders(format!("{}/*.pq", d.display())),
             code: 3,
-            says: &["no Parquet files match", "*.pq (input.orders)"],
+            says: &["no Parquet or CSV files match", "*.pq (input.orders)"],
         },
         Case {
             name: "file that is not Parquet",
