@@ -11,7 +11,7 @@ use crate::config::{self, ConfigIssue, Format, JobConfig};
 use crate::engine::InProcess;
 use crate::error::{Error, InputError};
 use crate::generate::{self, GenerateParams, TrueParameters};
-use crate::io::{input, output};
+use crate::io::{cloud, input, output, remote};
 use crate::manifest::Manifest;
 use crate::settings::Settings;
 use crate::{ingest, pipeline};
@@ -72,7 +72,11 @@ fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     let run_date = started.date_naive();
 
-    let inputs = input::resolve_as(&config.input.orders, config.input.format)?;
+    let inputs = input::resolve_as(
+        &config.input.orders,
+        config.input.format,
+        &config.input.storage_options,
+    )?;
     tracing::info!(
         files = inputs.files.len(),
         rows = inputs.total_rows(),
@@ -90,7 +94,26 @@ fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     let known_now = !template.contains("{as_of}") || config.as_of.is_some();
     let early_dir = output::resolve_dir(template, config.as_of.unwrap_or(run_date), run_date);
     // Unknown yet, today's name may be a previous snapshot's: its ownership waits.
-    output::prepare(&early_dir, &protected, config.output.replace || !known_now)?;
+    let early_replace = config.output.replace || !known_now;
+    if cloud::is_supported(template) {
+        if config.compare_to.as_deref() == Some("{previous}") {
+            return Err(Error::Config(vec![ConfigIssue {
+                location: "compare_to".into(),
+                message: "`{previous}` with an object storage output.dir is not supported yet; give compare_to a local output directory".into(),
+            }])
+            .into());
+        }
+        let url = early_dir.display().to_string();
+        remote::check_no_overlap(&url, &inputs.roots, &inputs.files)?;
+        remote::prepare(
+            &url,
+            output_storage(&config),
+            early_replace,
+            config.output.keep_runs,
+        )?;
+    } else {
+        output::prepare(&early_dir, &protected, early_replace)?;
+    }
     if inputs.total_rows() == 0 {
         return Err(Error::from(InputError::Empty {
             label: inputs.label(),
@@ -136,6 +159,22 @@ fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a run publishes: a local directory (swapped into place) or an object
+/// storage prefix (the `_latest` commit protocol).
+enum Target {
+    Local(output::Destination),
+    Remote(remote::RemoteDestination),
+}
+
+/// The storage options of a URL output.dir: its own, else the input's.
+fn output_storage(config: &JobConfig) -> &crate::config::StorageOptions {
+    if config.output.storage_options.0.is_empty() {
+        &config.input.storage_options
+    } else {
+        &config.output.storage_options
+    }
+}
+
 /// Publishes one run's outputs with its manifest (and report); says what it wrote.
 fn publish_run(
     config: &JobConfig,
@@ -146,9 +185,21 @@ fn publish_run(
     settings: &Settings,
 ) -> anyhow::Result<std::path::PathBuf> {
     let dir = output::resolve_dir(&config.output.dir, computed.as_of, run_date);
+    let remote_url = cloud::is_supported(&config.output.dir).then(|| dir.display().to_string());
     // Checked again: the name may only be known now, and the directory may have
     // changed while the job ran.
-    let destination = output::prepare(&dir, protected, config.output.replace)?;
+    let destination = match &remote_url {
+        Some(url) => {
+            remote::check_no_overlap(url, &inputs.roots, &inputs.files)?;
+            Target::Remote(remote::prepare(
+                url,
+                output_storage(config),
+                config.output.replace,
+                config.output.keep_runs,
+            )?)
+        }
+        None => Target::Local(output::prepare(&dir, protected, config.output.replace)?),
+    };
     let mut manifest = Manifest {
         tool: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
@@ -186,15 +237,28 @@ fn publish_run(
             bytes: html.into_bytes(),
         });
     }
-    output::publish(
-        &destination,
-        &computed.tables,
-        &config.output.formats,
-        &documents,
-        &mut manifest,
-        &settings.publish_holds,
-    )?;
-    tracing::info!(stage = "write", seconds = write_start.elapsed().as_secs_f64(), dir = %dir.display(), "finished");
+    let shown = match &destination {
+        Target::Local(local) => {
+            output::publish(
+                local,
+                &computed.tables,
+                &config.output.formats,
+                &documents,
+                &mut manifest,
+                &settings.publish_holds,
+            )?;
+            dir.display().to_string()
+        }
+        Target::Remote(remote) => remote::publish(
+            remote,
+            &computed.tables,
+            &config.output.formats,
+            &documents,
+            &mut manifest,
+            &settings.publish_holds,
+        )?,
+    };
+    tracing::info!(stage = "write", seconds = write_start.elapsed().as_secs_f64(), dir = %shown, "finished");
     for warning in &computed.warnings {
         tracing::warn!("{warning}");
     }
@@ -203,7 +267,7 @@ fn publish_run(
     let _ = writeln!(
         std::io::stdout(),
         "wrote {} ({})",
-        dir.display(),
+        shown,
         computed
             .tables
             .iter()
@@ -232,7 +296,11 @@ fn locate_rows(error: Error, inputs: &input::Inputs) -> Error {
 
 fn validate(args: ConfigArgs) -> anyhow::Result<()> {
     let config = config::load(&args.config, &args.set)?;
-    let inputs = input::resolve_as(&config.input.orders, config.input.format)?;
+    let inputs = input::resolve_as(
+        &config.input.orders,
+        config.input.format,
+        &config.input.storage_options,
+    )?;
     let mut raw = input::scan(&inputs)?;
     let schema = raw.collect_schema().map_err(Error::from)?;
     // Builds the typed columns: wrong or missing columns fail here, from metadata alone.

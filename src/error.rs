@@ -113,6 +113,9 @@ pub enum InputError {
     )]
     NotCsv { path: String, reason: String },
 
+    #[error("cannot read {url}: {cause}")]
+    Unreachable { url: String, cause: String },
+
     #[error("cannot list {path} (input.orders): {reason}; fix or remove it")]
     Unlistable { path: String, reason: String },
 

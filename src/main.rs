@@ -20,11 +20,21 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// fold's peak by 0.4 GB, at the same speed. A value the user sets is kept.
 const ROW_GROUP_PREFETCH: (&str, &str) = ("POLARS_ROW_GROUP_PREFETCH_SIZE", "2");
 
+/// Polars' cache for files read over HTTP and object storage, when neither it nor
+/// `$HOME`/`$USER` is set (cron and minimal containers): without it Polars panics.
+const POLARS_TEMP_DIR: &str = "POLARS_TEMP_DIR";
+
 fn main() -> ExitCode {
     let (name, value) = ROW_GROUP_PREFETCH;
     if std::env::var_os(name).is_none() {
         // SAFETY: no other thread exists yet, so none reads the environment meanwhile.
         unsafe { std::env::set_var(name, value) };
+    }
+    let unset = |name: &str| std::env::var_os(name).is_none();
+    if unset(POLARS_TEMP_DIR) && unset("HOME") && unset("USER") {
+        let dir = std::env::temp_dir().join("loyalty-polars");
+        // SAFETY: as above, no other thread exists yet.
+        unsafe { std::env::set_var(POLARS_TEMP_DIR, dir) };
     }
     // How freed memory goes back to the OS (see `loyalty::memory`).
     loyalty::memory::set_allocator_hooks(loyalty::memory::AllocatorHooks {

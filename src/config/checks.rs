@@ -111,7 +111,7 @@ pub fn input(config: &InputConfig) -> Vec<Problem> {
         problems.push(problem("orders", "must not contain an empty path"));
     }
     for path in &config.orders {
-        if let Some(reason) = crate::io::url::refused(path) {
+        if let Some(reason) = crate::io::url::unsupported(path) {
             problems.push(problem("orders", format!("`{path}` {reason}")));
         }
     }

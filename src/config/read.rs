@@ -518,6 +518,7 @@ impl Reader {
         self.finish(cols);
 
         let format = self.field(&mut section, "format", defaults.format);
+        let storage_options = self.field(&mut section, "storage_options", defaults.storage_options);
         let date_format = self.optional::<String>(&mut section, "date_format");
         let timezone = self.field(&mut section, "timezone", defaults.timezone);
         let amount_is_unit_price = self.field(
@@ -530,6 +531,7 @@ impl Reader {
         let input = InputConfig {
             orders,
             format,
+            storage_options,
             columns,
             date_format,
             timezone,
@@ -653,11 +655,22 @@ impl Reader {
         let formats = self.field(&mut section, "formats", defaults.formats);
         let report = self.field(&mut section, "report", defaults.report);
         let replace = self.field(&mut section, "replace", defaults.replace);
+        let storage_options = self.field(&mut section, "storage_options", defaults.storage_options);
+        let keep_runs = self.field(&mut section, "keep_runs", defaults.keep_runs);
+        if keep_runs == 0 {
+            self.invalid(
+                &section,
+                "keep_runs",
+                "must be at least 1 (the run just published)",
+            );
+        }
         let output = OutputConfig {
             dir,
             formats,
             report,
             replace,
+            storage_options,
+            keep_runs,
         };
         self.report(&section, checks::output(&output));
         self.finish(section);
@@ -704,6 +717,26 @@ fn scalar(node: &Node) -> std::result::Result<(&str, bool), Bad> {
 impl FromNode for String {
     fn from_node(node: &Node) -> std::result::Result<Self, Bad> {
         scalar(node).map(|(text, _)| text.to_string())
+    }
+}
+
+impl FromNode for StorageOptions {
+    fn from_node(node: &Node) -> std::result::Result<Self, Bad> {
+        match &node.value {
+            Value::Map(entries) => entries
+                .iter()
+                .map(|(key, value)| Ok((key.clone(), scalar(value)?.0.to_string())))
+                .collect::<std::result::Result<_, Bad>>()
+                .map(StorageOptions),
+            _ if node.is_null() => Ok(StorageOptions::default()),
+            _ => Err(bad(
+                node,
+                format!(
+                    "must be a mapping of option names to values, e.g. `{{aws_endpoint_url: http://127.0.0.1:9000, aws_region: us-east-1}}`, got {}",
+                    node.kind_name()
+                ),
+            )),
+        }
     }
 }
 

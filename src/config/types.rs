@@ -35,6 +35,8 @@ pub struct InputConfig {
     pub orders: Vec<String>,
     /// How the order files are read: by extension, or all as one format.
     pub format: InputFormat,
+    /// Object storage options for URL inputs (endpoint, region, path-style …).
+    pub storage_options: StorageOptions,
     pub columns: ColumnMap,
     /// chrono format for string `order_date` columns; `None` lets Polars infer it.
     pub date_format: Option<String>,
@@ -46,6 +48,40 @@ pub struct InputConfig {
     pub identities: Option<String>,
     /// Survey responses (Parquet or CSV: `customer_id`, `response_date`, `score` 0–10).
     pub surveys: Option<String>,
+}
+
+/// Object storage options by the key names Polars and object_store take
+/// (`aws_endpoint_url`, `aws_region`, `aws_allow_http`,
+/// `aws_virtual_hosted_style_request`, `google_service_account`, `azure_storage_account_name` …).
+/// Written to the manifest with every value but the [`PUBLIC_STORAGE_KEYS`] redacted:
+/// credentials are never printed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageOptions(pub std::collections::BTreeMap<String, String>);
+
+/// Storage option keys whose values are not secret (they are shown in the manifest).
+pub const PUBLIC_STORAGE_KEYS: [&str; 10] = [
+    "aws_endpoint_url",
+    "aws_endpoint",
+    "endpoint_url",
+    "endpoint",
+    "aws_region",
+    "region",
+    "aws_allow_http",
+    "allow_http",
+    "aws_virtual_hosted_style_request",
+    "azure_storage_account_name",
+];
+
+impl Serialize for StorageOptions {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            let public = PUBLIC_STORAGE_KEYS.contains(&key.to_ascii_lowercase().as_str());
+            map.serialize_entry(key, if public { value.as_str() } else { "<redacted>" })?;
+        }
+        map.end()
+    }
 }
 
 /// The order files' format.
@@ -383,6 +419,10 @@ pub struct OutputConfig {
     /// Replace an existing `dir` even when it is not a previous output of this job
     /// (`--force`); without it such a directory is refused.
     pub replace: bool,
+    /// Object storage options for a URL `dir`; empty: `input.storage_options`.
+    pub storage_options: StorageOptions,
+    /// With a URL `dir`: how many complete runs to keep under `dir/_runs/`.
+    pub keep_runs: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -494,6 +534,7 @@ impl Default for InputConfig {
         Self {
             orders: Vec::new(),
             format: InputFormat::Auto,
+            storage_options: StorageOptions::default(),
             columns: ColumnMap::default(),
             date_format: None,
             timezone: "UTC".into(),
@@ -598,6 +639,8 @@ impl Default for OutputConfig {
             formats: vec![Format::Parquet, Format::Csv],
             report: true,
             replace: false,
+            storage_options: StorageOptions::default(),
+            keep_runs: 3,
         }
     }
 }

@@ -16,9 +16,10 @@ use std::path::{Component, Path, PathBuf};
 use polars::prelude::*;
 use serde::Serialize;
 
-use crate::config::InputFormat;
+use crate::config::{InputFormat, StorageOptions};
 use crate::dates::date_lit;
 use crate::error::{InputError, Result};
+use crate::io::cloud;
 
 /// One input file: its path as listed, its row count from the Parquet footer and its size.
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +30,9 @@ pub struct InputFile {
     /// `key=value` directories between the input directory and the file.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<(String, String)>,
+    /// An object's ETag, as the store reported it when listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 /// What the user named in `input.orders`, resolved: the output directory must not
@@ -42,6 +46,8 @@ pub enum InputRoot {
         pattern: String,
         base: PathBuf,
     },
+    /// An object, prefix or pattern in object storage, as written (no trailing `/`).
+    Url(String),
 }
 
 /// The resolved input: the files behind `input.orders`, in the order they are read.
@@ -56,6 +62,8 @@ pub struct Inputs {
     file_columns: Vec<String>,
     /// The files are CSV (all of them: one input is one format).
     csv: bool,
+    /// Polars' options for object storage, when the files are URLs.
+    cloud: Option<polars::io::cloud::CloudOptions>,
 }
 
 impl Inputs {
@@ -95,7 +103,7 @@ fn has_wildcards(entry: &str) -> bool {
 /// that all files share one schema. Files ending in `.csv` are CSV
 /// ([`resolve_as`] with [`InputFormat::Auto`]).
 pub fn resolve(orders: &[String]) -> Result<Inputs> {
-    resolve_as(orders, InputFormat::Auto)
+    resolve_as(orders, InputFormat::Auto, &StorageOptions::default())
 }
 
 /// Whether a file is read as CSV.
@@ -119,7 +127,7 @@ fn is_listed(path: &Path, format: InputFormat) -> bool {
 
 /// A CSV file's row count and columns (every one text), read once for the count.
 fn csv_facts(path: &Path) -> PolarsResult<(u64, Schema)> {
-    let mut scan = csv_scan(vec![PlRefPath::try_from_path(path)?])?;
+    let mut scan = csv_scan(vec![PlRefPath::try_from_path(path)?], None)?;
     let schema = scan.collect_schema()?;
     let rows = scan.select([len()]).collect()?;
     let rows = rows.columns()[0].get(0)?.extract::<u64>().unwrap_or(0);
@@ -128,16 +136,166 @@ fn csv_facts(path: &Path) -> PolarsResult<(u64, Schema)> {
 
 /// CSV files with a header row, every column text: the typing rules of a text
 /// column of a Parquet file then apply (dates by input.date_format, exact amounts).
-fn csv_scan(paths: Vec<PlRefPath>) -> PolarsResult<LazyFrame> {
+fn csv_scan(
+    paths: Vec<PlRefPath>,
+    cloud: Option<&polars::io::cloud::CloudOptions>,
+) -> PolarsResult<LazyFrame> {
     LazyCsvReader::new_paths(paths.into_iter().collect())
         .with_has_header(true)
         .with_infer_schema_length(Some(0))
         .with_glob(false)
+        .with_cloud_options(cloud.cloned())
         .finish()
 }
 
-/// As [`resolve`], reading the files as `format` says.
-pub fn resolve_as(orders: &[String], format: InputFormat) -> Result<Inputs> {
+/// Parquet files, exactly those (no globbing, no hive directories of Polars' own).
+fn parquet_scan(
+    paths: Vec<PlRefPath>,
+    cloud: Option<&polars::io::cloud::CloudOptions>,
+) -> PolarsResult<LazyFrame> {
+    let args = ScanArgsParquet {
+        hive_options: HiveOptions::new_disabled(),
+        glob: false,
+        cloud_options: cloud.cloned(),
+        ..Default::default()
+    };
+    LazyFrame::scan_parquet_sources(ScanSources::Paths(paths.into_iter().collect()), args)
+}
+
+/// An object's row count and columns, read through a scan (a Parquet footer, or
+/// the whole CSV for its count).
+fn object_facts(
+    url: &str,
+    csv: bool,
+    cloud: &polars::io::cloud::CloudOptions,
+) -> PolarsResult<(u64, Schema)> {
+    let paths = vec![PlRefPath::new(url)];
+    let mut scan = if csv {
+        csv_scan(paths, Some(cloud))?
+    } else {
+        parquet_scan(paths, Some(cloud))?
+    };
+    let schema = scan.collect_schema()?;
+    let rows = scan.select([len()]).collect()?;
+    let rows = rows.columns()[0].get(0)?.extract::<u64>().unwrap_or(0);
+    Ok((rows, schema.as_ref().clone()))
+}
+
+/// An object a URL entry names: its URL, hive partitions, size and ETag.
+struct Listed {
+    url: String,
+    partitions: Vec<(String, String)>,
+    bytes: u64,
+    etag: Option<String>,
+}
+
+/// The objects behind a URL entry of `input.orders`: the object itself, else every
+/// input object below it as a prefix (hidden `.` and `_` entries skipped, like a
+/// directory's), or the objects a pattern matches. Each with its size and ETag,
+/// and its hive partitions when the entry is a prefix.
+fn resolve_url(
+    entry: &str,
+    format: InputFormat,
+    options: &StorageOptions,
+    single: bool,
+) -> Result<Vec<Listed>> {
+    let unreachable = |cause: String| InputError::Unreachable {
+        url: entry.to_string(),
+        cause,
+    };
+    let pattern = has_wildcards(entry).then(|| entry.to_string());
+    let base = match &pattern {
+        Some(p) => glob_base(p).display().to_string(),
+        None => entry.trim_end_matches('/').to_string(),
+    };
+    let (bucket, key) = cloud::Bucket::open(&base, options).map_err(unreachable)?;
+    let listable = !entry.starts_with("http://") && !entry.starts_with("https://");
+    if pattern.is_none() {
+        if let Some(meta) = bucket.head(&key).map_err(|e| unreachable(cloud::cause(&e)))? {
+            return Ok(vec![Listed {
+                url: entry.to_string(),
+                partitions: Vec::new(),
+                bytes: meta.size,
+                etag: meta.e_tag,
+            }]);
+        }
+        if !listable {
+            return Err(unreachable("no file there".into()).into());
+        }
+    }
+    let objects = bucket.list(&key).map_err(|e| unreachable(cloud::cause(&e)))?;
+    let matcher = pattern
+        .as_deref()
+        .map(glob::Pattern::new)
+        .transpose()
+        .map_err(|e| InputError::NoFiles {
+            pattern: entry.to_string(),
+            hint: format!(": the glob is malformed ({e})"),
+        })?;
+    let options = glob::MatchOptions {
+        require_literal_leading_dot: true,
+        ..glob::MatchOptions::new()
+    };
+    let prefix = key.as_ref().to_string();
+    let mut found = Vec::new();
+    for meta in objects {
+        let url = bucket.url(&meta.location);
+        let below = meta
+            .location
+            .as_ref()
+            .strip_prefix(prefix.as_str())
+            .unwrap_or_default();
+        let hidden = below
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .any(|part| part.starts_with('.') || part.starts_with('_'));
+        let wanted = match &matcher {
+            Some(m) => {
+                m.matches_with(&url, options) && !hidden_below(Path::new(&base), Path::new(&url), entry)
+            }
+            None => !hidden && is_listed(Path::new(&url), format),
+        };
+        if !wanted {
+            continue;
+        }
+        let partitions = if single && matcher.is_none() {
+            hive_partitions(Path::new(&base), Path::new(&url))
+        } else {
+            Vec::new()
+        };
+        found.push(Listed {
+            url,
+            partitions,
+            bytes: meta.size,
+            etag: meta.e_tag,
+        });
+    }
+    if found.is_empty() {
+        return Err(match &matcher {
+            Some(_) => InputError::NoFiles {
+                pattern: entry.to_string(),
+                hint: String::new(),
+            },
+            None => unreachable("no object there, nor any input file below it as a prefix".into()),
+        }
+        .into());
+    }
+    Ok(found)
+}
+
+/// As [`resolve`], reading the files as `format` says; URL entries through the
+/// store `options` configure.
+pub fn resolve_as(orders: &[String], format: InputFormat, options: &StorageOptions) -> Result<Inputs> {
+    let urls = orders.iter().filter(|e| cloud::is_supported(e)).count();
+    if urls > 0 {
+        if urls < orders.len() {
+            return Err(InputError::SchemaMismatch(
+                "input.orders mixes URLs and local paths; list the files of one place".into(),
+            )
+            .into());
+        }
+        return resolve_urls(orders, format, options);
+    }
     let mut paths: Vec<(PathBuf, Vec<(String, String)>)> = Vec::new();
     let mut roots = Vec::new();
     let mut hive_dir = None;
@@ -188,14 +346,14 @@ pub fn resolve_as(orders: &[String], format: InputFormat) -> Result<Inputs> {
             let mut ancestors = vec![canonical(path)];
             files_under(path, format, &mut ancestors, &mut found)?;
             if found.is_empty() {
-                let extension = match format {
-                    InputFormat::Parquet => "parquet",
-                    InputFormat::Csv => "csv",
-                    InputFormat::Auto => "{parquet,csv}",
+                let (extension, files) = match format {
+                    InputFormat::Parquet => ("parquet", ".parquet"),
+                    InputFormat::Csv => ("csv", ".csv"),
+                    InputFormat::Auto => ("{parquet,csv}", ".parquet or .csv"),
                 };
                 return Err(InputError::NoFiles {
                     pattern: format!("{}/**/*.{extension}", path.display()),
-                    hint: format!(": the directory {entry} holds no .{extension} files"),
+                    hint: format!(": the directory {entry} holds no {files} files"),
                 }
                 .into());
             }
@@ -307,6 +465,7 @@ pub fn resolve_as(orders: &[String], format: InputFormat) -> Result<Inputs> {
             rows,
             bytes,
             partitions,
+            etag: None,
         });
     }
     let file_columns = first_schema
@@ -318,6 +477,92 @@ pub fn resolve_as(orders: &[String], format: InputFormat) -> Result<Inputs> {
         hive_dir,
         file_columns,
         csv: first_format.is_some_and(|(_, csv)| csv),
+        cloud: None,
+    })
+}
+
+/// [`resolve_as`] for URLs: the same rules over listed objects; row counts and
+/// schemas are read through Polars' scans with the same options.
+fn resolve_urls(orders: &[String], format: InputFormat, options: &StorageOptions) -> Result<Inputs> {
+    let cloud_options =
+        cloud::cloud_options(&orders[0], options).map_err(|cause| InputError::Unreachable {
+            url: orders[0].clone(),
+            cause,
+        })?;
+    let single = orders.len() == 1;
+    let mut objects = Vec::new();
+    let mut roots = Vec::new();
+    for entry in orders {
+        objects.extend(resolve_url(entry, format, options, single)?);
+        roots.push(InputRoot::Url(entry.trim_end_matches('/').to_string()));
+    }
+    objects.sort_by(|a, b| a.url.cmp(&b.url));
+    objects.dedup_by(|a, b| a.url == b.url);
+    let hive_dir = (single && objects.iter().any(|o| !o.partitions.is_empty()))
+        .then(|| PathBuf::from(orders[0].trim_end_matches('/')));
+    let csv = is_csv(Path::new(&objects[0].url), format);
+    let mut files = Vec::with_capacity(objects.len());
+    let mut first: Option<(String, Schema)> = None;
+    for Listed {
+        url,
+        partitions,
+        bytes,
+        etag,
+    } in objects
+    {
+        if is_csv(Path::new(&url), format) != csv {
+            return Err(InputError::SchemaMismatch(format!(
+                "{url} and {} are of different formats; one input is one format (input.format reads every file as one)",
+                files.first().map_or(String::new(), |f: &InputFile| f.path.clone())
+            ))
+            .into());
+        }
+        let (rows, schema) = object_facts(&url, csv, &cloud_options).map_err(|e| {
+            if csv {
+                InputError::NotCsv {
+                    path: url.clone(),
+                    reason: e.to_string(),
+                }
+            } else {
+                InputError::NotParquet {
+                    path: url.clone(),
+                    reason: e.to_string(),
+                }
+            }
+        })?;
+        match &first {
+            None => first = Some((url.clone(), schema)),
+            Some((first_url, first_schema)) => {
+                let (a, b) = (
+                    first_schema.to_arrow(CompatLevel::newest()),
+                    schema.to_arrow(CompatLevel::newest()),
+                );
+                if let Some(difference) = schema_difference(&a, &b) {
+                    return Err(InputError::SchemaMismatch(format!(
+                        "{url} differs from {first_url}: {difference}; rewrite the files with one schema or list only matching files in input.orders"
+                    ))
+                    .into());
+                }
+            }
+        }
+        files.push(InputFile {
+            path: url,
+            rows,
+            bytes,
+            partitions,
+            etag,
+        });
+    }
+    let file_columns = first
+        .map(|(_, schema)| schema.iter_names().map(|n| n.to_string()).collect())
+        .unwrap_or_default();
+    Ok(Inputs {
+        files,
+        roots,
+        hive_dir,
+        file_columns,
+        csv,
+        cloud: Some(cloud_options),
     })
 }
 
@@ -540,19 +785,13 @@ fn partition_value(value: &str, dtype: &DataType) -> Expr {
 /// the plan is collected.
 pub fn scan(inputs: &Inputs) -> Result<LazyFrame> {
     let scan_files = |files: &[&InputFile]| -> Result<LazyFrame> {
-        if inputs.csv {
-            return Ok(csv_scan(files.iter().map(|f| PlRefPath::new(&f.path)).collect())?);
-        }
-        let args = ScanArgsParquet {
-            hive_options: HiveOptions::new_disabled(),
-            glob: false,
-            ..Default::default()
-        };
-        let sources: Vec<PlRefPath> = files.iter().map(|f| PlRefPath::new(&f.path)).collect();
-        Ok(LazyFrame::scan_parquet_sources(
-            ScanSources::Paths(sources.into_iter().collect()),
-            args,
-        )?)
+        let paths: Vec<PlRefPath> = files.iter().map(|f| PlRefPath::new(&f.path)).collect();
+        let cloud = inputs.cloud.as_ref();
+        Ok(if inputs.csv {
+            csv_scan(paths, cloud)?
+        } else {
+            parquet_scan(paths, cloud)?
+        })
     };
     let keys: Vec<String> = inputs
         .files
@@ -663,6 +902,7 @@ mod tests {
             rows,
             bytes: 0,
             partitions: Vec::new(),
+            etag: None,
         };
         let inputs = Inputs {
             files: vec![file("a", 3), file("b", 0), file("c", 2)],
@@ -670,6 +910,7 @@ mod tests {
             hive_dir: None,
             file_columns: Vec::new(),
             csv: false,
+            cloud: None,
         };
         assert_eq!(inputs.locate(0), Some(("a", 1)));
         assert_eq!(inputs.locate(2), Some(("a", 3)));

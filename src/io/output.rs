@@ -126,8 +126,11 @@ pub struct Destination {
 /// Why a directory name cannot be an output directory, if it cannot: it must end
 /// in a name, so that it has a parent to swap it in (not `/`, `.`, `..` or empty).
 pub fn unusable_name(dir: &str) -> Option<String> {
-    if let Some(reason) = super::url::refused(dir) {
+    if let Some(reason) = super::url::unsupported(dir) {
         return Some(reason);
+    }
+    if super::cloud::is_supported(dir) {
+        return None;
     }
     if dir.trim().is_empty() {
         return Some("must name a directory, e.g. `out`; it is empty".into());
@@ -485,6 +488,43 @@ pub fn publish(
         hold(holds.after);
     }
     result
+}
+
+/// A run's files written to a local temporary directory (for an upload), removed
+/// when dropped, or by a termination signal.
+pub struct Staged {
+    path: PathBuf,
+    _registered: InProgress,
+}
+
+impl Staged {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Writes every table in every format, the documents and the manifest into a new
+/// local temporary directory (under the system's temporary directory).
+pub fn staged(
+    tables: &[(String, Table)],
+    formats: &[Format],
+    documents: &[Document],
+    manifest: &mut Manifest,
+) -> Result<Staged> {
+    let parent = std::env::temp_dir();
+    let path = new_run_dir(&parent, ".loyalty-upload", &parent)?;
+    let staged = Staged {
+        _registered: InProgress::new(&path),
+        path,
+    };
+    write_all(&staged.path, tables, formats, documents, manifest)?;
+    Ok(staged)
 }
 
 /// A file other than a table that is published with them (the report).

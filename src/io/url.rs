@@ -12,11 +12,23 @@ pub fn scheme(text: &str) -> Option<&str> {
         .then_some(scheme)
 }
 
+/// Why `text` cannot be read or written, if it is a URL of a scheme no store serves.
+pub fn unsupported(text: &str) -> Option<String> {
+    let scheme = scheme(text)?;
+    if super::cloud::is_supported(text) {
+        return None;
+    }
+    Some(format!(
+        "is a URL of an unsupported scheme ({scheme}://); object storage URLs start with {}",
+        super::cloud::SCHEMES.map(|s| format!("{s}://")).join(", ")
+    ))
+}
+
 /// Why `text` cannot be used as a local path, if it is a URL.
 pub fn refused(text: &str) -> Option<String> {
     let scheme = scheme(text)?;
     Some(format!(
-        "is a URL ({scheme}://): this build reads and writes local paths only, object storage is not supported yet; copy the data to a local path, or mount the bucket"
+        "is a URL ({scheme}://): only input.orders and output.dir may be object storage; copy it to a local path"
     ))
 }
 
@@ -33,6 +45,8 @@ mod tests {
         assert_eq!(scheme("/lake/a://b"), None);
         assert_eq!(scheme("1s3://x"), None);
         assert!(refused("gs://b/out").unwrap().contains("gs://"));
+        assert_eq!(unsupported("gs://b/out"), None);
+        assert!(unsupported("ftp://h/x").unwrap().contains("ftp://"));
         assert_eq!(refused("out/{as_of}"), None);
     }
 }

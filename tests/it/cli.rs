@@ -600,8 +600,9 @@ fn bounded_memory_run_in_passes_and_slices_equals_the_in_memory_run() {
     }
 }
 
-/// Object storage URLs are refused with their scheme named (exit 2), never taken
-/// as local paths: `--out s3://b/out` used to write the folder `s3:/b/out`.
+/// URLs no store serves, and URLs where only local paths are read, are refused
+/// with their scheme named (exit 2), never taken as local paths: `--out s3://b/out`
+/// used to write the folder `s3:/b/out`.
 #[test]
 fn urls_are_refused_never_written_as_local_folders() {
     let tmp = TempDir::new().unwrap();
@@ -613,12 +614,15 @@ fn urls_are_refused_never_written_as_local_folders() {
             .current_dir(tmp.path())
             .args(["run", "--config"])
             .arg(&config)
-            .args(["--set", &set_orders, "--out", "s3://bucket/out"]),
+            .args(["--set", &set_orders, "--out", "hdfs://namenode/out"]),
         2,
-        &["--out", "`s3://bucket/out` is a URL (s3://)"],
+        &[
+            "--out",
+            "`hdfs://namenode/out` is a URL of an unsupported scheme (hdfs://)",
+        ],
     );
     for (key, url) in [
-        ("input.orders", "gs://bucket/orders.parquet"),
+        ("input.orders", "ftp://host/orders.parquet"),
         ("input.surveys", "https://example.com/surveys.csv"),
         ("compare_to", "abfss://c@a.dfs.core.windows.net/out"),
     ] {

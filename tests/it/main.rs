@@ -15,3 +15,4 @@ mod reliability;
 mod report;
 mod safety;
 mod schemas;
+mod storage;

@@ -142,7 +142,7 @@ fn cases() -> Vec<Case> {
                 Setup::orders(d.join("empty").display().to_string())
             },
             code: 3,
-            says: &["empty", "no Parquet files"],
+            says: &["empty", "no Parquet or CSV files"],
         },
         Case {
             name: "glob matching nothing",

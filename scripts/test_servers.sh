@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Starts the servers the object storage tests use, on loopback, from PyPI: two
+# S3-compatible ones (moto) and an HTTP server with range requests
+# (rangehttpserver) serving a temporary folder; prints the environment the tests
+# read, for `eval`:
+#
+#   eval "$(scripts/test_servers.sh start)"   # LOYALTY_TEST_* set; cargo test uses them
+#   scripts/test_servers.sh stop              # stops them (by LOYALTY_TEST_SERVER_PIDS)
+#
+# One server takes any credentials; the other checks signatures (IAM on): its
+# first three requests, made here, create the user whose key the tests sign with.
+# Buckets: loyalty-lake and loyalty-out (open), loyalty-signed (signed).
+set -euo pipefail
+
+case "${1:-start}" in
+stop)
+    for pid in ${LOYALTY_TEST_SERVER_PIDS:-}; do kill "$pid" 2>/dev/null || true; done
+    exit 0
+    ;;
+start) ;;
+*) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
+
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    "moto[server]==5.2.1" "rangehttpserver==1.4.0" >&2
+port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+logs=$(mktemp -d)
+open_port=$(port)
+moto_server -H 127.0.0.1 -p "$open_port" >"$logs/open.log" 2>&1 &
+open_pid=$!
+auth_port=$(port)
+INITIAL_NO_AUTH_ACTION_COUNT=3 moto_server -H 127.0.0.1 -p "$auth_port" >"$logs/auth.log" 2>&1 &
+auth_pid=$!
+http_port=$(port)
+http_root=$(mktemp -d)
+(cd "$http_root" && exec python3 -m RangeHTTPServer "$http_port" --bind 127.0.0.1 >"$logs/http.log" 2>&1) &
+http_pid=$!
+for port in "$open_port" "$auth_port" "$http_port"; do
+    for _ in $(seq 100); do
+        # A TCP connect, not a request: the signed server counts requests.
+        python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
+        sleep 0.1
+    done
+done
+keys=$(python3 - "$auth_port" "$open_port" <<'PY'
+import json, sys
+import boto3
+iam = boto3.client("iam", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", region_name="us-east-1",
+                   aws_access_key_id="setup", aws_secret_access_key="setup")
+iam.create_user(UserName="loyalty-ci")
+key = iam.create_access_key(UserName="loyalty-ci")["AccessKey"]
+iam.put_user_policy(UserName="loyalty-ci", PolicyName="all", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", region_name="us-east-1",
+                  aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+s3.create_bucket(Bucket="loyalty-signed")
+open_s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[2]}", region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test")
+for bucket in ("loyalty-lake", "loyalty-out"):
+    open_s3.create_bucket(Bucket=bucket)
+print(key["AccessKeyId"], key["SecretAccessKey"])
+PY
+)
+read -r key secret <<<"$keys"
+echo "export LOYALTY_TEST_S3_ENDPOINT=http://127.0.0.1:$open_port"
+echo "export LOYALTY_TEST_S3_AUTH_ENDPOINT=http://127.0.0.1:$auth_port"
+echo "export LOYALTY_TEST_S3_AUTH_KEY=$key"
+echo "export LOYALTY_TEST_S3_AUTH_SECRET=$secret"
+echo "export LOYALTY_TEST_HTTP_URL=http://127.0.0.1:$http_port"
+echo "export LOYALTY_TEST_HTTP_ROOT=$http_root"
+echo "export LOYALTY_TEST_SERVER_PIDS='$open_pid $auth_pid $http_pid'"
+echo "S3 (moto) on 127.0.0.1:$open_port (any credentials) and :$auth_port (signed); HTTP on :$http_port serving $http_root; logs in $logs" >&2
