@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Starts the servers the object storage tests use, on loopback, from PyPI: two
-# S3-compatible ones (moto) and an HTTP server with range requests
-# (rangehttpserver) serving a temporary folder; prints the environment the tests
-# read, for `eval`:
+# Starts the servers the object storage tests use, on loopback: two S3-compatible
+# ones (moto, from PyPI), an HTTP server with range requests (rangehttpserver,
+# PyPI) serving a temporary folder, and Azurite (npm) when npm is there; prints
+# the environment the tests read, for `eval`:
 #
 #   eval "$(scripts/test_servers.sh start)"   # LOYALTY_TEST_* set; cargo test uses them
 #   scripts/test_servers.sh stop              # stops them (by LOYALTY_TEST_SERVER_PIDS)
@@ -22,7 +22,7 @@ start) ;;
 esac
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    "moto[server]==5.2.1" "rangehttpserver==1.4.0" >&2
+    "moto[server]==5.2.1" "rangehttpserver==1.4.0" "azure-storage-blob==12.31.1" >&2
 port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 logs=$(mktemp -d)
 open_port=$(port)
@@ -35,7 +35,17 @@ http_port=$(port)
 http_root=$(mktemp -d)
 (cd "$http_root" && exec python3 -m RangeHTTPServer "$http_port" --bind 127.0.0.1 >"$logs/http.log" 2>&1) &
 http_pid=$!
-for port in "$open_port" "$auth_port" "$http_port"; do
+pids="$open_pid $auth_pid $http_pid"
+azure_port=""
+if command -v npm >/dev/null; then
+    tools=${LOYALTY_TEST_TOOLS:-$HOME/.cache/loyalty-test-tools}
+    [ -x "$tools/node_modules/.bin/azurite-blob" ] || npm install --silent --prefix "$tools" azurite@3.35.0 >&2
+    azure_port=$(port)
+    "$tools/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$azure_port" \
+        --location "$logs/azurite" --silent --skipApiVersionCheck >"$logs/azurite.log" 2>&1 &
+    pids="$pids $!"
+fi
+for port in "$open_port" "$auth_port" "$http_port" $azure_port; do
     for _ in $(seq 100); do
         # A TCP connect, not a request: the signed server counts requests.
         python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
@@ -62,11 +72,25 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
 PY
 )
 read -r key secret <<<"$keys"
+if [ -n "$azure_port" ]; then
+    # Azurite's well-known development account; the tests' container.
+    azure_key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    python3 - "$azure_port" "$azure_key" <<'PY'
+import sys
+from azure.storage.blob import BlobServiceClient
+port, key = sys.argv[1], sys.argv[2]
+BlobServiceClient.from_connection_string(
+    f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};"
+    f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;").create_container("loyalty")
+PY
+    echo "export LOYALTY_TEST_AZURE_ENDPOINT=http://127.0.0.1:$azure_port/devstoreaccount1"
+    echo "export LOYALTY_TEST_AZURE_KEY=$azure_key"
+fi
 echo "export LOYALTY_TEST_S3_ENDPOINT=http://127.0.0.1:$open_port"
 echo "export LOYALTY_TEST_S3_AUTH_ENDPOINT=http://127.0.0.1:$auth_port"
 echo "export LOYALTY_TEST_S3_AUTH_KEY=$key"
 echo "export LOYALTY_TEST_S3_AUTH_SECRET=$secret"
 echo "export LOYALTY_TEST_HTTP_URL=http://127.0.0.1:$http_port"
 echo "export LOYALTY_TEST_HTTP_ROOT=$http_root"
-echo "export LOYALTY_TEST_SERVER_PIDS='$open_pid $auth_pid $http_pid'"
-echo "S3 (moto) on 127.0.0.1:$open_port (any credentials) and :$auth_port (signed); HTTP on :$http_port serving $http_root; logs in $logs" >&2
+echo "export LOYALTY_TEST_SERVER_PIDS='$pids'"
+echo "S3 (moto) on 127.0.0.1:$open_port (any credentials) and :$auth_port (signed); HTTP on :$http_port serving $http_root; Azurite on :${azure_port:-(no npm)}; logs in $logs" >&2

@@ -59,7 +59,7 @@ pub struct InputConfig {
 pub struct StorageOptions(pub std::collections::BTreeMap<String, String>);
 
 /// Storage option keys whose values are not secret (they are shown in the manifest).
-pub const PUBLIC_STORAGE_KEYS: [&str; 10] = [
+pub const PUBLIC_STORAGE_KEYS: [&str; 15] = [
     "aws_endpoint_url",
     "aws_endpoint",
     "endpoint_url",
@@ -70,6 +70,11 @@ pub const PUBLIC_STORAGE_KEYS: [&str; 10] = [
     "allow_http",
     "aws_virtual_hosted_style_request",
     "azure_storage_account_name",
+    "azure_endpoint",
+    "azure_storage_endpoint",
+    "azure_allow_http",
+    "azure_storage_use_emulator",
+    "google_bucket",
 ];
 
 impl Serialize for StorageOptions {
