@@ -47,6 +47,8 @@ pub mod internal {
     /// `margin`), and a customer's summed.
     pub const MARGIN: &str = "__margin_micros";
     pub const GROSS_MARGIN_MICROS: &str = "__gross_margin_micros";
+    /// A customer's latest purchase before the current retention window.
+    pub const BEFORE_WINDOW_LAST: &str = "__before_window_last";
     /// With `rfm.window_days`: purchases and revenue (micro-units) in the window.
     pub const RFM_ORDERS: &str = "__rfm_orders";
     pub const RFM_REVENUE_MICROS: &str = "__rfm_revenue_micros";

@@ -175,6 +175,7 @@ impl InProcess {
             channel: channels.is_some(),
             margin: order_table.column(schema::internal::MARGIN).is_ok(),
             rfm_since: config.rfm.window_days.map(|days| as_of - Days::new(days.into())),
+            window_start: Some(as_of - Days::new(config.kpis.churn_window_days.into())),
         };
         let (aggregates, activity, upsell, summaries, periods) = log.timed("customers", || {
             let (mut aggregates, mut activity, mut upsell, mut summaries, mut periods) =
@@ -182,9 +183,13 @@ impl InProcess {
             for (i, slice) in slices.iter().enumerate() {
                 // In memory whatever the engine: a slice is in memory and small, and the
                 // streaming engine took twice as long over them.
-                aggregates.push(customers::customer_aggregates(slice.clone().lazy(), wants).collect()?);
+                let slice_aggregates =
+                    customers::customer_aggregates(slice.clone().lazy(), wants).collect()?;
+                periods.push(
+                    customers::period_activity(slice_aggregates.clone().lazy(), as_of, window).collect()?,
+                );
+                aggregates.push(slice_aggregates);
                 activity.push(cohort::cohort_activity(slice.clone().lazy(), grain).collect()?);
-                periods.push(customers::period_activity(slice.clone().lazy(), as_of, window).collect()?);
                 if has_category {
                     upsell.push(customers::upsell_customers(slice.clone().lazy()).collect()?);
                 }

@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use chrono::NaiveDate;
 use polars::prelude::*;
+use rayon::prelude::*;
 
 use crate::checksum::HashingWriter;
 use crate::config::Format;
@@ -544,23 +545,38 @@ fn write_all(
 ) -> Result<()> {
     let started = std::time::Instant::now();
     manifest.outputs.clear();
-    for (table, frame) in tables {
-        for format in formats {
-            let (ext, format_name) = match format {
-                Format::Parquet => ("parquet", "parquet"),
-                Format::Csv => ("csv", "csv"),
-            };
-            let file_name = format!("{table}.{ext}");
-            let path = tmp.join(&file_name);
-            // Action lists go in a folder of their own (`actions/NAME`).
-            if let Some(folder) = path.parent().filter(|p| *p != tmp) {
-                fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
-            }
-            let (bytes, sha256) = write_table(&path, frame, *format)?;
+    let file_name = |table: &str, format: &Format| match format {
+        Format::Parquet => format!("{table}.parquet"),
+        Format::Csv => format!("{table}.csv"),
+    };
+    for (table, _) in tables {
+        // Action lists go in a folder of their own (`actions/NAME`).
+        let path = tmp.join(file_name(table, &Format::Csv));
+        if let Some(folder) = path.parent().filter(|p| *p != tmp) {
+            fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
+        }
+    }
+    // The tables in parallel, each in every format at once (a sliced table's slices
+    // are made once for all formats); the manifest lists them in order.
+    let written: Vec<Vec<(u64, String)>> = tables
+        .par_iter()
+        .map(|(table, frame)| {
+            let paths: Vec<(PathBuf, Format)> = formats
+                .iter()
+                .map(|format| (tmp.join(file_name(table, format)), *format))
+                .collect();
+            write_table_as(&paths, frame)
+        })
+        .collect::<Result<_>>()?;
+    for ((table, frame), sizes) in tables.iter().zip(written) {
+        for (format, (bytes, sha256)) in formats.iter().zip(sizes) {
             manifest.outputs.push(OutputFile {
                 table: table.to_string(),
-                format: format_name.into(),
-                file: file_name,
+                format: match format {
+                    Format::Parquet => "parquet".into(),
+                    Format::Csv => "csv".into(),
+                },
+                file: file_name(table, format),
                 rows: frame.height() as u64,
                 bytes,
                 sha256,
@@ -603,46 +619,86 @@ fn write_all(
 /// Writes one table to a file and flushes it to disk; returns its size and sha256,
 /// taken as the bytes are written. A sliced table is written a slice at a time.
 pub fn write_table(path: &Path, table: &Table, format: Format) -> Result<(u64, String)> {
-    let mut written = (0, String::new());
-    write_synced(path, |file| {
-        let mut out = HashingWriter::new(file);
-        // A failed write (a full disk) names the file, not the query engine.
-        let failed = |e: PolarsError| Error::io(path, std::io::Error::other(e.to_string()));
+    let mut written = write_table_as(&[(path.to_path_buf(), format)], table)?;
+    Ok(written.pop().unwrap_or_default())
+}
+
+/// One table's open writer in one format.
+enum FormatWriter<W: Write> {
+    Parquet(polars::io::parquet::write::BatchedWriter<W>),
+    Csv(polars::io::csv::write::BatchedWriter<W>),
+}
+
+impl<W: Write + Send> FormatWriter<W> {
+    fn new(out: W, format: Format, schema: &Schema) -> PolarsResult<Self> {
+        Ok(match format {
+            // Snappy: every Parquet reader has it, and it writes faster than the
+            // default zstd.
+            Format::Parquet => FormatWriter::Parquet(
+                ParquetWriter::new(out)
+                    .with_compression(ParquetCompression::Snappy)
+                    .batched(schema)?,
+            ),
+            Format::Csv => FormatWriter::Csv(CsvWriter::new(out).include_header(true).batched(schema)?),
+        })
+    }
+
+    fn write(&mut self, slice: &DataFrame) -> PolarsResult<()> {
+        match self {
+            FormatWriter::Parquet(writer) => {
+                // Row groups of about ROW_GROUP_ROWS rows, as a whole-frame write makes,
+                // encoded in parallel.
+                let mut slice = slice.clone();
+                let groups = polars::frame::chunk_df_for_writing(&mut slice, ROW_GROUP_ROWS)?;
+                writer.write_batch(&groups)
+            }
+            FormatWriter::Csv(writer) => writer.write_batch(slice),
+        }
+    }
+
+    fn finish(self) -> PolarsResult<()> {
+        match self {
+            FormatWriter::Parquet(writer) => writer.finish().map(|_| ()),
+            FormatWriter::Csv(mut writer) => writer.finish(),
+        }
+    }
+}
+
+/// Writes one table to a file per format, flushed to disk, in one pass over its
+/// slices (each slice written in every format at once); returns each file's size
+/// and sha256, taken as the bytes are written.
+pub fn write_table_as(paths: &[(PathBuf, Format)], table: &Table) -> Result<Vec<(u64, String)>> {
+    let mut files = Vec::with_capacity(paths.len());
+    for (path, _) in paths {
+        files.push(File::create(path).map_err(|e| Error::io(path, e))?);
+    }
+    // A failed write (a full disk) names the file, not the query engine.
+    let failed =
+        |i: usize| move |e: PolarsError| Error::io(&paths[i].0, std::io::Error::other(e.to_string()));
+    let mut outs: Vec<HashingWriter<&mut File>> = files.iter_mut().map(HashingWriter::new).collect();
+    {
         let mut slices = table.slices();
         let first = slices.next().transpose()?.unwrap_or_default();
         let schema = first.schema().clone();
-        match format {
-            // Snappy: every Parquet reader has it, and it writes faster than the
-            // default zstd.
-            Format::Parquet => {
-                let mut writer = ParquetWriter::new(&mut out)
-                    .with_compression(ParquetCompression::Snappy)
-                    .batched(&schema)
-                    .map_err(failed)?;
-                for slice in std::iter::once(Ok(first)).chain(slices) {
-                    let mut slice = slice?;
-                    // Row groups of about ROW_GROUP_ROWS rows, as a whole-frame write
-                    // makes, encoded in parallel.
-                    let groups =
-                        polars::frame::chunk_df_for_writing(&mut slice, ROW_GROUP_ROWS).map_err(failed)?;
-                    writer.write_batch(&groups).map_err(failed)?;
-                }
-                writer.finish().map_err(failed)?;
-            }
-            Format::Csv => {
-                let mut writer = CsvWriter::new(&mut out)
-                    .include_header(true)
-                    .batched(&schema)
-                    .map_err(failed)?;
-                for slice in std::iter::once(Ok(first)).chain(slices) {
-                    writer.write_batch(&slice?).map_err(failed)?;
-                }
-                writer.finish().map_err(failed)?;
-            }
+        let mut writers = Vec::with_capacity(paths.len());
+        for (i, (out, (_, format))) in outs.iter_mut().zip(paths).enumerate() {
+            writers.push(FormatWriter::new(out, *format, &schema).map_err(failed(i))?);
         }
-        written = out.finish();
-        Ok(())
-    })?;
+        for slice in std::iter::once(Ok(first)).chain(slices) {
+            let slice = slice?;
+            writers
+                .par_iter_mut()
+                .enumerate()
+                .try_for_each(|(i, writer)| writer.write(&slice).map_err(failed(i)))?;
+        }
+        for (i, writer) in writers.into_iter().enumerate() {
+            writer.finish().map_err(failed(i))?;
+        }
+    }
+    let written: Vec<(u64, String)> = outs.into_iter().map(HashingWriter::finish).collect();
+    for (file, (path, _)) in files.iter().zip(paths) {
+        file.sync_all().map_err(|e| Error::io(path, e))?;
+    }
     Ok(written)
 }
 

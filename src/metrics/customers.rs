@@ -11,9 +11,9 @@ use crate::config::Grain;
 use crate::dates::epoch_days;
 use crate::schema::customers::*;
 use crate::schema::internal::{
-    CATEGORY_MAX, CATEGORY_MIN, CHANNEL as CHANNEL_IN, CUSTOMER_ID as CID, FIRST_ORDER_MICROS,
-    GROSS_MARGIN_MICROS, MARGIN, ORDER_DATE, ORDER_RANK, REVENUE_MICROS, RFM_ORDERS, RFM_REVENUE_MICROS,
-    VALUE,
+    BEFORE_WINDOW_LAST, CATEGORY_MAX, CATEGORY_MIN, CHANNEL as CHANNEL_IN, CUSTOMER_ID as CID,
+    FIRST_ORDER_MICROS, GROSS_MARGIN_MICROS, MARGIN, ORDER_DATE, ORDER_RANK, REVENUE_MICROS, RFM_ORDERS,
+    RFM_REVENUE_MICROS, VALUE,
 };
 use crate::schema::{CUSTOMER_ID, ORDERS, REVENUE};
 
@@ -37,6 +37,10 @@ pub struct AggregateWants {
     /// The first day of `rfm.window_days`: the purchases and revenue of the orders
     /// from that day on (`__rfm_orders`, `__rfm_revenue_micros`).
     pub rfm_since: Option<NaiveDate>,
+    /// The first day of the current retention window (`kpis.churn_window_days`
+    /// before as_of): the latest purchase before it (`__before_window_last`), from
+    /// which [`period_activity`] tells who bought in the previous window.
+    pub window_start: Option<NaiveDate>,
 }
 
 /// Orders whose value is > 0.
@@ -84,6 +88,15 @@ pub fn customer_aggregates(orders: LazyFrame, wants: AggregateWants) -> LazyFram
     if wants.channel {
         // Acquisition channel: the first purchase's, ties broken by the smallest order_id.
         aggs.push(col(CHANNEL_IN).min_by(first_purchase()).alias(CHANNEL));
+    }
+    if let Some(start) = wants.window_start {
+        aggs.push(
+            when(purchase().and(col(ORDER_DATE).lt(lit(start))))
+                .then(col(ORDER_DATE))
+                .otherwise(lit(NULL))
+                .max()
+                .alias(BEFORE_WINDOW_LAST),
+        );
     }
     if let Some(since) = wants.rfm_since {
         let in_window = || col(ORDER_DATE).gt_eq(lit(since));
@@ -171,29 +184,29 @@ pub fn upsell_customers(orders: LazyFrame) -> LazyFrame {
 /// Customers with a purchase in the previous window, and of those the ones with a
 /// purchase in the current window too, as a one-row frame (`previous_active`,
 /// `retained`): the windows are the `window_days` before as_of and the
-/// `window_days` before those. Counts add up over slices of whole customers.
-pub fn period_activity(orders: LazyFrame, as_of: NaiveDate, window_days: u32) -> LazyFrame {
-    let day = days_until(as_of, col(ORDER_DATE));
-    let window = window_days as i64;
-    let current = day.clone().lt_eq(lit(window));
-    let previous = day.clone().gt(lit(window)).and(day.lt_eq(lit(2 * window)));
-    purchases(orders)
-        .group_by([col(CID)])
-        .agg([
-            current.any(true).alias("current"),
-            previous.any(true).alias("previous"),
-        ])
-        .select([
-            col("previous")
-                .cast(DataType::Int64)
-                .sum()
-                .alias("previous_active"),
-            col("previous")
-                .and(col("current"))
-                .cast(DataType::Int64)
-                .sum()
-                .alias("retained"),
-        ])
+/// `window_days` before those. From [`customer_aggregates`] made with
+/// `window_start` = as_of − `window_days`: the current window holds a purchase when
+/// the last one is in it, the previous one when the last purchase before the
+/// current window is. Counts add up over slices of whole customers.
+pub fn period_activity(aggregates: LazyFrame, as_of: NaiveDate, window_days: u32) -> LazyFrame {
+    let window = chrono::Days::new(window_days.into());
+    let (current_start, previous_start) = (as_of - window, as_of - window - window);
+    let previous = col(BEFORE_WINDOW_LAST)
+        .gt_eq(lit(previous_start))
+        .fill_null(lit(false));
+    let current = col(LAST_ORDER_DATE).gt_eq(lit(current_start));
+    aggregates.select([
+        previous
+            .clone()
+            .cast(DataType::Int64)
+            .sum()
+            .alias("previous_active"),
+        previous
+            .and(current)
+            .cast(DataType::Int64)
+            .sum()
+            .alias("retained"),
+    ])
 }
 
 /// The written `customers` table's columns and types, in order (SPEC §2, §4–§6);
