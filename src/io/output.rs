@@ -625,7 +625,7 @@ pub fn write_table(path: &Path, table: &Table, format: Format) -> Result<(u64, S
 
 /// One table's open writer in one format.
 enum FormatWriter<W: Write> {
-    Parquet(polars::io::parquet::write::BatchedWriter<W>),
+    Parquet(Box<polars::io::parquet::write::BatchedWriter<W>>),
     Csv(polars::io::csv::write::BatchedWriter<W>),
 }
 
@@ -634,11 +634,11 @@ impl<W: Write + Send> FormatWriter<W> {
         Ok(match format {
             // Snappy: every Parquet reader has it, and it writes faster than the
             // default zstd.
-            Format::Parquet => FormatWriter::Parquet(
+            Format::Parquet => FormatWriter::Parquet(Box::new(
                 ParquetWriter::new(out)
                     .with_compression(ParquetCompression::Snappy)
                     .batched(schema)?,
-            ),
+            )),
             Format::Csv => FormatWriter::Csv(CsvWriter::new(out).include_header(true).batched(schema)?),
         })
     }
