@@ -121,9 +121,10 @@ fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
         .into());
     }
     let side = pipeline::SideInputs::read(&config, run_date)?;
-    let engine = InProcess::over(&inputs)?;
+    let engine = engine_for(&config, &inputs)?;
     let bar = spinner("computing");
-    let computed = pipeline::run_with(&engine, &config, settings, &side).map_err(|e| locate_rows(e, &inputs));
+    let computed =
+        pipeline::run_with(engine.as_ref(), &config, settings, &side).map_err(|e| locate_rows(e, &inputs));
     bar.finish_and_clear();
     let mut computed = computed?;
 
@@ -157,6 +158,20 @@ fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
         settings,
     )?;
     Ok(())
+}
+
+/// The engine `engine:` names: Polars here, or Spark through Spark Connect.
+fn engine_for(config: &JobConfig, inputs: &input::Inputs) -> Result<Box<dyn crate::engine::Engine>, Error> {
+    if config.engine == config::Engine::Spark {
+        #[cfg(feature = "spark")]
+        return Ok(Box::new(crate::engine::Spark::connect(&config.spark, inputs)?));
+        #[cfg(not(feature = "spark"))]
+        return Err(Error::Config(vec![ConfigIssue {
+            location: "engine".into(),
+            message: "`spark` needs a binary built with the Spark engine: cargo build --release --features spark (needs protoc)".into(),
+        }]));
+    }
+    Ok(Box::new(InProcess::over(inputs)?))
 }
 
 /// Where a run publishes: a local directory (swapped into place) or an object

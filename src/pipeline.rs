@@ -777,7 +777,7 @@ pub fn run_with(
     };
     let summary = engine.summarise(job, &mut log)?;
     let execution = match config.engine {
-        ExecutionChoice::InMemory => Execution::InMemory,
+        ExecutionChoice::InMemory | ExecutionChoice::Spark => Execution::InMemory,
         ExecutionChoice::Streaming => Execution::Streaming,
     };
     let as_of = summary.as_of;

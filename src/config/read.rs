@@ -175,6 +175,7 @@ impl Reader {
         let cleaning = self.cleaning(&mut top);
         let as_of = self.optional::<NaiveDate>(&mut top, "as_of");
         let engine = self.field(&mut top, "engine", defaults.engine);
+        let spark = self.spark(&mut top, engine);
 
         let mut section = self.section(&mut top, "customers");
         let customers = CustomersConfig {
@@ -220,6 +221,7 @@ impl Reader {
             cleaning,
             as_of,
             engine,
+            spark,
             customers,
             cohorts,
             pareto,
@@ -230,6 +232,37 @@ impl Reader {
             compare_days,
             actions,
             output,
+        }
+    }
+
+    /// `spark:` the Spark Connect session; `remote` is required with `engine: spark`.
+    fn spark(&mut self, top: &mut Section, engine: Engine) -> SparkConfig {
+        let mut section = self.section(top, "spark");
+        let remote = self.optional::<String>(&mut section, "remote");
+        let token = self.optional::<String>(&mut section, "token");
+        let use_ssl = self.field(&mut section, "use_ssl", false);
+        let conf = self.field(&mut section, "conf", StorageOptions::default());
+        if engine == Engine::Spark {
+            match &remote {
+                None => self.invalid(
+                    &section,
+                    "remote",
+                    "is required with `engine: spark`, e.g. `sc://127.0.0.1:15002`",
+                ),
+                Some(url) if !url.starts_with("sc://") => self.invalid(
+                    &section,
+                    "remote",
+                    format!("must be a Spark Connect URL `sc://host:port`, got `{url}`"),
+                ),
+                Some(_) => {}
+            }
+        }
+        self.finish(section);
+        SparkConfig {
+            remote,
+            token,
+            use_ssl,
+            conf,
         }
     }
 
@@ -863,4 +896,4 @@ choice!(PurchaseModel {
 });
 choice!(TimeUnit { "day" => TimeUnit::Day, "week" => TimeUnit::Week });
 choice!(OnFitFailure { "error" => OnFitFailure::Error, "skip" => OnFitFailure::Skip });
-choice!(Engine { "in_memory" => Engine::InMemory, "streaming" => Engine::Streaming });
+choice!(Engine { "in_memory" => Engine::InMemory, "streaming" => Engine::Streaming, "spark" => Engine::Spark });

@@ -11,6 +11,8 @@ pub struct JobConfig {
     /// Analysis date, exclusive; `None` = latest order date after cleaning step 1, + 1 day.
     pub as_of: Option<NaiveDate>,
     pub engine: Engine,
+    /// The Spark Connect session, with `engine: spark`.
+    pub spark: SparkConfig,
     pub customers: CustomersConfig,
     pub cohorts: CohortsConfig,
     pub pareto: ParetoConfig,
@@ -89,6 +91,30 @@ impl Serialize for StorageOptions {
     }
 }
 
+/// `spark.*`: where and how `engine: spark` connects.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct SparkConfig {
+    /// `sc://host:port` (Spark Connect's URL; `/;key=value` parameters allowed).
+    pub remote: Option<String>,
+    /// A bearer token, sent with every request (redacted in the manifest).
+    #[serde(serialize_with = "redacted")]
+    pub token: Option<String>,
+    /// TLS to the server.
+    pub use_ssl: bool,
+    /// Session configuration set before the job's queries (`spark.sql.shuffle.partitions` …).
+    pub conf: StorageOptions,
+}
+
+fn redacted<S: serde::Serializer>(
+    value: &Option<String>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_str("<redacted>"),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// The order files' format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -160,6 +186,9 @@ pub enum Engine {
     InMemory,
     /// Polars' streaming engine.
     Streaming,
+    /// SPEC §1 over the lines on Apache Spark, through Spark Connect (`spark.*`;
+    /// the binary built with the `spark` feature); the rest in memory here.
+    Spark,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -517,6 +546,7 @@ impl Default for JobConfig {
             cleaning: CleaningConfig::default(),
             as_of: None,
             engine: Engine::InMemory,
+            spark: SparkConfig::default(),
             customers: CustomersConfig { min_tenure_days: 30 },
             cohorts: CohortsConfig { grain: Grain::Month },
             pareto: ParetoConfig::default(),

@@ -36,11 +36,11 @@ pub struct InProcess {
 }
 
 /// Stage 1's result: the cleaned orders and what the rest needs to know of them.
-struct CleanedOrders {
-    ingested: Ingested,
-    as_of: chrono::NaiveDate,
-    has_channel: bool,
-    has_category: bool,
+pub(super) struct CleanedOrders {
+    pub(super) ingested: Ingested,
+    pub(super) as_of: chrono::NaiveDate,
+    pub(super) has_channel: bool,
+    pub(super) has_category: bool,
 }
 
 impl InProcess {
@@ -123,10 +123,19 @@ impl InProcess {
         })
     }
 
-    /// Stage 2, a slice of customers at a time (all of their orders, in key order):
-    /// each slice's intermediates are freed before the next starts (at 100M lines,
-    /// group-bys and windows over all orders at once took 2 GB more).
-    fn customers(&self, job: Job<'_>, cleaned: CleanedOrders, log: &mut StageLog) -> Result<CustomerSummary> {
+    /// The order lines' scan as given, for another engine to type its input alike.
+    #[cfg(feature = "spark")]
+    pub(super) fn raw(&self) -> &LazyFrame {
+        &self.raw
+    }
+}
+
+/// Stage 2, a slice of customers at a time (all of their orders, in key order):
+/// each slice's intermediates are freed before the next starts (at 100M lines,
+/// group-bys and windows over all orders at once took 2 GB more). Any engine that
+/// makes the cleaned orders hands them on here.
+pub(super) fn customers(job: Job<'_>, cleaned: CleanedOrders, log: &mut StageLog) -> Result<CustomerSummary> {
+    {
         let config = job.config;
         let CleanedOrders {
             ingested,
@@ -242,7 +251,7 @@ impl InProcess {
 }
 
 /// Why no purchase is left: the first step that left no rows, else the orders.
-fn nothing_purchased(cleaning: &[CleaningStep]) -> String {
+pub(super) fn nothing_purchased(cleaning: &[CleaningStep]) -> String {
     cleaning
         .iter()
         .find(|s| s.rows_out == 0)
@@ -260,6 +269,6 @@ impl Engine for InProcess {
 
     fn summarise(&self, job: Job<'_>, log: &mut StageLog) -> Result<CustomerSummary> {
         let cleaned = self.scan_and_clean(job, log)?;
-        self.customers(job, cleaned, log)
+        customers(job, cleaned, log)
     }
 }

@@ -14,11 +14,15 @@
 //! cell, so the definitions in SPEC.md are not written twice unchecked.
 
 mod in_process;
+#[cfg(feature = "spark")]
+mod spark;
 
 use chrono::NaiveDate;
 use polars::prelude::{DataFrame, Series};
 
 pub use in_process::InProcess;
+#[cfg(feature = "spark")]
+pub use spark::Spark;
 
 use crate::config::JobConfig;
 use crate::error::Result;

@@ -443,9 +443,30 @@ impl OrderBook {
             shard.orders.channel = Vec::new();
         }
         if shards.iter().any(|s| s.categories.len() > 0) {
-            // Category numbers are the shard's own: all of a customer's orders are in
-            // one shard, so a customer's ranges compare on one numbering (mapping
-            // them to one global numbering would not keep min and max in order).
+            // Category numbers made global (each label's place in text order): the
+            // identity merge may bring customers of several shards together, whose
+            // own numberings would not compare. An order's min and max by its
+            // shard's numbering stay two of its categories; put back in order by the
+            // global numbers, a customer has two distinct categories exactly when the
+            // smallest min and the largest max of its orders differ (upsell).
+            let mut labels: Vec<String> = shards
+                .iter()
+                .flat_map(|s| (0..s.categories.len() as u32).map(|c| s.categories.get(c).to_string()))
+                .collect();
+            labels.sort_unstable();
+            labels.dedup();
+            for shard in &mut shards {
+                let global: Vec<u32> = (0..shard.categories.len() as u32)
+                    .map(|c| labels.partition_point(|l| l.as_str() < shard.categories.get(c)) as u32)
+                    .collect();
+                let orders = &mut shard.orders;
+                for (min, max) in orders.category_min.iter_mut().zip(orders.category_max.iter_mut()) {
+                    if *min != NONE {
+                        let (a, b) = (global[*min as usize], global[*max as usize]);
+                        (*min, *max) = (a.min(b), a.max(b));
+                    }
+                }
+            }
             columns.push(in_order(&shards, |o| &o.category_min, CATEGORY_MIN).into_column());
             for shard in &mut shards {
                 shard.orders.category_min = Vec::new();

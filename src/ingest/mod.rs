@@ -86,6 +86,47 @@ pub struct Ingested {
     pub purchases: u64,
 }
 
+/// SPEC §1's counts as another engine makes them (see [`crate::engine`]): the
+/// manifest's steps come out of [`cleaning_report`] the same whatever counted them.
+#[derive(Debug, Clone, Default)]
+pub struct StepCounts {
+    pub rows: u64,
+    pub null_customer: u64,
+    pub null_order: u64,
+    pub null_date: u64,
+    pub null_value: u64,
+    pub after_as_of: u64,
+    /// Lines left after step 2.
+    pub in_window: u64,
+    pub duplicates: u64,
+    /// Step 4's drops, per reason of [`plan::LinePlan::reasons`].
+    pub dropped: Vec<u64>,
+    pub orders: u64,
+    pub purchases: u64,
+}
+
+/// The manifest's cleaning steps from [`StepCounts`].
+pub fn cleaning_report(counts: &StepCounts, reasons: &[String]) -> Vec<CleaningStep> {
+    let fold_counts = book::Counts {
+        rows: counts.rows,
+        null_customer: counts.null_customer,
+        null_order: counts.null_order,
+        null_date: counts.null_date,
+        null_value: counts.null_value,
+        after_as_of: counts.after_as_of,
+        in_window: counts.in_window,
+        latest_valid_day: None,
+    };
+    book::cleaning_steps(
+        &fold_counts,
+        counts.duplicates,
+        &counts.dropped,
+        reasons,
+        counts.orders,
+        counts.purchases,
+    )
+}
+
 /// Feeds the line stream to `fold`, batch by batch, in the order Polars' streaming
 /// engine produces them: the fold runs on this thread while the engine reads on.
 fn read_in_batches(lines: &LazyFrame, mut fold: impl FnMut(DataFrame) -> Result<()>) -> Result<()> {

@@ -739,3 +739,25 @@ fn csv_orders_are_typed_like_text_columns() {
     std::fs::copy(repo().join("data/orders.parquet"), mixed.join("b.parquet")).unwrap();
     assert_fails(&mut small(&mixed, "mixed"), 3, &["is Parquet but", "is CSV"]);
 }
+
+/// `engine: spark` in a binary built without the Spark engine says how to build one.
+#[cfg(not(feature = "spark"))]
+#[test]
+fn the_spark_engine_needs_its_feature() {
+    let tmp = TempDir::new().unwrap();
+    assert_fails(
+        loyalty()
+            .args(["run", "--config"])
+            .arg(repo().join("config/example.yaml"))
+            .args([
+                "--set",
+                "engine=spark",
+                "--set",
+                "spark.remote=sc://127.0.0.1:15002",
+                "--out",
+            ])
+            .arg(tmp.path().join("out")),
+        2,
+        &["--features spark"],
+    );
+}

@@ -15,4 +15,6 @@ mod reliability;
 mod report;
 mod safety;
 mod schemas;
+#[cfg(feature = "spark")]
+mod spark;
 mod storage;
