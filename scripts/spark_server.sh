@@ -7,6 +7,7 @@
 #
 # pyspark (which carries Spark and its Connect server) comes from PyPI; Java 17
 # must be installed (CI: apt-get install openjdk-17-jre-headless).
+# LOYALTY_SPARK_DRIVER_MEMORY: the server's memory (default 2g; benchmarks use more).
 set -euo pipefail
 
 spark_home() { python3 -c "import pyspark, os; print(os.path.dirname(pyspark.__file__))"; }
@@ -31,6 +32,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 mkdir -p "$state/pids" "$state/logs"
 SPARK_PID_DIR="$state/pids" SPARK_LOG_DIR="$state/logs" "$(spark_home)/sbin/start-connect-server.sh" \
     --master 'local[2]' \
+    --driver-memory "${LOYALTY_SPARK_DRIVER_MEMORY:-2g}" \
     --conf spark.connect.grpc.binding.address=127.0.0.1 \
     --conf spark.connect.grpc.binding.port="$port" \
     --conf spark.sql.shuffle.partitions=4 >&2

@@ -150,6 +150,14 @@ impl Spark {
         frame.create_or_replace_temp_view(name).map_err(self.failed(name))
     }
 
+    /// Runs a statement for its effect.
+    fn run(&self, sql: &str) -> Result<()> {
+        tracing::debug!(sql, "spark");
+        let frame = self.session.sql(sql).map_err(self.failed(sql))?;
+        frame.collect().map_err(self.failed(sql))?;
+        Ok(())
+    }
+
     /// A query's result, read by Polars from Arrow IPC.
     fn frame(&self, what: &str, sql: &str) -> Result<DataFrame> {
         tracing::debug!(query = what, sql, "spark");
@@ -253,10 +261,11 @@ impl Spark {
         };
         self.view("loyalty_distinct", distinct)?;
         let verdict = verdict_sql(config);
-        self.view(
-            "loyalty_verdict",
-            &format!("SELECT *, {verdict} AS __verdict FROM loyalty_distinct"),
-        )?;
+        // Cached: step 4's counts and the roll-up both read it (the lines in
+        // window, deduplicated, each with its verdict), so it is computed once.
+        self.run(&format!(
+            "CACHE TABLE loyalty_verdict AS SELECT *, {verdict} AS __verdict FROM loyalty_distinct"
+        ))?;
         let verdicts = self.frame(
             "step 4",
             "SELECT __verdict, COUNT(*) AS lines FROM loyalty_verdict GROUP BY __verdict",
@@ -301,6 +310,7 @@ impl Spark {
                  FROM loyalty_verdict WHERE __verdict = 0 GROUP BY __cid, __oid"
             ),
         )?;
+        self.run("UNCACHE TABLE IF EXISTS loyalty_verdict")?;
         let ingested = ingested(
             orders,
             (has_channel, has_category),
