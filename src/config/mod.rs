@@ -162,7 +162,7 @@ mod tests {
             vec![
                 "c.yaml:4:10: `cohorts.grain` must be one of week, month, quarter, got `monthly`; did you mean `month`?",
                 "c.yaml:6:22: `kpis.churn_window_days` must be a whole number, got `-3`",
-                "c.yaml:7:8: unknown key `bogus`; valid keys here are: input, cleaning, as_of, engine, customers, cohorts, pareto, kpis, rfm, clv, compare_to, compare_days, actions, output",
+                "c.yaml:7:8: unknown key `bogus`; valid keys here are: input, cleaning, as_of, engine, spark, customers, cohorts, pareto, kpis, rfm, clv, compare_to, compare_days, actions, output",
             ]
         );
     }
