@@ -196,6 +196,8 @@ impl Spark {
                             .map(|(_, v)| v.as_str())
                             .unwrap_or("");
                         let literal = match dtype {
+                            // As the in-process scan types them (`partition_value`).
+                            _ if crate::io::input::is_null_partition(value) => "NULL".to_string(),
                             DataType::Int64 | DataType::Float64 => value.to_string(),
                             DataType::Date => format!("DATE {}", text(value)),
                             _ => text(value),

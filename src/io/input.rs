@@ -763,7 +763,7 @@ fn partition_dtype<'a>(values: impl Iterator<Item = &'a str> + Clone) -> DataTyp
     }
 }
 
-fn is_null_partition(value: &str) -> bool {
+pub(crate) fn is_null_partition(value: &str) -> bool {
     value.is_empty() || value == "__HIVE_DEFAULT_PARTITION__"
 }
 

@@ -251,3 +251,38 @@ fn unsupported_inputs_and_missing_servers_are_clear_errors() {
         &[&url, "cannot connect to Spark Connect"],
     );
 }
+
+/// A hive-partitioned directory (a `region` folder per value, one of them Hive's
+/// null partition): the partition column reads alike on both engines.
+#[test]
+fn hive_partitions_read_alike() {
+    let Some(remote) = remote() else { return };
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("lake");
+    for (region, customers) in [
+        ("north", ["a", "b", "c"]),
+        ("__HIVE_DEFAULT_PARTITION__", ["c", "d", "e"]),
+    ] {
+        let mut part = df!(
+            "customer_id" => customers,
+            "order_id" => ["1", "2", "3"],
+            "order_date" => ["2024-01-05", "2024-02-01", "2024-03-01"],
+            "amount" => [10.0, 20.0, 30.0],
+        )
+        .unwrap()
+        .lazy()
+        .with_column(col("order_date").str().to_date(StrptimeOptions::default()))
+        .collect()
+        .unwrap();
+        let folder = dir.join(format!("region={region}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        write_parquet(&folder.join("part-0.parquet"), &mut part);
+    }
+    let yaml = format!(
+        // North is dropped; the null partition is null, so it matches nothing (as
+        // text, `__HIVE_DEFAULT_PARTITION__` would match `^_`).
+        "input:\n  orders: {}\ncleaning:\n  exclude:\n    - {{column: region, regex: '^(north|_)'}}\nclv:\n  model: none\n",
+        dir.display()
+    );
+    assert_same(&remote, &dir, &yaml);
+}
