@@ -13,7 +13,7 @@ use polars::series::IsSorted;
 use rayon::prelude::*;
 
 use super::Ingested;
-use super::intern::{Interner, NONE, present, view};
+use super::intern::{Interner, Labels, NONE, present, view};
 use super::orders::{Orders, grouped_by_key};
 use super::plan::{CleaningStep, LinePlan, line};
 use super::shard::{Batch, Candidate, Shard, pass_of, shard_of};
@@ -414,19 +414,8 @@ impl OrderBook {
         // Channels as numbers in text order, named by `channels`: a text column would
         // take 16 bytes per order.
         let channels = if shards.iter().any(|s| s.channels.len() > 0) {
-            let mut labels: Vec<String> = shards
-                .iter()
-                .flat_map(|s| (0..s.channels.len() as u32).map(|c| s.channels.get(c).to_string()))
-                .collect();
-            labels.sort_unstable();
-            labels.dedup();
-            for shard in &mut shards {
-                let global: Vec<u32> = (0..shard.channels.len() as u32)
-                    .map(|c| {
-                        let label = shard.channels.get(c);
-                        labels.partition_point(|l| l.as_str() < label) as u32
-                    })
-                    .collect();
+            let (labels, globals) = global_numbers(&shards, |s| &s.channels);
+            for (shard, global) in shards.iter_mut().zip(&globals) {
                 for channel in shard.orders.channel.iter_mut().filter(|c| **c != NONE) {
                     *channel = global[*channel as usize];
                 }
@@ -449,16 +438,8 @@ impl OrderBook {
             // shard's numbering stay two of its categories; put back in order by the
             // global numbers, a customer has two distinct categories exactly when the
             // smallest min and the largest max of its orders differ (upsell).
-            let mut labels: Vec<String> = shards
-                .iter()
-                .flat_map(|s| (0..s.categories.len() as u32).map(|c| s.categories.get(c).to_string()))
-                .collect();
-            labels.sort_unstable();
-            labels.dedup();
-            for shard in &mut shards {
-                let global: Vec<u32> = (0..shard.categories.len() as u32)
-                    .map(|c| labels.partition_point(|l| l.as_str() < shard.categories.get(c)) as u32)
-                    .collect();
+            let (_, globals) = global_numbers(&shards, |s| &s.categories);
+            for (shard, global) in shards.iter_mut().zip(&globals) {
                 let orders = &mut shard.orders;
                 for (min, max) in orders.category_min.iter_mut().zip(orders.category_max.iter_mut()) {
                     if *min != NONE {
@@ -492,6 +473,30 @@ impl OrderBook {
             purchases,
         })
     }
+}
+
+/// Every shard's labels of one kind (channels, categories) in one text order, and
+/// per shard its own numbers' places in it.
+fn global_numbers(shards: &[Shard], labels_of: impl Fn(&Shard) -> &Labels) -> (Vec<String>, Vec<Vec<u32>>) {
+    let mut labels: Vec<String> = shards
+        .iter()
+        .flat_map(|s| {
+            let own = labels_of(s);
+            (0..own.len() as u32).map(|c| own.get(c).to_string())
+        })
+        .collect();
+    labels.sort_unstable();
+    labels.dedup();
+    let globals = shards
+        .iter()
+        .map(|s| {
+            let own = labels_of(s);
+            (0..own.len() as u32)
+                .map(|c| labels.partition_point(|l| l.as_str() < own.get(c)) as u32)
+                .collect()
+        })
+        .collect();
+    (labels, globals)
 }
 
 pub(super) fn cleaning_steps(

@@ -125,15 +125,6 @@ fn is_listed(path: &Path, format: InputFormat) -> bool {
     }
 }
 
-/// A CSV file's row count and columns (every one text), read once for the count.
-fn csv_facts(path: &Path) -> PolarsResult<(u64, Schema)> {
-    let mut scan = csv_scan(vec![PlRefPath::try_from_path(path)?], None)?;
-    let schema = scan.collect_schema()?;
-    let rows = scan.select([len()]).collect()?;
-    let rows = rows.columns()[0].get(0)?.extract::<u64>().unwrap_or(0);
-    Ok(((rows), schema.as_ref().clone()))
-}
-
 /// CSV files with a header row, every column text: the typing rules of a text
 /// column of a Parquet file then apply (dates by input.date_format, exact amounts).
 fn csv_scan(
@@ -162,18 +153,18 @@ fn parquet_scan(
     LazyFrame::scan_parquet_sources(ScanSources::Paths(paths.into_iter().collect()), args)
 }
 
-/// An object's row count and columns, read through a scan (a Parquet footer, or
-/// the whole CSV for its count).
-fn object_facts(
-    url: &str,
+/// A file's or object's row count and columns, read through a scan (a Parquet
+/// footer, or the whole CSV for its count).
+fn scan_facts(
+    path: &str,
     csv: bool,
-    cloud: &polars::io::cloud::CloudOptions,
+    cloud: Option<&polars::io::cloud::CloudOptions>,
 ) -> PolarsResult<(u64, Schema)> {
-    let paths = vec![PlRefPath::new(url)];
+    let paths = vec![PlRefPath::new(path)];
     let mut scan = if csv {
-        csv_scan(paths, Some(cloud))?
+        csv_scan(paths, cloud)?
     } else {
-        parquet_scan(paths, Some(cloud))?
+        parquet_scan(paths, cloud)?
     };
     let schema = scan.collect_schema()?;
     let rows = scan.select([len()]).collect()?;
@@ -433,7 +424,7 @@ pub fn resolve_as(orders: &[String], format: InputFormat, options: &StorageOptio
         };
         let (rows, bytes, schema) = if csv {
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            let (rows, schema) = csv_facts(&path).map_err(|e| InputError::NotCsv {
+            let (rows, schema) = scan_facts(&label, true, None).map_err(|e| InputError::NotCsv {
                 path: label.clone(),
                 reason: e.to_string(),
             })?;
@@ -449,17 +440,7 @@ pub fn resolve_as(orders: &[String], format: InputFormat, options: &StorageOptio
             let rows = reader.num_rows().map_err(|e| not_parquet(&e))? as u64;
             (rows, bytes, reader.schema().map_err(|e| not_parquet(&e))?)
         };
-        match &first_schema {
-            None => first_schema = Some((label.clone(), schema)),
-            Some((first_label, first)) => {
-                if let Some(difference) = schema_difference(first, &schema) {
-                    return Err(InputError::SchemaMismatch(format!(
-                        "{label} differs from {first_label}: {difference}; rewrite the files with one schema or list only matching files in input.orders"
-                    ))
-                    .into());
-                }
-            }
-        }
+        same_schema(&mut first_schema, &label, schema)?;
         files.push(InputFile {
             path: label,
             rows,
@@ -502,7 +483,7 @@ fn resolve_urls(orders: &[String], format: InputFormat, options: &StorageOptions
         .then(|| PathBuf::from(orders[0].trim_end_matches('/')));
     let csv = is_csv(Path::new(&objects[0].url), format);
     let mut files = Vec::with_capacity(objects.len());
-    let mut first: Option<(String, Schema)> = None;
+    let mut first: Option<(String, std::sync::Arc<ArrowSchema>)> = None;
     for Listed {
         url,
         partitions,
@@ -517,7 +498,7 @@ fn resolve_urls(orders: &[String], format: InputFormat, options: &StorageOptions
             ))
             .into());
         }
-        let (rows, schema) = object_facts(&url, csv, &cloud_options).map_err(|e| {
+        let (rows, schema) = scan_facts(&url, csv, Some(&cloud_options)).map_err(|e| {
             if csv {
                 InputError::NotCsv {
                     path: url.clone(),
@@ -530,21 +511,11 @@ fn resolve_urls(orders: &[String], format: InputFormat, options: &StorageOptions
                 }
             }
         })?;
-        match &first {
-            None => first = Some((url.clone(), schema)),
-            Some((first_url, first_schema)) => {
-                let (a, b) = (
-                    first_schema.to_arrow(CompatLevel::newest()),
-                    schema.to_arrow(CompatLevel::newest()),
-                );
-                if let Some(difference) = schema_difference(&a, &b) {
-                    return Err(InputError::SchemaMismatch(format!(
-                        "{url} differs from {first_url}: {difference}; rewrite the files with one schema or list only matching files in input.orders"
-                    ))
-                    .into());
-                }
-            }
-        }
+        same_schema(
+            &mut first,
+            &url,
+            std::sync::Arc::new(schema.to_arrow(CompatLevel::newest())),
+        )?;
         files.push(InputFile {
             path: url,
             rows,
@@ -724,6 +695,27 @@ fn percent_decoded(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every file has the first file's schema: the first one is kept, each later one
+/// compared with it.
+fn same_schema(
+    first: &mut Option<(String, std::sync::Arc<ArrowSchema>)>,
+    label: &str,
+    schema: std::sync::Arc<ArrowSchema>,
+) -> Result<()> {
+    match first {
+        None => *first = Some((label.to_string(), schema)),
+        Some((first_label, first)) => {
+            if let Some(difference) = schema_difference(first, &schema) {
+                return Err(InputError::SchemaMismatch(format!(
+                    "{label} differs from {first_label}: {difference}; rewrite the files with one schema or list only matching files in input.orders"
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn schema_difference(a: &ArrowSchema, b: &ArrowSchema) -> Option<String> {

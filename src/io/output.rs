@@ -616,13 +616,6 @@ fn write_all(
     write_synced(&path, |f| f.write_all(&json).map_err(|e| Error::io(&path, e)))
 }
 
-/// Writes one table to a file and flushes it to disk; returns its size and sha256,
-/// taken as the bytes are written. A sliced table is written a slice at a time.
-pub fn write_table(path: &Path, table: &Table, format: Format) -> Result<(u64, String)> {
-    let mut written = write_table_as(&[(path.to_path_buf(), format)], table)?;
-    Ok(written.pop().unwrap_or_default())
-}
-
 /// One table's open writer in one format.
 enum FormatWriter<W: Write> {
     Parquet(Box<polars::io::parquet::write::BatchedWriter<W>>),
