@@ -686,16 +686,17 @@ fn csv_orders_are_typed_like_text_columns() {
     run(&repo().join("data/orders.parquet"), "from_parquet", &[])
         .assert()
         .success();
-    for table in [
-        "customers",
-        "kpis",
-        "cohort_retention",
-        "rfm_segments",
-        "clv_by_segment",
-    ] {
-        let read = |dir: &str| std::fs::read(tmp.path().join(dir).join(format!("{table}.csv"))).unwrap();
-        assert!(read("from_csv") == read("from_parquet"), "{table} differs");
-    }
+    assert_same_csvs(
+        &tmp.path().join("from_csv"),
+        &tmp.path().join("from_parquet"),
+        &[
+            "customers",
+            "kpis",
+            "cohort_retention",
+            "rfm_segments",
+            "clv_by_segment",
+        ],
+    );
 
     // A text amount that is not a number, in a file with day-first dates and only
     // the required columns.

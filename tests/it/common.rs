@@ -25,6 +25,20 @@ pub fn cdnow(file: &str) -> PathBuf {
     repo().join("../shared/data/cdnow").join(file)
 }
 
+/// Panics unless the output directories `a` and `b` hold byte-identical
+/// `TABLE.csv` files for each of `tables`.
+pub fn assert_same_csvs(a: &Path, b: &Path, tables: &[&str]) {
+    for table in tables {
+        let read = |dir: &Path| std::fs::read(dir.join(format!("{table}.csv"))).unwrap();
+        assert!(
+            read(a) == read(b),
+            "{table} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
 pub fn write_parquet(path: &Path, df: &mut DataFrame) {
     let file = std::fs::File::create(path).expect("create parquet");
     ParquetWriter::new(file).finish(df).expect("write parquet");

@@ -11,14 +11,16 @@ use proptest::prelude::*;
 use crate::common::*;
 
 #[derive(Debug, Clone)]
-struct Line {
-    customer: String,
-    order: String,
-    day: u32,
-    cents: i64,
+pub(crate) struct Line {
+    pub(crate) customer: String,
+    pub(crate) order: String,
+    pub(crate) day: u32,
+    pub(crate) cents: i64,
 }
 
-fn lines() -> impl Strategy<Value = Vec<Line>> {
+/// Random order lines: few customers and orders, refunds, zeros, exact duplicates
+/// (also the Spark engine's differential tests).
+pub(crate) fn lines() -> impl Strategy<Value = Vec<Line>> {
     prop::collection::vec(
         (
             0..6u8,
@@ -48,13 +50,13 @@ fn lines() -> impl Strategy<Value = Vec<Line>> {
 }
 
 const START: &str = "2024-01-01";
-const AS_OF: &str = "2024-06-01";
+pub(crate) const AS_OF: &str = "2024-06-01";
 
-fn date(day: u32) -> NaiveDate {
+pub(crate) fn date(day: u32) -> NaiveDate {
     NaiveDate::parse_from_str(START, "%Y-%m-%d").unwrap() + Days::new(day as u64)
 }
 
-fn frame(lines: &[Line]) -> DataFrame {
+pub(crate) fn frame(lines: &[Line]) -> DataFrame {
     let days: Vec<String> = lines.iter().map(|l| date(l.day).to_string()).collect();
     let days: Vec<&str> = days.iter().map(|s| s.as_str()).collect();
     DataFrame::new_infer_height(vec![

@@ -16,6 +16,7 @@ use proptest::prelude::*;
 use tempfile::TempDir;
 
 use crate::common::{assert_fails, loyalty, repo, write_parquet};
+use crate::properties::{AS_OF, date, frame, lines};
 
 fn remote() -> Option<String> {
     match std::env::var("LOYALTY_TEST_SPARK_REMOTE") {
@@ -155,52 +156,20 @@ fn every_cleaning_rule_matches_the_fold() {
     assert_same(&remote, &path, &yaml);
 }
 
-/// Random lines (the property tests' shape: few customers and orders, refunds,
-/// zeros, exact duplicates), through both engines.
-fn random_lines() -> impl Strategy<Value = Vec<(u8, u8, u32, i64)>> {
-    prop::collection::vec(
-        (
-            0..6u8,
-            0..5u8,
-            0..200u32,
-            prop_oneof![-3000i64..0, Just(0i64), 1i64..20_000],
-        ),
-        1..40,
-    )
-    .prop_map(|mut raw| {
-        if raw.len() > 3 {
-            raw.push(raw[1]);
-        }
-        raw
-    })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
 
+    /// The property tests' random lines through both engines.
     #[test]
-    fn random_lines_give_the_same_tables_on_both_engines(raw in random_lines()) {
+    fn random_lines_give_the_same_tables_on_both_engines(lines in lines()) {
         let Some(remote) = remote() else { return Ok(()) };
-        let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
-        let dates: Vec<String> = raw.iter().map(|r| (start + chrono::Days::new(r.2.into())).to_string()).collect();
-        let mut lines = df!(
-            "customer_id" => raw.iter().map(|r| format!("c{}", r.0)).collect::<Vec<_>>(),
-            "order_id" => raw.iter().map(|r| format!("o{}", r.1)).collect::<Vec<_>>(),
-            "order_date" => dates,
-            "amount" => raw.iter().map(|r| r.3 as f64 / 100.0).collect::<Vec<_>>(),
-        )
-        .unwrap()
-        .lazy()
-        .with_column(col("order_date").str().to_date(StrptimeOptions::default()))
-        .collect()
-        .unwrap();
         let tmp = TempDir::new().unwrap();
         let path = tmp.path().join("lines.parquet");
-        write_parquet(&path, &mut lines);
+        write_parquet(&path, &mut frame(&lines));
         // With no purchase at all both engines refuse the input; the rest compare.
-        let has_purchase = raw.iter().any(|r| r.3 > 0 && r.2 < 152);
-        prop_assume!(has_purchase);
-        let yaml = format!("input:\n  orders: {}\nas_of: 2024-06-01\nclv:\n  model: none\n", path.display());
+        let as_of = chrono::NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
+        prop_assume!(lines.iter().any(|l| l.cents > 0 && date(l.day) < as_of));
+        let yaml = format!("input:\n  orders: {}\nas_of: {AS_OF}\nclv:\n  model: none\n", path.display());
         assert_same(&remote, &path, &yaml);
     }
 }

@@ -12,7 +12,7 @@ use loyalty::io::cloud::Bucket;
 use polars::prelude::*;
 use tempfile::TempDir;
 
-use crate::common::{assert_fails, repo};
+use crate::common::{assert_fails, assert_same_csvs, loyalty, repo};
 
 /// The servers' addresses, or `None` (and a message) when they are not running.
 struct Servers {
@@ -184,10 +184,11 @@ fn a_hive_partitioned_prefix_reads_like_a_local_directory() {
     )
     .assert()
     .success();
-    for table in ["customers", "kpis", "cohort_retention", "rfm_segments"] {
-        let read = |dir: &str| std::fs::read(tmp.path().join(dir).join(format!("{table}.csv"))).unwrap();
-        assert!(read("from_s3") == read("from_disk"), "{table} differs");
-    }
+    assert_same_csvs(
+        &tmp.path().join("from_s3"),
+        &tmp.path().join("from_disk"),
+        &["customers", "kpis", "cohort_retention", "rfm_segments"],
+    );
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tmp.path().join("from_s3/manifest.json")).unwrap()).unwrap();
     let inputs = manifest["inputs"].as_array().unwrap();
@@ -469,10 +470,11 @@ fn files_over_http_read_like_local_files() {
         .success();
     }
     for out in ["parquet", "csv"] {
-        for table in ["customers", "kpis", "rfm_segments"] {
-            let read = |dir: &str| std::fs::read(tmp.path().join(dir).join(format!("{table}.csv"))).unwrap();
-            assert!(read(out) == read("local"), "{table} from {out} differs");
-        }
+        assert_same_csvs(
+            &tmp.path().join(out),
+            &tmp.path().join("local"),
+            &["customers", "kpis", "rfm_segments"],
+        );
     }
     let missing = format!("{url}/{name}-missing.parquet");
     assert_fails(
@@ -519,10 +521,8 @@ fn azure_blob_storage_in_and_out() {
     );
     let tmp = TempDir::new().unwrap();
     let local = repo().join("data/orders.parquet");
-    let mut command = assert_cmd::Command::cargo_bin("loyalty").unwrap();
+    let mut command = loyalty();
     command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .args(["--log-level", "warn", "run", "--config"])
         .arg(repo().join("config/example.yaml"))
         .args(["--set", &format!("input.orders={base}/orders")]);
@@ -562,10 +562,8 @@ fn google_cloud_storage_prefix_reads_like_the_local_file() {
     let credentials =
         std::env::var("LOYALTY_TEST_GCS_CREDENTIALS").expect("the GCS emulator comes with the S3 servers");
     let tmp = TempDir::new().unwrap();
-    let mut command = assert_cmd::Command::cargo_bin("loyalty").unwrap();
+    let mut command = loyalty();
     command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .args(["--log-level", "warn", "run", "--config"])
         .arg(repo().join("config/example.yaml"))
         .args(["--set", "input.orders=gs://loyalty-gcs/sample"])
@@ -586,8 +584,9 @@ fn google_cloud_storage_prefix_reads_like_the_local_file() {
     )
     .assert()
     .success();
-    for table in ["customers", "kpis", "rfm_segments"] {
-        let read = |dir: &str| std::fs::read(tmp.path().join(dir).join(format!("{table}.csv"))).unwrap();
-        assert!(read("gcs") == read("local"), "{table} differs");
-    }
+    assert_same_csvs(
+        &tmp.path().join("gcs"),
+        &tmp.path().join("local"),
+        &["customers", "kpis", "rfm_segments"],
+    );
 }
