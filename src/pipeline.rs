@@ -419,10 +419,10 @@ fn models(
     for fit in &fits {
         tracing::info!(model = %fit.model, log_likelihood = fit.log_likelihood, iterations = fit.iterations, "fitted");
     }
-    let holdout = match (&summary.holdout_orders, config.clv.holdout_days) {
-        (Some(orders), Some(days)) => {
+    let holdout = match (&summary.holdout, config.clv.holdout_days) {
+        (Some(calibration), Some(days)) => {
             match log.timed("holdout", || {
-                holdout::validate(orders.clone().lazy(), summary.as_of, days, &config.clv)
+                holdout::validate(calibration.clone(), summary.as_of, days, &config.clv)
             }) {
                 Ok(result) => Some(result),
                 Err(Error::Model(failure)) if config.clv.on_fit_failure == OnFitFailure::Skip => {

@@ -5,8 +5,8 @@
 //!    held in memory, whatever the input's size;
 //! 2. customers: a slice of whole customers' orders at a time, the per-customer
 //!    aggregates and model summary, and the cohort activity and upsell counts,
-//!    which add up over customers; the orders are then freed (kept for the
-//!    holdout only).
+//!    which add up over customers (and the holdout's calibration summaries);
+//!    the orders are then freed.
 
 use chrono::Days;
 use polars::prelude::*;
@@ -186,9 +186,19 @@ pub(super) fn customers(job: Job<'_>, cleaned: CleanedOrders, log: &mut StageLog
             rfm_since: config.rfm.window_days.map(|days| as_of - Days::new(days.into())),
             window_start: Some(as_of - Days::new(config.kpis.churn_window_days.into())),
         };
-        let (aggregates, activity, upsell, summaries, periods) = log.timed("customers", || {
-            let (mut aggregates, mut activity, mut upsell, mut summaries, mut periods) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let holdout_days = match config.clv.model {
+            PurchaseModel::None => None,
+            _ => config.clv.holdout_days,
+        };
+        let (aggregates, activity, upsell, summaries, periods, holdout) = log.timed("customers", || {
+            let (mut aggregates, mut activity, mut upsell, mut summaries, mut periods, mut holdout) = (
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+            );
             for (i, slice) in slices.iter().enumerate() {
                 // In memory whatever the engine: a slice is in memory and small, and the
                 // streaming engine took twice as long over them.
@@ -207,6 +217,14 @@ pub(super) fn customers(job: Job<'_>, cleaned: CleanedOrders, log: &mut StageLog
                     obs_end,
                     config.clv.time_unit.days(),
                 )?);
+                if let Some(days) = holdout_days {
+                    holdout.push(crate::metrics::holdout::calibration(
+                        slice,
+                        as_of,
+                        days,
+                        config.clv.time_unit.days(),
+                    )?);
+                }
                 tracing::debug!(
                     slice = i,
                     of = slices.len(),
@@ -220,20 +238,11 @@ pub(super) fn customers(job: Job<'_>, cleaned: CleanedOrders, log: &mut StageLog
                 stacked(upsell)?,
                 stacked(summaries)?,
                 stacked(periods)?,
+                stacked(holdout)?,
             ))
         })?;
         drop(slices);
-        let wants_holdout = config.clv.model != PurchaseModel::None && config.clv.holdout_days.is_some();
-        // Only the holdout reads the orders again (the columns it needs).
-        let holdout_orders = if wants_holdout {
-            Some(order_table.select([
-                schema::internal::CUSTOMER_ID,
-                schema::internal::ORDER_DATE,
-                schema::internal::VALUE,
-            ])?)
-        } else {
-            None
-        };
+        drop(order_table);
         Ok(CustomerSummary {
             as_of,
             cleaning,
@@ -244,7 +253,7 @@ pub(super) fn customers(job: Job<'_>, cleaned: CleanedOrders, log: &mut StageLog
             upsell: has_category.then_some(upsell),
             period_activity: periods,
             channels,
-            holdout_orders,
+            holdout: holdout_days.map(|_| holdout),
             identities: identity_report,
         })
     }

@@ -7,11 +7,13 @@
 //! after it (scores, rankings, models, the output tables) is computed from the
 //! summary by [`crate::pipeline`], the same whatever the engine.
 //!
-//! [`InProcess`] is the one engine today: Polars in this process, the line pass
-//! streamed through the fold of [`crate::ingest`]. A second engine (a distributed
-//! one, say) implements [`Engine::summarise`] and is held to the same contract by
-//! differential tests against this one: the summary's frames are compared cell for
-//! cell, so the definitions in SPEC.md are not written twice unchecked.
+//! [`InProcess`] is Polars in this process, the line pass streamed through the
+//! fold of [`crate::ingest`]. [`Spark`] (cargo feature `spark`) runs the same
+//! summary on Apache Spark through Spark Connect and brings back per-customer rows.
+//! A second engine implements [`Engine::summarise`] and is held to the same
+//! contract by differential tests against the in-process one: every table is
+//! compared cell for cell, so the definitions in SPEC.md are not written twice
+//! unchecked.
 
 mod in_process;
 #[cfg(feature = "spark")]
@@ -68,9 +70,9 @@ pub struct CustomerSummary {
     pub period_activity: DataFrame,
     /// Channel text by channel number, when a channel column is mapped.
     pub channels: Option<Series>,
-    /// The orders (customer key, date, value) for the holdout validation, only
-    /// when a model and `clv.holdout_days` ask for it.
-    pub holdout_orders: Option<DataFrame>,
+    /// [`crate::metrics::holdout::calibration`] per customer slice, only when a
+    /// model and `clv.holdout_days` ask for the holdout validation.
+    pub holdout: Option<DataFrame>,
     /// What the identity merge did, with `input.identities`.
     pub identities: Option<IdentityReport>,
 }

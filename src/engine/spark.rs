@@ -1,17 +1,28 @@
-//! The Spark engine (`engine: spark`, cargo feature `spark`): SPEC §1 over the
-//! order lines, the part that grows with lines, runs on Apache Spark through Spark
-//! Connect; the cleaned orders come back as Arrow IPC (read by Polars) and the
-//! per-customer stage runs here, exactly as the in-process engine's does
-//! ([`super::in_process::customers`]). So the definitions after §1 are not written
-//! twice, and §1's are held to the in-process fold by differential tests
-//! (`tests/it/spark.rs`): same orders, same cleaning counts, same tables.
+//! The Spark engine (`engine: spark`, cargo feature `spark`): what grows with
+//! lines and orders runs on Apache Spark through Spark Connect, and only one row
+//! per customer and one per cohort cell come back (as Arrow IPC, read by Polars):
+//! 1. SPEC §1 over the lines, in SQL generated from the config and from the
+//!    input's schema as Polars types it ([`crate::ingest::normalise`] runs first,
+//!    so a wrong or missing column is the same error as in process), rolled up to
+//!    an order table cached on the cluster;
+//! 2. per customer: the sums and dates of the in-process aggregates
+//!    ([`crate::metrics::customers::customer_aggregates`]), the purchase days the
+//!    model summary is made of ([`crate::model::summary::PurchaseDays`]), upsell and
+//!    the holdout's calibration; per cohort × period cell, the cohort activity.
 //!
-//! The SQL is generated from the config and from the input's schema as Polars
-//! types it ([`crate::ingest::normalise`] runs first, so a wrong or missing column
-//! is the same error as in process). Supported in this version: Parquet inputs,
-//! `order_date` as a date, `amount` (and `quantity`) as floats or integers,
-//! string or integer ids, the optional channel and category, `exclude` rules,
-//! `returns` and `dedupe`. Anything else is a config error naming it.
+//! Here the rows are numbered, typed and shaped to the in-process frames' schemas
+//! (taken from the in-process plans themselves), and everything after (scores,
+//! ranks, models, tables) is the shared pipeline. The SQL is a second copy of
+//! those definitions, so it is held to the in-process engine by differential
+//! tests (`tests/it/spark.rs`): same cleaning counts, same tables cell for cell.
+//! With `input.identities` the orders come back instead and the in-process stage
+//! merges and aggregates them ([`super::in_process::customers`]).
+//!
+//! Read in this version: Parquet inputs; `order_date` as a date or a timestamp
+//! (micro- or milliseconds); amounts, quantities, costs and margins as floats,
+//! integers or decimals (a decimal only without `amount_is_unit_price`); string or
+//! integer ids; channels, categories, `exclude`, `returns` and `dedupe`. Anything
+//! else is a config error naming the key.
 
 use std::io::Cursor;
 
@@ -23,13 +34,17 @@ use spark_connect::session::SparkSessionBuilder;
 
 use super::in_process::{self, CleanedOrders, InProcess};
 use super::{CustomerSummary, Engine, Job};
-use crate::config::{ConfigIssue, ExcludeRule, JobConfig, Matcher, Returns, SparkConfig};
+use crate::config::{
+    ConfigIssue, ExcludeRule, Grain, JobConfig, Matcher, PurchaseModel, Returns, SparkConfig,
+};
 use crate::error::{Error, InputError, Result};
 use crate::ingest::{self, Ingested, StepCounts, plan};
 use crate::io::input::Inputs;
+use crate::metrics::{cohort, customers};
+use crate::model::summary;
 use crate::pipeline::StageLog;
 use crate::schema::internal::{
-    CATEGORY_MAX, CATEGORY_MIN, CHANNEL, CUSTOMER_ID, ORDER_DATE, ORDER_RANK, VALUE,
+    CATEGORY_MAX, CATEGORY_MIN, CHANNEL, CUSTOMER_ID, MARGIN, ORDER_DATE, ORDER_RANK, VALUE,
 };
 
 /// A Spark Connect session over the resolved input files.
@@ -167,7 +182,7 @@ impl Spark {
     }
 
     /// SPEC §1 on Spark: the cleaned orders, as the in-process fold makes them.
-    fn clean(&self, job: Job<'_>) -> Result<CleanedOrders> {
+    fn clean(&self, job: Job<'_>) -> Result<Cleaned> {
         let config = job.config;
         let schema = self.local.raw().clone().collect_schema()?;
         // The same typing checks as in process: missing columns, wrong types.
@@ -290,6 +305,12 @@ impl Spark {
         let after_dedupe = kept_lines + dropped.iter().sum::<u64>();
         let has_channel = normalised.has_channel;
         let has_category = normalised.has_category;
+        let has_margin = config.input.columns.line_margin().is_some();
+        let margin = if has_margin {
+            "SUM(CAST(__margin AS DECIMAL(38, 0)))"
+        } else {
+            "CAST(NULL AS DECIMAL(38, 0))"
+        };
         let channel = if has_channel {
             "MIN(__channel)"
         } else {
@@ -303,57 +324,418 @@ impl Spark {
         } else {
             ("CAST(NULL AS STRING)", "CAST(NULL AS STRING)")
         };
-        // Step 5: orders, key (customer_id, order_id).
-        let orders = self.frame(
-            "orders",
-            &format!(
-                "SELECT __cid, __oid, MIN(__date) AS __day, SUM(CAST(__value AS DECIMAL(38, 0))) AS __micros,
-                    {channel} AS __first_channel, {category_min} AS __cat_min, {category_max} AS __cat_max
-                 FROM loyalty_verdict WHERE __verdict = 0 GROUP BY __cid, __oid"
-            ),
-        )?;
+        // Step 5: orders, key (customer_id, order_id), cached for the customer stage,
+        // each with its customer's first purchase day and whether it is the first
+        // purchase (by order_id) of its customer and day: the purchase days the model
+        // summary counts, without a distinct count per window.
+        self.run(&format!(
+            "CACHE TABLE loyalty_orders AS
+             SELECT *,
+                MIN(CASE WHEN __micros > 0 THEN __day END) OVER (PARTITION BY __cid) AS __first_purchase,
+                CASE WHEN __micros > 0 AND ROW_NUMBER() OVER (PARTITION BY __cid, __day, __micros > 0 ORDER BY __oid) = 1
+                    THEN 1 ELSE 0 END AS __new_day
+             FROM (
+                SELECT __cid, __oid, MIN(__date) AS __day, SUM(CAST(__value AS DECIMAL(38, 0))) AS __micros,
+                    {margin} AS __margin_micros, {channel} AS __first_channel, {category_min} AS __cat_min, {category_max} AS __cat_max
+                FROM loyalty_verdict WHERE __verdict = 0 GROUP BY __cid, __oid
+             )"
+        ))?;
         self.run("UNCACHE TABLE IF EXISTS loyalty_verdict")?;
-        let ingested = ingested(
-            orders,
-            (has_channel, has_category),
-            StepCounts {
-                rows: number("rows")?,
-                null_customer: number("null_customer")?,
-                null_order: number("null_order")?,
-                null_date: number("null_date")?,
-                null_value: number("null_value")?,
-                after_as_of: number("after_as_of")?,
-                in_window,
-                duplicates: in_window - after_dedupe,
-                dropped,
-                orders: 0,
-                purchases: 0,
-            },
-            &reasons,
+        let totals = self.frame(
+            "orders",
+            "SELECT COUNT(*) AS orders, COALESCE(SUM(CASE WHEN __micros > 0 THEN 1 ELSE 0 END), 0) AS purchases
+             FROM loyalty_orders",
         )?;
-        if ingested.purchases == 0 {
-            return Err(InputError::NothingLeft(in_process::nothing_purchased(&ingested.cleaning)).into());
+        let total = |name: &str| -> Result<u64> {
+            Ok(totals
+                .column(name)?
+                .cast(&DataType::Int64)?
+                .i64()?
+                .get(0)
+                .unwrap_or(0) as u64)
+        };
+        let counts = StepCounts {
+            rows: number("rows")?,
+            null_customer: number("null_customer")?,
+            null_order: number("null_order")?,
+            null_date: number("null_date")?,
+            null_value: number("null_value")?,
+            after_as_of: number("after_as_of")?,
+            in_window,
+            duplicates: in_window - after_dedupe,
+            dropped,
+            orders: total("orders")?,
+            purchases: total("purchases")?,
+        };
+        let cleaning = ingest::cleaning_report(&counts, &reasons);
+        if counts.purchases == 0 {
+            return Err(InputError::NothingLeft(in_process::nothing_purchased(&cleaning)).into());
         }
-        Ok(CleanedOrders {
-            ingested,
+        Ok(Cleaned {
             as_of,
+            cleaning,
+            purchases: counts.purchases,
             has_channel,
             has_category,
+            has_margin,
+        })
+    }
+
+    /// The cached orders brought back, for the in-process customer stage (with
+    /// `input.identities`, whose merge runs here).
+    fn orders_back(&self, cleaned: Cleaned) -> Result<CleanedOrders> {
+        let orders = self.frame(
+            "orders",
+            "SELECT __cid, __oid, __day, __micros, __margin_micros, __first_channel, __cat_min, __cat_max
+             FROM loyalty_orders",
+        )?;
+        Ok(CleanedOrders {
+            ingested: ingested(
+                orders,
+                (cleaned.has_channel, cleaned.has_category, cleaned.has_margin),
+                cleaned.cleaning,
+                cleaned.purchases,
+            )?,
+            as_of: cleaned.as_of,
+            has_channel: cleaned.has_channel,
+            has_category: cleaned.has_category,
+        })
+    }
+
+    /// The per-customer stage on Spark: one row per customer and one per cohort
+    /// cell come back, never the orders. Spark sums and counts per customer (the
+    /// SQL of [`customer_sql`]); the columns are then typed and shaped here as the
+    /// in-process stage's are, and the model summaries are made by the same
+    /// [`summary::PurchaseDays`] arithmetic.
+    fn customers(&self, job: Job<'_>, cleaned: Cleaned) -> Result<CustomerSummary> {
+        let config = job.config;
+        let as_of = cleaned.as_of;
+        let wants = customers::AggregateWants {
+            channel: cleaned.has_channel,
+            margin: cleaned.has_margin,
+            rfm_since: config.rfm.window_days.map(|days| as_of - Days::new(days.into())),
+            window_start: Some(as_of - Days::new(config.kpis.churn_window_days.into())),
+        };
+        let holdout_cut = match config.clv.model {
+            PurchaseModel::None => None,
+            _ => config.clv.holdout_days.map(|days| as_of - Days::new(days.into())),
+        };
+        let sql = customer_sql(wants, cleaned.has_category, holdout_cut);
+        let rows = self.frame("customers", &sql)?;
+        let rows = rows.sort(["__cid"], SortMultipleOptions::default())?;
+        // Keys in customer_id text order, every customer with an order numbered, as
+        // the fold numbers them.
+        let mut key = UInt32Chunked::from_vec(
+            crate::schema::CUSTOMER_ID.into(),
+            (0..rows.height() as u32).collect(),
+        );
+        key.set_sorted_flag(IsSorted::Ascending);
+        let customer_ids = rows
+            .column("__cid")?
+            .as_materialized_series()
+            .clone()
+            .with_name(CUSTOMER_ID.into());
+        let mut rows = rows;
+        rows.with_column(key.into_column())?;
+        let purchasers = rows
+            .lazy()
+            .filter(col(crate::schema::ORDERS).gt(lit(0i64)))
+            .collect()?;
+
+        let channels = if cleaned.has_channel {
+            let labels = self.frame(
+                "channels",
+                "SELECT DISTINCT __first_channel AS label FROM loyalty_orders WHERE __first_channel IS NOT NULL",
+            )?;
+            let labels = labels
+                .column("label")?
+                .as_materialized_series()
+                .sort(SortOptions::default())?
+                .with_name("channel_labels".into());
+            Some(labels)
+        } else {
+            None
+        };
+        let mut shaped = purchasers.clone();
+        if let Some(labels) = &channels {
+            let numbers = number_of(labels, purchasers.column("__channel_text")?, CHANNEL)?;
+            shaped.with_column(numbers.with_name(crate::schema::customers::CHANNEL.into()))?;
+        }
+        let aggregates = conformed(
+            &shaped,
+            customers::customer_aggregates(empty_orders(&wants, cleaned.has_category).lazy(), wants)
+                .collect_schema()?
+                .as_ref(),
+        )?;
+
+        let obs_end = crate::dates::epoch_days(as_of - Days::new(1));
+        let unit_days = config.clv.time_unit.days();
+        let days = purchase_days(&purchasers, "__last", "__days", "__purchased")?;
+        let summaries: Vec<[f64; 4]> = days.iter().map(|d| d.summary(obs_end, unit_days)).collect();
+        let keys = purchasers.column(crate::schema::CUSTOMER_ID)?.clone();
+        let model_summary = summary::summary_columns(keys.clone(), &summaries)?;
+
+        let holdout = match holdout_cut {
+            Some(cut) => {
+                let calibrated = purchasers
+                    .clone()
+                    .lazy()
+                    .filter(col("__first").lt(lit(cut)))
+                    .collect()?;
+                let cut_end = crate::dates::epoch_days(cut - Days::new(1));
+                let rows: Vec<[f64; 4]> =
+                    purchase_days(&calibrated, "__cal_last", "__cal_days", "__cal_purchased")?
+                        .iter()
+                        .map(|d| d.summary(cut_end, unit_days))
+                        .collect();
+                let mut frame =
+                    summary::summary_columns(calibrated.column(crate::schema::CUSTOMER_ID)?.clone(), &rows)?;
+                frame.with_column(
+                    calibrated
+                        .column("__actual")?
+                        .cast(&DataType::Float64)?
+                        .with_name(crate::schema::holdout::ACTUAL.into()),
+                )?;
+                Some(frame)
+            }
+            None => None,
+        };
+
+        let upsell = if cleaned.has_category {
+            let upsell = purchasers.column("__upsell")?.cast(&DataType::Int64)?;
+            let total = upsell.i64()?.sum().unwrap_or(0);
+            Some(df!("upsell_customers" => [total])?)
+        } else {
+            None
+        };
+        let grain = config.cohorts.grain;
+        let activity = self.frame("cohort activity", &cohort_sql(grain))?;
+        let cohort_activity = conformed(
+            &activity,
+            cohort::cohort_activity(empty_orders(&wants, cleaned.has_category).lazy(), grain)
+                .collect_schema()?
+                .as_ref(),
+        )?;
+        let period_activity =
+            customers::period_activity(aggregates.clone().lazy(), as_of, config.kpis.churn_window_days)
+                .collect()?;
+        Ok(CustomerSummary {
+            as_of,
+            cleaning: cleaned.cleaning,
+            customer_ids,
+            aggregates,
+            model_summary,
+            cohort_activity,
+            upsell,
+            period_activity,
+            channels,
+            holdout,
+            identities: None,
         })
     }
 }
 
-/// The typed columns of a line, as SQL: `__cid`, `__oid` (trimmed, empty = null),
-/// `__date`, `__value` (micro-units, `floor(value × 10^6 + 0.5)`), and the channel
-/// and category as text.
-fn typed_columns(config: &JobConfig, schema: &Schema) -> Result<String> {
-    let columns = &config.input.columns;
-    if let Some((logical, _)) = columns.line_margin() {
-        return Err(unsupported(
-            &format!("input.columns.{logical}"),
-            "a per-line margin".into(),
+/// What SPEC §1 on Spark leaves: the order table `loyalty_orders` is cached there.
+struct Cleaned {
+    as_of: chrono::NaiveDate,
+    cleaning: Vec<crate::ingest::CleaningStep>,
+    purchases: u64,
+    has_channel: bool,
+    has_category: bool,
+    has_margin: bool,
+}
+
+/// A SQL date literal.
+fn date_sql(date: chrono::NaiveDate) -> String {
+    format!("DATE {}", text(&date.to_string()))
+}
+
+/// One row per customer with an order (from `loyalty_orders`), named for the
+/// in-process aggregates ([`customers::customer_aggregates`]) where they are
+/// theirs, plus what the model summary ([`summary::PurchaseDays`]), upsell and
+/// holdout need. A purchase is an order of value > 0; sums of money are
+/// DECIMAL(38, 0) micro-units, which Spark refuses rather than wraps.
+fn customer_sql(
+    wants: customers::AggregateWants,
+    has_category: bool,
+    holdout_cut: Option<chrono::NaiveDate>,
+) -> String {
+    use crate::schema::customers::{FIRST_ORDER_DATE, LAST_ORDER_DATE};
+    use crate::schema::internal::{
+        BEFORE_WINDOW_LAST, FIRST_ORDER_MICROS, GROSS_MARGIN_MICROS, REVENUE_MICROS, RFM_ORDERS,
+        RFM_REVENUE_MICROS,
+    };
+    let p = "__micros > 0";
+    // The first purchase by (date, order_id), as `min_by` over the fold's key.
+    let first_purchase = format!("CASE WHEN {p} THEN struct(__day, __oid) END");
+    let mut columns = vec![
+        "__cid".to_string(),
+        format!("MIN(__first_purchase) AS __first"),
+        format!("MIN(__first_purchase) AS {}", quoted(FIRST_ORDER_DATE)),
+        format!("MAX(CASE WHEN {p} THEN __day END) AS {}", quoted(LAST_ORDER_DATE)),
+        format!("MAX(CASE WHEN {p} THEN __day END) AS __last"),
+        format!(
+            "SUM(CASE WHEN {p} THEN 1 ELSE 0 END) AS {}",
+            quoted(crate::schema::ORDERS)
+        ),
+        format!("SUM(__micros) AS {}", quoted(REVENUE_MICROS)),
+        format!(
+            "min_by(__micros, {first_purchase}) AS {}",
+            quoted(FIRST_ORDER_MICROS)
+        ),
+        "SUM(__new_day) AS __days".to_string(),
+        format!("SUM(CASE WHEN {p} THEN __micros ELSE 0 END) AS __purchased"),
+        format!("SUM(CASE WHEN {p} AND __day = __first_purchase THEN __micros ELSE 0 END) AS __first_day"),
+    ];
+    if wants.margin {
+        columns.push(format!("SUM(__margin_micros) AS {}", quoted(GROSS_MARGIN_MICROS)));
+    }
+    if wants.channel {
+        columns.push(format!(
+            "min_by(__first_channel, {first_purchase}) AS __channel_text"
         ));
     }
+    if let Some(start) = wants.window_start {
+        columns.push(format!(
+            "MAX(CASE WHEN {p} AND __day < {} THEN __day END) AS {}",
+            date_sql(start),
+            quoted(BEFORE_WINDOW_LAST)
+        ));
+    }
+    if let Some(since) = wants.rfm_since {
+        let since = date_sql(since);
+        columns.push(format!(
+            "SUM(CASE WHEN {p} AND __day >= {since} THEN 1 ELSE 0 END) AS {}",
+            quoted(RFM_ORDERS)
+        ));
+        columns.push(format!(
+            "SUM(CASE WHEN __day >= {since} THEN __micros ELSE 0 END) AS {}",
+            quoted(RFM_REVENUE_MICROS)
+        ));
+    }
+    if has_category {
+        // Two distinct categories among the purchases' positive lines (SPEC §7).
+        columns.push(format!(
+            "CASE WHEN MIN(CASE WHEN {p} THEN __cat_min END) <> MAX(CASE WHEN {p} THEN __cat_max END) \
+             THEN 1 ELSE 0 END AS __upsell"
+        ));
+    }
+    if let Some(cut) = holdout_cut {
+        let cut = date_sql(cut);
+        columns.push(format!(
+            "MAX(CASE WHEN {p} AND __day < {cut} THEN __day END) AS __cal_last"
+        ));
+        columns.push(format!(
+            "SUM(CASE WHEN __day < {cut} THEN __new_day ELSE 0 END) AS __cal_days"
+        ));
+        columns.push(format!(
+            "SUM(CASE WHEN {p} AND __day < {cut} THEN __micros ELSE 0 END) AS __cal_purchased"
+        ));
+        columns.push(format!(
+            "SUM(CASE WHEN __day >= {cut} THEN __new_day ELSE 0 END) AS __actual"
+        ));
+    }
+    format!("SELECT {} FROM loyalty_orders GROUP BY __cid", columns.join(", "))
+}
+
+/// [`crate::metrics::cohort::period_number`] in SQL.
+fn period_sql(date: &str, grain: Grain) -> String {
+    match grain {
+        Grain::Month => format!("(YEAR({date}) * 12 + MONTH({date}) - 1)"),
+        Grain::Quarter => format!("(YEAR({date}) * 4 + (MONTH({date}) - 1) DIV 3)"),
+        Grain::Week => format!("FLOOR((DATEDIFF({date}, DATE '1970-01-01') + 3) / 7)"),
+    }
+}
+
+/// [`crate::metrics::cohort::cohort_activity`] in SQL: per cohort × period cell,
+/// the orders from each customer's first purchase on.
+fn cohort_sql(grain: Grain) -> String {
+    use crate::schema::cohort::ACTIVE_CUSTOMERS;
+    let cohort = period_sql("__first_purchase", grain);
+    let period = period_sql("__day", grain);
+    format!(
+        "SELECT CAST({cohort} AS BIGINT) * 16777216 + (CAST({period} AS BIGINT) - CAST({cohort} AS BIGINT)) AS __cell,
+            COUNT(DISTINCT CASE WHEN __micros > 0 THEN __cid END) AS {active},
+            SUM(CASE WHEN __micros > 0 THEN 1 ELSE 0 END) AS {orders},
+            SUM(__micros) AS __revenue_micros
+         FROM loyalty_orders WHERE __day >= __first_purchase GROUP BY 1",
+        active = quoted(ACTIVE_CUSTOMERS),
+        orders = quoted(crate::schema::ORDERS),
+    )
+}
+
+/// The purchase days of each row of `rows` (purchasers): first purchase `__first`
+/// and first day's value `__first_day`, with the named last day, purchase-day
+/// count and purchased value.
+fn purchase_days(
+    rows: &DataFrame,
+    last: &str,
+    days: &str,
+    purchased: &str,
+) -> Result<Vec<summary::PurchaseDays>> {
+    let day = |name: &str| -> Result<Int32Chunked> {
+        Ok(rows.column(name)?.cast(&DataType::Int32)?.i32()?.clone())
+    };
+    let money = |name: &str| -> Result<Int128Chunked> {
+        Ok(rows.column(name)?.cast(&DataType::Int128)?.i128()?.clone())
+    };
+    let count = rows.column(days)?.cast(&DataType::Int64)?;
+    let (first, last, count) = (day("__first")?, day(last)?, count.i64()?.clone());
+    let (first_day, purchased) = (money("__first_day")?, money(purchased)?);
+    Ok((0..rows.height())
+        .map(|i| summary::PurchaseDays {
+            first: first.get(i).unwrap_or_default(),
+            last: last.get(i).unwrap_or_default(),
+            repeat_days: count.get(i).unwrap_or(1).saturating_sub(1) as u64,
+            first_day_value: first_day.get(i).unwrap_or_default(),
+            total: purchased.get(i).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// An empty order table typed as the fold makes it, whose plans give the schemas
+/// the Spark frames are shaped to.
+fn empty_orders(wants: &customers::AggregateWants, has_category: bool) -> DataFrame {
+    let mut columns = vec![
+        Column::new_empty(CUSTOMER_ID.into(), &DataType::UInt32),
+        Column::new_empty(ORDER_RANK.into(), &DataType::UInt32),
+        Column::new_empty(ORDER_DATE.into(), &DataType::Date),
+        Column::new_empty(VALUE.into(), &DataType::Int128),
+    ];
+    if wants.margin {
+        columns.push(Column::new_empty(MARGIN.into(), &DataType::Int128));
+    }
+    if wants.channel {
+        columns.push(Column::new_empty(CHANNEL.into(), &DataType::UInt32));
+    }
+    if has_category {
+        columns.push(Column::new_empty(CATEGORY_MIN.into(), &DataType::UInt32));
+        columns.push(Column::new_empty(CATEGORY_MAX.into(), &DataType::UInt32));
+    }
+    DataFrame::new_infer_height(columns).unwrap_or_default()
+}
+
+/// `frame`'s columns named in `schema`, in its order and of its types.
+fn conformed(frame: &DataFrame, schema: &Schema) -> Result<DataFrame> {
+    let columns = schema
+        .iter()
+        .map(|(name, dtype)| frame.column(name)?.cast(dtype))
+        .collect::<PolarsResult<Vec<_>>>()?;
+    Ok(DataFrame::new_infer_height(columns)?)
+}
+
+/// A numeric input column as SQL: exact (integers and decimals, as a DECIMAL with
+/// `scale` places) or a float.
+enum Number {
+    Exact { value: String, scale: u32 },
+    Float(String),
+}
+
+/// The typed columns of a line, as SQL: `__cid`, `__oid` (trimmed, empty = null),
+/// `__date`, `__value` (micro-units, `floor(value × 10^6 + 0.5)`), `__margin` with
+/// a per-line cost or margin, and the channel and category as text.
+fn typed_columns(config: &JobConfig, schema: &Schema) -> Result<String> {
+    let columns = &config.input.columns;
     let dtype = |name: &str| schema.get(name).cloned().unwrap_or(DataType::Null);
     let id = |name: &str| {
         // Trimmed of Unicode white space, as Rust's `str::trim` in the fold.
@@ -362,46 +744,95 @@ fn typed_columns(config: &JobConfig, schema: &Schema) -> Result<String> {
             quoted(name)
         )
     };
-    match dtype(&columns.order_date) {
-        DataType::Date => {}
+    let order_date = quoted(&columns.order_date);
+    let date = match dtype(&columns.order_date) {
+        DataType::Date => order_date,
+        // A timestamp without a zone is a wall-clock time: its calendar day.
+        DataType::Datetime(TimeUnit::Microseconds | TimeUnit::Milliseconds, None) => {
+            format!("CAST({order_date} AS DATE)")
+        }
+        // An instant: its day in input.timezone, as in process.
+        DataType::Datetime(TimeUnit::Microseconds | TimeUnit::Milliseconds, Some(_)) => format!(
+            "CAST(from_utc_timestamp({order_date}, {}) AS DATE)",
+            text(&config.input.timezone)
+        ),
         other => {
             return Err(unsupported(
                 "input.columns.order_date",
-                format!("an order_date of type {other} (only dates)"),
+                format!("an order_date of type {other} (dates, and timestamps in micro- or milliseconds)"),
             ));
         }
-    }
-    let number = |logical: &str, name: &str| -> Result<(String, bool)> {
+    };
+    let number = |logical: &str, name: &str| -> Result<Number> {
         let d = dtype(name);
-        if d.is_float() {
-            Ok((format!("CAST({} AS DOUBLE)", quoted(name)), false))
-        } else if d.is_integer() {
-            Ok((format!("CAST({} AS DECIMAL(38, 0))", quoted(name)), true))
-        } else {
-            Err(unsupported(
+        match d {
+            _ if d.is_float() => Ok(Number::Float(format!("CAST({} AS DOUBLE)", quoted(name)))),
+            _ if d.is_integer() => Ok(Number::Exact {
+                value: format!("CAST({} AS DECIMAL(38, 0))", quoted(name)),
+                scale: 0,
+            }),
+            // 29 digits leave room for the scaling in `exact_micros` within Spark's 38
+            // (past 38 it drops decimal places); a larger value is refused by the cast
+            // (ANSI), never rounded.
+            DataType::Decimal(_, scale) => Ok(Number::Exact {
+                value: format!("CAST({} AS DECIMAL(29, {scale}))", quoted(name)),
+                scale: scale as u32,
+            }),
+            _ => Err(unsupported(
                 &format!("input.columns.{logical}"),
-                format!("a {logical} of type {d} (only floats and integers)"),
-            ))
+                format!("a {logical} of type {d} (floats, integers and decimals)"),
+            )),
         }
     };
-    let (amount, amount_exact) = number("amount", &columns.amount)?;
     let quantity = match (&columns.quantity, config.input.amount_is_unit_price) {
         (Some(q), true) => Some(number("quantity", q)?),
         _ => None,
     };
-    let value = match quantity {
-        // Integers exactly; otherwise the product of the floats, as in process.
-        Some((q, true)) if amount_exact => format!("CAST({amount} * {q} * 1000000 AS BIGINT)"),
-        Some((q, _)) => float_micros(&format!("(CAST({amount} AS DOUBLE) * CAST({q} AS DOUBLE))")),
-        None if amount_exact => format!("CAST({amount} * 1000000 AS BIGINT)"),
-        None => float_micros(&amount),
+    let micros = |logical: &str, name: &str| -> Result<String> {
+        let amount = number(logical, name)?;
+        Ok(match (&amount, &quantity) {
+            (Number::Exact { value, scale }, None) => exact_micros(value, *scale),
+            // Integers times integers exactly, as in process.
+            (Number::Exact { value: a, scale: 0 }, Some(Number::Exact { value: q, scale: 0 })) => {
+                format!("CAST({a} * {q} * 1000000 AS BIGINT)")
+            }
+            (Number::Exact { scale, .. }, Some(_)) if *scale > 0 => {
+                return Err(unsupported(
+                    &format!("input.columns.{logical}"),
+                    format!("a decimal {logical} with amount_is_unit_price"),
+                ));
+            }
+            (_, Some(Number::Exact { scale, .. })) if *scale > 0 => {
+                return Err(unsupported(
+                    "input.columns.quantity",
+                    "a decimal quantity with amount_is_unit_price".into(),
+                ));
+            }
+            (amount, Some(q)) => float_micros(&format!("({} * {})", as_double(amount), as_double(q))),
+            (Number::Float(value), None) => float_micros(value),
+        })
     };
+    let value = micros("amount", &columns.amount)?;
     let mut typed = vec![
         format!("{} AS __cid", id(&columns.customer_id)),
         format!("{} AS __oid", id(&columns.order_id)),
-        format!("{} AS __date", quoted(&columns.order_date)),
+        format!("{date} AS __date"),
         format!("{value} AS __value"),
     ];
+    if let Some((logical, physical)) = columns.line_margin() {
+        let given = micros(logical, physical)?;
+        let given = if logical == "cost" {
+            format!("({value}) - ({given})")
+        } else {
+            given
+        };
+        // No cost or margin on the line: the configured rate of its value.
+        let at_rate = format!(
+            "CAST(FLOOR(CAST({value} AS DOUBLE) * CAST({} AS DOUBLE) + 0.5D) AS BIGINT)",
+            text(&format!("{:?}", config.clv.margin))
+        );
+        typed.push(format!("COALESCE({given}, {at_rate}) AS __margin"));
+    }
     if let Some(channel) = &columns.channel {
         typed.push(format!("CAST({} AS STRING) AS __channel", quoted(channel)));
     }
@@ -409,6 +840,27 @@ fn typed_columns(config: &JobConfig, schema: &Schema) -> Result<String> {
         typed.push(format!("CAST({} AS STRING) AS __category", quoted(category)));
     }
     Ok(typed.join(", "))
+}
+
+fn as_double(number: &Number) -> String {
+    match number {
+        Number::Exact { value, .. } => format!("CAST({value} AS DOUBLE)"),
+        Number::Float(value) => value.clone(),
+    }
+}
+
+/// An exact value's micro-units, `floor(value × 10^6 + 0.5)` in decimal
+/// arithmetic: a DECIMAL(29, s) times a DECIMAL(7, 0) is 37 digits and adding 0.5
+/// makes 38, so Spark keeps every place (past 38 it rounds them away). With at
+/// most 6 places the product is whole. Micro-units past a BIGINT fail the cast
+/// (ANSI): refused, as in process, never wrapped.
+fn exact_micros(value: &str, scale: u32) -> String {
+    let micros = format!("{value} * CAST(1000000 AS DECIMAL(7, 0))");
+    if scale <= 6 {
+        format!("CAST({micros} AS BIGINT)")
+    } else {
+        format!("CAST(FLOOR({micros} + 0.5BD) AS BIGINT)")
+    }
 }
 
 /// A float value's micro-units; null when it is null or not finite.
@@ -450,13 +902,24 @@ fn exclude_sql(rule: &ExcludeRule) -> String {
     }
 }
 
+/// Dense numbers in text order: each value's rank among the sorted distinct `labels`.
+fn number_of(labels: &Series, values: &Column, name: &str) -> PolarsResult<Column> {
+    let labels: Vec<&str> = labels.str()?.iter().flatten().collect();
+    let numbers: UInt32Chunked = values
+        .str()?
+        .iter()
+        .map(|v| v.map(|v| labels.partition_point(|l| *l < v) as u32))
+        .collect();
+    Ok(numbers.with_name(name.into()).into_column())
+}
+
 /// The orders Spark rolled up, as the in-process fold hands them on: sorted by
 /// customer_id then order_id, customers and channels numbered in text order.
 fn ingested(
     orders: DataFrame,
-    (has_channel, has_category): (bool, bool),
-    mut counts: StepCounts,
-    reasons: &[String],
+    (has_channel, has_category, has_margin): (bool, bool, bool),
+    cleaning: Vec<crate::ingest::CleaningStep>,
+    purchases: u64,
 ) -> Result<Ingested> {
     let sorted = orders
         .lazy()
@@ -467,16 +930,6 @@ fn ingested(
         .as_materialized_series()
         .unique_stable()?
         .with_name(CUSTOMER_ID.into());
-    // Dense numbers in text order: the rank among the sorted distinct labels.
-    let number_of = |labels: &Series, values: &Column, name: &str| -> PolarsResult<Column> {
-        let labels: Vec<&str> = labels.str()?.iter().flatten().collect();
-        let numbers: UInt32Chunked = values
-            .str()?
-            .iter()
-            .map(|v| v.map(|v| labels.partition_point(|l| *l < v) as u32))
-            .collect();
-        Ok(numbers.with_name(name.into()).into_column())
-    };
     let sorted_labels = |columns: &[&str]| -> PolarsResult<Series> {
         let mut all: Vec<String> = Vec::new();
         for c in columns {
@@ -498,7 +951,6 @@ fn ingested(
         .column("__micros")?
         .cast(&DataType::Int128)?
         .with_name(VALUE.into());
-    let purchases = values.i128()?.iter().filter(|v| v.is_some_and(|v| v > 0)).count() as u64;
     let mut columns = vec![
         key,
         rank.into_column(),
@@ -508,6 +960,14 @@ fn ingested(
             .with_name(ORDER_DATE.into()),
         values,
     ];
+    if has_margin {
+        columns.push(
+            sorted
+                .column("__margin_micros")?
+                .cast(&DataType::Int128)?
+                .with_name(MARGIN.into()),
+        );
+    }
     let channels = if has_channel {
         let labels = sorted_labels(&["__first_channel"])?;
         if labels.is_empty() {
@@ -526,13 +986,11 @@ fn ingested(
             columns.push(number_of(&labels, sorted.column("__cat_max")?, CATEGORY_MAX)?);
         }
     }
-    counts.orders = sorted.height() as u64;
-    counts.purchases = purchases;
     Ok(Ingested {
         orders: DataFrame::new_infer_height(columns)?,
         customer_ids,
         channels,
-        cleaning: ingest::cleaning_report(&counts, reasons),
+        cleaning,
         purchases,
     })
 }
@@ -545,6 +1003,14 @@ impl Engine for Spark {
     fn summarise(&self, job: Job<'_>, log: &mut StageLog) -> Result<CustomerSummary> {
         let cleaned = log.timed("scan and clean (spark)", || self.clean(job))?;
         tracing::info!(as_of = %cleaned.as_of, "analysis date (exclusive)");
-        in_process::customers(job, cleaned, log)
+        let summary = if job.identities.is_some() {
+            // The identity merge re-keys orders: it runs here, over the orders.
+            let orders = log.timed("orders (spark)", || self.orders_back(cleaned))?;
+            in_process::customers(job, orders, log)
+        } else {
+            log.timed("customers (spark)", || self.customers(job, cleaned))
+        };
+        self.run("UNCACHE TABLE IF EXISTS loyalty_orders")?;
+        summary
     }
 }

@@ -27,17 +27,23 @@ pub struct HoldoutSummary {
     pub naive: Accuracy,
 }
 
-/// Fits on orders before as_of − days and scores the held-out days.
-pub fn validate(orders: LazyFrame, as_of: NaiveDate, days: u32, config: &ClvConfig) -> Result<Holdout> {
+/// What the holdout is scored on, for the customers of `orders` (all of each of
+/// their orders) with a purchase before the calibration end (as_of − `days`): the
+/// model summary of the orders before it, and `actual_purchases`, the purchase
+/// days from it on. Rows add up over slices of whole customers, in no particular
+/// order.
+pub fn calibration(orders: &DataFrame, as_of: NaiveDate, days: u32, unit_days: f64) -> Result<DataFrame> {
     let calibration_end = as_of - Days::new(days as u64);
-    let unit_days = config.time_unit.days();
     let calibration_orders = orders
         .clone()
+        .lazy()
         .filter(col(ORDER_DATE).lt(date_lit(calibration_end)))
         .collect()?;
     let calibration = summary_frame(&calibration_orders, calibration_end - Days::new(1), unit_days)?.lazy();
     // Holdout purchases counted by day, as the summary counts them.
     let actual = orders
+        .clone()
+        .lazy()
         .filter(
             col(ORDER_DATE)
                 .gt_eq(date_lit(calibration_end))
@@ -45,7 +51,7 @@ pub fn validate(orders: LazyFrame, as_of: NaiveDate, days: u32, config: &ClvConf
         )
         .group_by([col(CID).alias(CUSTOMER_ID)])
         .agg([col(ORDER_DATE).n_unique().cast(DataType::Float64).alias(ACTUAL)]);
-    let joined = calibration
+    Ok(calibration
         .join(
             actual,
             [col(CUSTOMER_ID)],
@@ -53,9 +59,16 @@ pub fn validate(orders: LazyFrame, as_of: NaiveDate, days: u32, config: &ClvConf
             JoinArgs::new(JoinType::Left),
         )
         .with_columns([col(ACTUAL).fill_null(lit(0.0))])
-        // The summary's rows come in no particular order; the accuracy sums want one.
-        .sort([CUSTOMER_ID], SortMultipleOptions::default())
-        .collect()?;
+        .collect()?)
+}
+
+/// Fits on the [`calibration`] summaries (of every customer) and scores the
+/// held-out days.
+pub fn validate(calibration: DataFrame, as_of: NaiveDate, days: u32, config: &ClvConfig) -> Result<Holdout> {
+    let calibration_end = as_of - Days::new(days as u64);
+    let unit_days = config.time_unit.days();
+    // The summary's rows come in no particular order; the accuracy sums want one.
+    let joined = calibration.sort([CUSTOMER_ID], SortMultipleOptions::default())?;
     let column =
         |name: &str| -> Result<Vec<f64>> { Ok(joined.column(name)?.f64()?.into_no_null_iter().collect()) };
     let (x, t_x, t, m, actual) = (

@@ -197,7 +197,6 @@ pub fn summary_frame(
     use crate::dates::epoch_days;
     use crate::schema::CUSTOMER_ID;
     use crate::schema::internal::{CUSTOMER_ID as CID, ORDER_DATE, VALUE};
-    use crate::schema::model::*;
     use polars::prelude::*;
 
     let days = orders.column(ORDER_DATE)?.cast(&DataType::Int32)?;
@@ -220,21 +219,15 @@ pub fn summary_frame(
         purchases.clear();
         purchases.extend(rows.map(|i| all_purchases[i]).filter(|p| p.1 > 0));
         purchases.sort_unstable();
-        let (first, last) = (purchases.first()?.0, purchases.last()?.0);
-        let repeat_days = purchases.windows(2).filter(|w| w[0].0 != w[1].0).count();
-        let first_day_value: i128 = purchases.iter().take_while(|p| p.0 == first).map(|p| p.1).sum();
-        let total: i128 = purchases.iter().map(|p| p.1).sum();
-        let monetary = if repeat_days > 0 {
-            (total - first_day_value) as f64 / 1e6 / repeat_days as f64
-        } else {
-            0.0
+        let first = purchases.first()?.0;
+        let days = PurchaseDays {
+            first,
+            last: purchases.last()?.0,
+            repeat_days: purchases.windows(2).filter(|w| w[0].0 != w[1].0).count() as u64,
+            first_day_value: purchases.iter().take_while(|p| p.0 == first).map(|p| p.1).sum(),
+            total: purchases.iter().map(|p| p.1).sum(),
         };
-        Some([
-            repeat_days as f64,
-            f64::from(last - first) / unit_days,
-            f64::from(obs_end - first) / unit_days,
-            monetary,
-        ])
+        Some(days.summary(obs_end, unit_days))
     };
     let per_group: Vec<(IdxSize, Option<[f64; 4]>)> = match grouped.get_groups().as_ref() {
         GroupsType::Idx(groups) => groups
@@ -261,8 +254,50 @@ pub fn summary_frame(
         .collect();
     let firsts = IdxCa::from_vec("first".into(), rows.iter().map(|r| r.0).collect());
     let ids = orders.column(CID)?.take(&firsts)?.with_name(CUSTOMER_ID.into());
+    let rows: Vec<[f64; 4]> = rows.into_iter().map(|r| r.1).collect();
+    summary_columns(ids, &rows)
+}
+
+/// A customer's purchases as the summary sees them: days since the epoch of the
+/// first and last purchase, repeat purchase days (distinct days − 1), and the
+/// value in micro-units of the first day's purchases and of all of them. An
+/// engine that aggregates elsewhere brings these back, and [`Self::summary`] makes
+/// the same numbers as [`summary_frame`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PurchaseDays {
+    pub first: i32,
+    pub last: i32,
+    pub repeat_days: u64,
+    pub first_day_value: i128,
+    pub total: i128,
+}
+
+impl PurchaseDays {
+    /// [x, t_x, T, monetary value] at `obs_end` (days since the epoch).
+    pub fn summary(&self, obs_end: i32, unit_days: f64) -> [f64; 4] {
+        let monetary = if self.repeat_days > 0 {
+            (self.total - self.first_day_value) as f64 / 1e6 / self.repeat_days as f64
+        } else {
+            0.0
+        };
+        [
+            self.repeat_days as f64,
+            f64::from(self.last - self.first) / unit_days,
+            f64::from(obs_end - self.first) / unit_days,
+            monetary,
+        ]
+    }
+}
+
+/// The summary frame from customer keys (`ids`) and their [x, t_x, T, m̄] rows.
+pub fn summary_columns(
+    ids: polars::prelude::Column,
+    rows: &[[f64; 4]],
+) -> polars::prelude::PolarsResult<polars::prelude::DataFrame> {
+    use crate::schema::model::*;
+    use polars::prelude::*;
     let column =
-        |name: &str, k: usize| Column::new(name.into(), rows.iter().map(|r| r.1[k]).collect::<Vec<_>>());
+        |name: &str, k: usize| Column::new(name.into(), rows.iter().map(|r| r[k]).collect::<Vec<_>>());
     DataFrame::new_infer_height(vec![
         ids,
         column(FREQUENCY, 0),
