@@ -225,37 +225,40 @@ impl Spark {
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
         self.view("loyalty_raw", &raw_sql)?;
-        self.view("loyalty_typed", &format!("SELECT *, {typed} FROM loyalty_raw"))?;
+        // The lines, typed, hashed by customer once (every later step groups by the
+        // customer and more: the distinct lines, the orders, the windows over a
+        // customer's orders, the customers, so none shuffles again), and with
+        // `dedupe` each distinct line once with its multiplicity `__n`: exact
+        // duplicates share their typed columns, so steps 1 and 2 count `__n` and
+        // step 3 drops `__n − 1`. Cached: every count and the roll-up read it.
+        let lines = format!("SELECT *, {typed} FROM loyalty_raw DISTRIBUTE BY __cid");
+        let lines = if config.cleaning.dedupe {
+            format!("SELECT *, COUNT(*) AS __n FROM ({lines}) GROUP BY ALL")
+        } else {
+            format!("SELECT *, 1 AS __n FROM ({lines})")
+        };
+        self.run(&format!("CACHE TABLE loyalty_lines AS {lines}"))?;
         let present =
             "__cid IS NOT NULL AND __oid IS NOT NULL AND __date IS NOT NULL AND __value IS NOT NULL";
-        let as_of = match config.as_of {
-            Some(as_of) => as_of,
-            None => {
-                let latest = self.frame(
-                    "as_of",
-                    &format!("SELECT MAX(__date) AS latest FROM loyalty_typed WHERE {present}"),
-                )?;
-                let day = latest.column("latest")?.cast(&DataType::Int32)?.i32()?.get(0);
-                let day = day.ok_or_else(|| {
-                    InputError::NothingLeft(
-                        "no row has a customer_id, order_id, order_date and amount".into(),
-                    )
-                })?;
-                crate::dates::from_epoch_days(day) + Days::new(1)
-            }
+        let after = match config.as_of {
+            Some(as_of) => format!("{present} AND __date >= {}", date_sql(as_of)),
+            // The day after the latest valid line: none is on or after it.
+            None => "false".into(),
         };
-        let as_of_sql = format!("DATE {}", text(&as_of.to_string()));
         let counts = self.frame(
             "counts",
             &format!(
-                "SELECT COUNT(*) AS rows,
-                    SUM(CASE WHEN __cid IS NULL THEN 1 ELSE 0 END) AS null_customer,
-                    SUM(CASE WHEN __cid IS NOT NULL AND __oid IS NULL THEN 1 ELSE 0 END) AS null_order,
-                    SUM(CASE WHEN __cid IS NOT NULL AND __oid IS NOT NULL AND __date IS NULL THEN 1 ELSE 0 END) AS null_date,
-                    SUM(CASE WHEN __cid IS NOT NULL AND __oid IS NOT NULL AND __date IS NOT NULL AND __value IS NULL THEN 1 ELSE 0 END) AS null_value,
-                    SUM(CASE WHEN {present} AND __date >= {as_of_sql} THEN 1 ELSE 0 END) AS after_as_of,
-                    SUM(CASE WHEN {present} AND __date < {as_of_sql} THEN 1 ELSE 0 END) AS in_window
-                 FROM loyalty_typed"
+                "SELECT COALESCE(SUM(__n), 0) AS rows,
+                    SUM(CASE WHEN __cid IS NULL THEN __n ELSE 0 END) AS null_customer,
+                    SUM(CASE WHEN __cid IS NOT NULL AND __oid IS NULL THEN __n ELSE 0 END) AS null_order,
+                    SUM(CASE WHEN __cid IS NOT NULL AND __oid IS NOT NULL AND __date IS NULL THEN __n ELSE 0 END) AS null_date,
+                    SUM(CASE WHEN __cid IS NOT NULL AND __oid IS NOT NULL AND __date IS NOT NULL AND __value IS NULL THEN __n ELSE 0 END) AS null_value,
+                    SUM(CASE WHEN {present} THEN __n ELSE 0 END) AS present,
+                    SUM(CASE WHEN {present} THEN 1 ELSE 0 END) AS present_distinct,
+                    SUM(CASE WHEN {after} THEN __n ELSE 0 END) AS after_as_of,
+                    SUM(CASE WHEN {after} THEN 1 ELSE 0 END) AS after_distinct,
+                    MAX(CASE WHEN {present} THEN __date END) AS latest
+                 FROM loyalty_lines"
             ),
         )?;
         let number = |name: &str| -> Result<u64> {
@@ -266,26 +269,25 @@ impl Spark {
                 .get(0)
                 .unwrap_or(0) as u64)
         };
-        self.view(
-            "loyalty_window",
-            &format!("SELECT * FROM loyalty_typed WHERE {present} AND __date < {as_of_sql}"),
-        )?;
-        // Step 3: equal in every input column (the typed ones follow from them).
-        let distinct = if config.cleaning.dedupe {
-            "SELECT DISTINCT * FROM loyalty_window"
-        } else {
-            "SELECT * FROM loyalty_window"
+        let as_of = match config.as_of {
+            Some(as_of) => as_of,
+            None => {
+                let day = counts.column("latest")?.cast(&DataType::Int32)?.i32()?.get(0);
+                let day = day.ok_or_else(|| {
+                    InputError::NothingLeft(
+                        "no row has a customer_id, order_id, order_date and amount".into(),
+                    )
+                })?;
+                crate::dates::from_epoch_days(day) + Days::new(1)
+            }
         };
-        self.view("loyalty_distinct", distinct)?;
+        let in_window_sql = format!("{present} AND __date < {}", date_sql(as_of));
         let verdict = verdict_sql(config);
-        // Cached: step 4's counts and the roll-up both read it (the lines in
-        // window, deduplicated, each with its verdict), so it is computed once.
-        self.run(&format!(
-            "CACHE TABLE loyalty_verdict AS SELECT *, {verdict} AS __verdict FROM loyalty_distinct"
-        ))?;
         let verdicts = self.frame(
             "step 4",
-            "SELECT __verdict, COUNT(*) AS lines FROM loyalty_verdict GROUP BY __verdict",
+            &format!(
+                "SELECT {verdict} AS __verdict, COUNT(*) AS lines FROM loyalty_lines WHERE {in_window_sql} GROUP BY 1"
+            ),
         )?;
         let mut dropped = vec![0u64; reasons.len()];
         let mut kept_lines = 0u64;
@@ -301,8 +303,9 @@ impl Spark {
                 (v, n) => dropped[v as usize - 1] += n,
             }
         }
-        let in_window = number("in_window")?;
-        let after_dedupe = kept_lines + dropped.iter().sum::<u64>();
+        let in_window = number("present")? - number("after_as_of")?;
+        let after_dedupe = number("present_distinct")? - number("after_distinct")?;
+        debug_assert_eq!(after_dedupe, kept_lines + dropped.iter().sum::<u64>());
         let has_channel = normalised.has_channel;
         let has_category = normalised.has_category;
         let has_margin = config.input.columns.line_margin().is_some();
@@ -337,10 +340,10 @@ impl Spark {
              FROM (
                 SELECT __cid, __oid, MIN(__date) AS __day, SUM(CAST(__value AS DECIMAL(38, 0))) AS __micros,
                     {margin} AS __margin_micros, {channel} AS __first_channel, {category_min} AS __cat_min, {category_max} AS __cat_max
-                FROM loyalty_verdict WHERE __verdict = 0 GROUP BY __cid, __oid
+                FROM loyalty_lines WHERE {in_window_sql} AND {verdict} = 0 GROUP BY __cid, __oid
              )"
         ))?;
-        self.run("UNCACHE TABLE IF EXISTS loyalty_verdict")?;
+        self.run("UNCACHE TABLE IF EXISTS loyalty_lines")?;
         let totals = self.frame(
             "orders",
             "SELECT COUNT(*) AS orders, COALESCE(SUM(CASE WHEN __micros > 0 THEN 1 ELSE 0 END), 0) AS purchases
@@ -724,6 +727,9 @@ fn conformed(frame: &DataFrame, schema: &Schema) -> Result<DataFrame> {
     Ok(DataFrame::new_infer_height(columns)?)
 }
 
+/// The characters of Unicode's White_Space property, which `str::trim` trims.
+const WHITE_SPACE: &str = "\u{9}\u{a}\u{b}\u{c}\u{d}\u{20}\u{85}\u{a0}\u{1680}\u{2000}\u{2001}\u{2002}\u{2003}\u{2004}\u{2005}\u{2006}\u{2007}\u{2008}\u{2009}\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}";
+
 /// A numeric input column as SQL: exact (integers and decimals, as a DECIMAL with
 /// `scale` places) or a float.
 enum Number {
@@ -738,10 +744,12 @@ fn typed_columns(config: &JobConfig, schema: &Schema) -> Result<String> {
     let columns = &config.input.columns;
     let dtype = |name: &str| schema.get(name).cloned().unwrap_or(DataType::Null);
     let id = |name: &str| {
-        // Trimmed of Unicode white space, as Rust's `str::trim` in the fold.
+        // Trimmed of Unicode white space, as Rust's `str::trim` in the fold (a
+        // regular expression took several times as long).
         format!(
-            "NULLIF(regexp_replace(CAST({} AS STRING), '(?U)^\\\\s+|\\\\s+$', ''), '')",
-            quoted(name)
+            "NULLIF(btrim(CAST({} AS STRING), {}), '')",
+            quoted(name),
+            text(WHITE_SPACE)
         )
     };
     let order_date = quoted(&columns.order_date);
@@ -1012,5 +1020,20 @@ impl Engine for Spark {
         };
         self.run("UNCACHE TABLE IF EXISTS loyalty_orders")?;
         summary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WHITE_SPACE;
+
+    /// `btrim` with these characters trims what the fold's `str::trim` trims.
+    #[test]
+    fn white_space_is_what_str_trim_trims() {
+        let expected: String = (0..=u32::from(char::MAX))
+            .filter_map(char::from_u32)
+            .filter(|c| c.is_whitespace())
+            .collect();
+        assert_eq!(WHITE_SPACE, expected);
     }
 }

@@ -140,7 +140,7 @@ fn the_sample_and_cdnow_write_the_same_files_on_both_engines() {
     }
 }
 
-/// Every SPEC §1 rule on a fixture: padded and empty ids, integer ids, missing
+/// Every SPEC §1 rule on a fixture: ids padded with Unicode white space, empty ids, integer ids, missing
 /// dates and values, a NaN, lines on and after as_of, exact duplicates and a line
 /// that differs only in an unmapped column, every exclude matcher, returns
 /// dropped, unit prices, channels and categories.
@@ -149,7 +149,7 @@ fn every_cleaning_rule_matches_the_fold() {
     let Some(remote) = remote() else { return };
     let tmp = TempDir::new().unwrap();
     let mut lines = df!(
-        "customer_id" => [Some("c1"), Some(" c1"), Some("c2"), Some(""), None, Some("c3"), Some("c3"), Some("c3"), Some("TEST-9"), Some("c4"), Some("c4"), Some("c5"), Some("c5"), Some("c6")],
+        "customer_id" => [Some("c1"), Some(" c1"), Some("\u{3000}c2\t"), Some(""), None, Some("c3"), Some("c3"), Some("c3"), Some("TEST-9"), Some("c4"), Some("c4"), Some("c5"), Some("c5"), Some("c6")],
         "order_id" => [Some(1i64), Some(1), Some(2), Some(3), Some(4), Some(5), Some(5), Some(5), Some(6), Some(7), None, Some(8), Some(9), Some(10)],
         "order_date" => ["2024-01-05", "2024-01-05", "2024-02-01", "2024-02-01", "2024-02-01", "2024-03-01", "2024-03-01", "2024-03-01", "2024-03-02", "2024-06-30", "2024-01-01", "2024-04-01", "2024-05-01", "2024-07-01"],
         "amount" => [Some(10.5), Some(2.25), Some(f64::NAN), Some(3.0), Some(4.0), Some(7.1), Some(7.1), Some(7.1), Some(9.0), Some(-5.0), Some(1.0), Some(3.3), None, Some(8.0)],
@@ -187,6 +187,7 @@ proptest! {
         grain in prop_oneof![Just("week"), Just("month"), Just("quarter")],
         window in prop_oneof![Just("null"), Just("30"), Just("90")],
         holdout in prop_oneof![Just("null"), Just("40")],
+        dedupe in prop::bool::ANY,
     ) {
         let Some(remote) = remote() else { return Ok(()) };
         let mut lines = lines;
@@ -202,7 +203,7 @@ proptest! {
         let as_of = chrono::NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
         prop_assume!(lines.iter().any(|l| l.cents > 0 && date(l.day) < as_of));
         let yaml = format!(
-            "input:\n  orders: {}\nas_of: {AS_OF}\ncohorts:\n  grain: {grain}\nrfm:\n  window_days: {window}\n\
+            "input:\n  orders: {}\nas_of: {AS_OF}\ncleaning:\n  dedupe: {dedupe}\ncohorts:\n  grain: {grain}\nrfm:\n  window_days: {window}\n\
              clv:\n  holdout_days: {holdout}\n  on_fit_failure: skip\n",
             path.display()
         );
