@@ -14,7 +14,14 @@
 #             in-memory and streaming (examples/fold_vs_group_by.rs), with the
 #             ratios: re-run at each Polars upgrade, the fold must stay ahead
 # DuckDB's headline KPIs are checked against ours on every size.
-# Needs: pip install duckdb pyarrow (notebooks/requirements.txt has both).
+# Then, per size, the warehouse-shaped export of ../shared/bench (issue 22):
+# `gen_orders.py --seed 42` lines in date order, and in interleaved rounds the
+# bare scan (DuckDB), the tuned DuckDB peer `peer_duckdb.py`, the default job
+# (model, Parquet + CSV + report) and the job with `clv.model: none` and Parquet
+# only; each as min / median / max wall over BENCH_RUNS rounds, with peak RSS.
+# SHARED_BENCH names that folder (default ../shared/bench); BENCH_SUITES=peer
+# (or generate) runs one of the two.
+# Needs: pip install -r notebooks/requirements.txt (duckdb, polars, pyarrow, numpy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@")
@@ -51,7 +58,9 @@ best() {
     printf "  %-8s %s\n" "$label" "$best_line"
 }
 
+suites=" ${BENCH_SUITES:-generate peer} "
 echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo); best of $runs"
+if [[ $suites == *" generate "* ]]; then
 for size in "${sizes[@]}"; do
     lines=$(lines_of "$size")
     customers=$(( lines * 10 / 48 ))
@@ -80,4 +89,56 @@ YAML
         { echo "  DuckDB and loyalty disagree:"; python3 benches/duckdb/run.py "$orders" "$work/duck" --compare "$work/out"; }
     best +model "$bin" --log-level warn run --config "$work/bench.yaml"
     target/release/examples/fold_vs_group_by "$orders" "$runs" | sed 's/^/  fold: /'
+done
+fi
+[[ $suites == *" peer "* ]] || exit 0
+shared=${SHARED_BENCH:-../shared/bench}
+[ -f "$shared/gen_orders.py" ] || { echo "no $shared/gen_orders.py: skipped the peer comparison"; exit 0; }
+# spread LABEL: min / median / max of the walls in $work/walls-LABEL, and the largest peak RSS.
+spread() {
+    sort -n "$work/walls-$1" | awk -v label="$1" -v rss="$(sort -n "$work/rss-$1" | tail -1)" \
+        '{w[NR] = $1} END {printf "  %-16s %6.2f / %6.2f / %6.2f s wall  %5.2f GiB peak RSS\n",
+            label, w[1], w[int((NR + 1) / 2)], w[NR], rss / 1048576}'
+}
+# timed LABEL COMMAND...: one run, its wall and peak RSS appended to LABEL's lists.
+timed() {
+    local label=$1; shift
+    /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >/dev/null 2>"$work/stderr.txt" || {
+        echo "$label failed:"; cat "$work/stderr.txt"; return 1; }
+    read -r wall rss < "$work/time.txt"
+    echo "$wall" >> "$work/walls-$label"
+    echo "$rss" >> "$work/rss-$label"
+}
+for size in "${sizes[@]}"; do
+    lines=$(lines_of "$size")
+    orders="$work/gen-orders-$size.parquet"
+    [ -f "$orders" ] || python3 "$shared/gen_orders.py" --lines "$lines" --seed 42 --out "$orders" >/dev/null
+    for config in default no-model; do
+        cat > "$work/gen-$config.yaml" <<YAML
+input:
+  orders: $orders
+  columns:
+    category: category
+    channel: channel
+output:
+  dir: $work/gen-out-$config
+YAML
+    done
+    cat >> "$work/gen-no-model.yaml" <<YAML
+  formats: [parquet]
+  report: false
+clv:
+  model: none
+YAML
+    labels=(scan duckdb-peer loyalty loyalty-no-model)
+    for label in "${labels[@]}"; do rm -f "$work/walls-$label" "$work/rss-$label"; done
+    for _ in $(seq "$runs"); do
+        timed scan python3 -c "import duckdb; duckdb.sql(\"SELECT count(*), count(DISTINCT customer_id), sum(amount) FROM read_parquet('$orders')\").fetchall()"
+        timed duckdb-peer python3 "$shared/peer_duckdb.py" "$orders" "$work/peer-out" --threads "$threads"
+        timed loyalty "$bin" --log-level warn run --config "$work/gen-default.yaml"
+        timed loyalty-no-model "$bin" --log-level warn run --config "$work/gen-no-model.yaml"
+    done
+    rows=$(python3 -c "import pyarrow.parquet as pq; print(pq.ParquetFile('$orders').metadata.num_rows)")
+    echo "$size gen_orders.py (date-ordered): $rows lines; min / median / max of $runs interleaved rounds"
+    for label in "${labels[@]}"; do spread "$label"; done
 done

@@ -12,13 +12,30 @@ use polars::prelude::*;
 /// No channel or category.
 pub(super) const NONE: u32 = u32::MAX;
 
+/// A table entry of an [`Interner`]: the string's number, 32 bits of its hash
+/// (growing the table rehashes from them, never reading the text again: at 30M
+/// lines, reading each id again at every doubling, from all over memory, was 3% of
+/// the job's time), and the Arrow view it was first seen in, when that holds the
+/// whole string ([`SHORT`]).
+#[derive(Clone, Copy)]
+pub(super) struct Slot {
+    pub(super) number: u32,
+    pub(super) bits: u32,
+    /// The view's two halves (8-byte aligned: the entry stays 24 bytes).
+    pub(super) view: [u64; 2],
+}
+
+/// The [`Slot::view`] of a string whose view does not hold it whole.
+const NO_VIEW: [u64; 2] = [u64::MAX, u64::MAX];
+
+/// Longest string an Arrow view holds whole: equal such views are equal strings,
+/// in any array.
+pub(super) const SHORT: u32 = 12;
+
 /// Distinct strings, each stored once, numbered in order of first appearance.
 #[derive(Default)]
 pub(super) struct Interner {
-    /// (string number, 32 bits of its hash): growing the table rehashes from the
-    /// stored bits, never reading the text again (at 30M lines, reading each id
-    /// again at every doubling, from all over memory, was 3% of the job's time).
-    pub(super) table: HashTable<(u32, u32)>,
+    pub(super) table: HashTable<Slot>,
     pub(super) text: String,
     pub(super) ends: Vec<usize>,
 }
@@ -57,25 +74,35 @@ impl Interner {
     }
 
     pub(super) fn intern(&mut self, hasher: &FixedState, s: &str) -> u32 {
-        self.intern_hashed(s, hasher.hash_one(s.as_bytes()))
+        self.intern_hashed(s, hasher.hash_one(s.as_bytes()), None)
     }
 
-    /// `hash`: the string's hash by the interner's hasher.
-    pub(super) fn intern_hashed(&mut self, s: &str, hash: u64) -> u32 {
+    /// `hash`: the string's hash by the interner's hasher; `view`: the Arrow view
+    /// `s` was read from, when it holds the whole string (before trimming). A string
+    /// met again in the same form is then recognised by its view, in the table's
+    /// own entry, without reading the stored text from elsewhere in memory: on
+    /// lines in date order, where nearly every line's customer is another one, the
+    /// text compare was a cache miss per line.
+    pub(super) fn intern_hashed(&mut self, s: &str, hash: u64, view: Option<u128>) -> u32 {
         let Self { table, text, ends } = self;
         let bits = hash_bits(hash);
+        let view = view.map_or(NO_VIEW, |v| [v as u64, (v >> 64) as u64]);
         let entry = table.entry(
             table_hash(bits),
-            |&(i, stored)| stored == bits && bytes_of(text, ends, i) == s.as_bytes(),
-            |&(_, stored)| table_hash(stored),
+            |slot| {
+                slot.bits == bits
+                    && ((view != NO_VIEW && slot.view == view)
+                        || bytes_of(text, ends, slot.number) == s.as_bytes())
+            },
+            |slot| table_hash(slot.bits),
         );
         match entry {
-            Entry::Occupied(e) => e.get().0,
+            Entry::Occupied(e) => e.get().number,
             Entry::Vacant(e) => {
-                let i = ends.len() as u32;
-                e.insert((i, bits));
+                let number = ends.len() as u32;
+                e.insert(Slot { number, bits, view });
                 self.push(s);
-                i
+                number
             }
         }
     }
@@ -84,6 +111,11 @@ impl Interner {
         self.text.push_str(s);
         self.ends.push(self.text.len());
     }
+}
+
+/// The view of the string at `i` when it holds the whole string ([`SHORT`]).
+pub(super) fn short_view(array: &<StringType as PolarsDataType>::Array, i: usize) -> Option<u128> {
+    (array.views()[i].length <= SHORT).then(|| view(array, i))
 }
 
 /// A string's 16-byte view in its array. Within one array, equal views are equal
@@ -113,7 +145,7 @@ impl Labels {
             return NONE;
         };
         // Arrow keeps strings of up to 12 bytes inside the view itself.
-        let short = array.views()[i].length <= 12;
+        let short = array.views()[i].length <= SHORT;
         let key = view(array, i);
         if short && let Some(&id) = self.by_view.get(&key) {
             return id;
@@ -137,4 +169,41 @@ impl Labels {
 /// An id as the fold sees it: trimmed, and missing when empty (SPEC §1 step 1).
 pub(super) fn present(id: Option<&str>) -> Option<&str> {
     id.map(str::trim).filter(|id| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The view is a shortcut only: a string met in another raw form (padded) or too
+    /// long for its view is still found by its text.
+    #[test]
+    fn a_string_met_again_in_another_form_keeps_its_number() {
+        let ids = StringChunked::new(
+            "ids".into(),
+            &[
+                "c1",
+                " c1",
+                "c1",
+                "c2",
+                "a-long-customer-id",
+                "a-long-customer-id ",
+                "c2",
+            ],
+        );
+        let array = ids.downcast_iter().next().unwrap();
+        let hasher = FixedState::with_seed(7);
+        let mut interner = Interner::default();
+        let numbers: Vec<u32> = (0..array.len())
+            .map(|i| {
+                let text = present(array.get(i)).unwrap();
+                interner.intern_hashed(text, hasher.hash_one(text.as_bytes()), short_view(array, i))
+            })
+            .collect();
+        assert_eq!(numbers, [0, 0, 0, 1, 2, 2, 1]);
+        assert_eq!(
+            (0..3).map(|i| interner.get(i)).collect::<Vec<_>>(),
+            ["c1", "c2", "a-long-customer-id"]
+        );
+    }
 }

@@ -9,7 +9,7 @@ use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 use polars::prelude::*;
 
-use super::intern::{Interner, Labels, NONE, present, view};
+use super::intern::{Interner, Labels, NONE, Slot, present, short_view, view};
 use super::orders::Orders;
 
 /// The columns of one batch of the line stream, as contiguous arrays.
@@ -85,7 +85,9 @@ impl Shard {
         fn of<T>(v: &Vec<T>) -> usize {
             v.capacity() * std::mem::size_of::<T>()
         }
-        let interner = |i: &Interner| i.text.capacity() + of(&i.ends) + i.table.capacity() * 9;
+        let interner = |i: &Interner| {
+            i.text.capacity() + of(&i.ends) + i.table.capacity() * (std::mem::size_of::<Slot>() + 1)
+        };
         let o = &self.orders;
         interner(&self.customers)
             + interner(&o.ids)
@@ -127,7 +129,8 @@ impl Shard {
                 Some((v, key)) if v == customer_view => key,
                 _ => {
                     let text = present(batch.customers.get(i)).unwrap_or_default();
-                    self.customers.intern_hashed(text, customer_hash)
+                    let short = short_view(batch.customers, i);
+                    self.customers.intern_hashed(text, customer_hash, short)
                 }
             };
             last_customer = Some((customer_view, customer));
