@@ -29,6 +29,9 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
     "pyspark[connect]==4.3.0" >&2
 command -v java >/dev/null || { echo "java is required (openjdk-17-jre-headless)" >&2; exit 1; }
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A server left running from this state folder (an earlier start never stopped)
+# would make Spark refuse to start another: it is ours, so it is stopped first.
+"$0" stop
 mkdir -p "$state/pids" "$state/logs"
 SPARK_PID_DIR="$state/pids" SPARK_LOG_DIR="$state/logs" "$(spark_home)/sbin/start-connect-server.sh" \
     --master 'local[2]' \
