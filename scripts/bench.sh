@@ -42,6 +42,22 @@ lines_of() {
     esac
 }
 
+# job_config FILE ORDERS OUT: a job over ORDERS with category and channel mapped,
+# writing to OUT; the caller appends what else it sets.
+job_config() {
+    cat > "$1" <<YAML
+input:
+  orders: $2
+  columns:
+    category: category
+    channel: channel
+output:
+  dir: $3
+YAML
+}
+
+rows_of() { python3 -c "import pyarrow.parquet as pq; print(pq.ParquetFile('$1').metadata.num_rows)"; }
+
 # best LABEL COMMAND...: runs COMMAND $runs times; prints the best wall time with its user time and peak RSS.
 best() {
     local label=$1; shift
@@ -68,19 +84,10 @@ for size in "${sizes[@]}"; do
     if [ ! -f "$orders" ]; then
         "$bin" --log-level warn generate --customers "$customers" --seed 7 --out "$orders" >/dev/null
     fi
-    rows=$(python3 -c "import pyarrow.parquet as pq; print(pq.ParquetFile('$orders').metadata.num_rows)")
+    rows=$(rows_of "$orders")
     bytes=$(stat -c %s "$orders")
-    cat > "$work/bench.yaml" <<YAML
-input:
-  orders: $orders
-  columns:
-    category: category
-    channel: channel
-output:
-  dir: $work/out
-  formats: [parquet]
-  report: false
-YAML
+    job_config "$work/bench.yaml" "$orders" "$work/out"
+    printf '  formats: [parquet]\n  report: false\n' >> "$work/bench.yaml"
     echo "$size: $rows lines, $customers customers, $(( bytes / 1048576 )) MiB Parquet"
     best floor python3 -c "import pyarrow.parquet as pq; pq.read_table('$orders', columns=['customer_id','order_id','order_date','amount'])"
     best duckdb python3 benches/duckdb/run.py "$orders" "$work/duck" --threads "$threads"
@@ -113,23 +120,9 @@ for size in "${sizes[@]}"; do
     lines=$(lines_of "$size")
     orders="$work/gen-orders-$size.parquet"
     [ -f "$orders" ] || python3 "$shared/gen_orders.py" --lines "$lines" --seed 42 --out "$orders" >/dev/null
-    for config in default no-model; do
-        cat > "$work/gen-$config.yaml" <<YAML
-input:
-  orders: $orders
-  columns:
-    category: category
-    channel: channel
-output:
-  dir: $work/gen-out-$config
-YAML
-    done
-    cat >> "$work/gen-no-model.yaml" <<YAML
-  formats: [parquet]
-  report: false
-clv:
-  model: none
-YAML
+    job_config "$work/gen-default.yaml" "$orders" "$work/gen-out-default"
+    job_config "$work/gen-no-model.yaml" "$orders" "$work/gen-out-no-model"
+    printf '  formats: [parquet]\n  report: false\nclv:\n  model: none\n' >> "$work/gen-no-model.yaml"
     labels=(scan duckdb-peer loyalty loyalty-no-model)
     for label in "${labels[@]}"; do rm -f "$work/walls-$label" "$work/rss-$label"; done
     for _ in $(seq "$runs"); do
@@ -138,7 +131,7 @@ YAML
         timed loyalty "$bin" --log-level warn run --config "$work/gen-default.yaml"
         timed loyalty-no-model "$bin" --log-level warn run --config "$work/gen-no-model.yaml"
     done
-    rows=$(python3 -c "import pyarrow.parquet as pq; print(pq.ParquetFile('$orders').metadata.num_rows)")
+    rows=$(rows_of "$orders")
     echo "$size gen_orders.py (date-ordered): $rows lines; min / median / max of $runs interleaved rounds"
     for label in "${labels[@]}"; do spread "$label"; done
 done

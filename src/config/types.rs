@@ -657,6 +657,15 @@ impl Default for ClvConfig {
 }
 
 impl ClvConfig {
+    /// `holdout_days` when a model is fitted: the holdout validates the model, so
+    /// without one there is nothing to hold out.
+    pub fn model_holdout_days(&self) -> Option<u32> {
+        match self.model {
+            PurchaseModel::None => None,
+            _ => self.holdout_days,
+        }
+    }
+
     /// Every dimension that applies: channel only when `input.columns.channel` is mapped.
     pub fn default_segment_by(has_channel: bool) -> Vec<Dimension> {
         let mut dimensions = vec![Dimension::Segment, Dimension::Cohort, Dimension::AbcClass];

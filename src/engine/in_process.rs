@@ -12,7 +12,7 @@ use chrono::Days;
 use polars::prelude::*;
 
 use super::{CustomerSummary, Engine, Job};
-use crate::config::{Engine as Execution, PurchaseModel};
+use crate::config::Engine as Execution;
 use crate::error::{Error, InputError, Result};
 use crate::ingest::{self, CleaningStep, Ingested, Normalised};
 use crate::io::input::{self, Inputs};
@@ -186,10 +186,7 @@ pub(super) fn customers(job: Job<'_>, cleaned: CleanedOrders, log: &mut StageLog
             rfm_since: config.rfm.window_days.map(|days| as_of - Days::new(days.into())),
             window_start: Some(as_of - Days::new(config.kpis.churn_window_days.into())),
         };
-        let holdout_days = match config.clv.model {
-            PurchaseModel::None => None,
-            _ => config.clv.holdout_days,
-        };
+        let holdout_days = config.clv.model_holdout_days();
         let (aggregates, activity, upsell, summaries, periods, holdout) = log.timed("customers", || {
             let (mut aggregates, mut activity, mut upsell, mut summaries, mut periods, mut holdout) = (
                 Vec::new(),

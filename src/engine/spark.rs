@@ -34,15 +34,14 @@ use spark_connect::session::SparkSessionBuilder;
 
 use super::in_process::{self, CleanedOrders, InProcess};
 use super::{CustomerSummary, Engine, Job};
-use crate::config::{
-    ConfigIssue, ExcludeRule, Grain, JobConfig, Matcher, PurchaseModel, Returns, SparkConfig,
-};
+use crate::config::{ConfigIssue, ExcludeRule, Grain, JobConfig, Matcher, Returns, SparkConfig};
 use crate::error::{Error, InputError, Result};
 use crate::ingest::{self, Ingested, StepCounts, plan};
 use crate::io::input::Inputs;
 use crate::metrics::{cohort, customers};
 use crate::model::summary;
 use crate::pipeline::StageLog;
+use crate::schema::customers::{FIRST_ORDER_DATE, LAST_ORDER_DATE};
 use crate::schema::internal::{
     CATEGORY_MAX, CATEGORY_MIN, CHANNEL, CUSTOMER_ID, MARGIN, ORDER_DATE, ORDER_RANK, VALUE,
 };
@@ -261,14 +260,7 @@ impl Spark {
                  FROM loyalty_lines"
             ),
         )?;
-        let number = |name: &str| -> Result<u64> {
-            Ok(counts
-                .column(name)?
-                .cast(&DataType::Int64)?
-                .i64()?
-                .get(0)
-                .unwrap_or(0) as u64)
-        };
+        let number = |name: &str| count(&counts, name);
         let as_of = match config.as_of {
             Some(as_of) => as_of,
             None => {
@@ -349,14 +341,7 @@ impl Spark {
             "SELECT COUNT(*) AS orders, COALESCE(SUM(CASE WHEN __micros > 0 THEN 1 ELSE 0 END), 0) AS purchases
              FROM loyalty_orders",
         )?;
-        let total = |name: &str| -> Result<u64> {
-            Ok(totals
-                .column(name)?
-                .cast(&DataType::Int64)?
-                .i64()?
-                .get(0)
-                .unwrap_or(0) as u64)
-        };
+        let total = |name: &str| count(&totals, name);
         let counts = StepCounts {
             rows: number("rows")?,
             null_customer: number("null_customer")?,
@@ -419,10 +404,10 @@ impl Spark {
             rfm_since: config.rfm.window_days.map(|days| as_of - Days::new(days.into())),
             window_start: Some(as_of - Days::new(config.kpis.churn_window_days.into())),
         };
-        let holdout_cut = match config.clv.model {
-            PurchaseModel::None => None,
-            _ => config.clv.holdout_days.map(|days| as_of - Days::new(days.into())),
-        };
+        let holdout_cut = config
+            .clv
+            .model_holdout_days()
+            .map(|days| as_of - Days::new(days.into()));
         let sql = customer_sql(wants, cleaned.has_category, holdout_cut);
         let rows = self.frame("customers", &sql)?;
         let rows = rows.sort(["__cid"], SortMultipleOptions::default())?;
@@ -464,26 +449,28 @@ impl Spark {
             let numbers = number_of(labels, purchasers.column("__channel_text")?, CHANNEL)?;
             shaped.with_column(numbers.with_name(crate::schema::customers::CHANNEL.into()))?;
         }
+        // The in-process plans over no orders give the schemas to shape to.
+        let no_orders = empty_orders(&wants, cleaned.has_category);
         let aggregates = conformed(
             &shaped,
-            customers::customer_aggregates(empty_orders(&wants, cleaned.has_category).lazy(), wants)
+            customers::customer_aggregates(no_orders.clone().lazy(), wants)
                 .collect_schema()?
                 .as_ref(),
         )?;
 
         let obs_end = crate::dates::epoch_days(as_of - Days::new(1));
         let unit_days = config.clv.time_unit.days();
-        let days = purchase_days(&purchasers, "__last", "__days", "__purchased")?;
+        let days = purchase_days(&purchasers, LAST_ORDER_DATE, "__days", "__purchased")?;
         let summaries: Vec<[f64; 4]> = days.iter().map(|d| d.summary(obs_end, unit_days)).collect();
         let keys = purchasers.column(crate::schema::CUSTOMER_ID)?.clone();
-        let model_summary = summary::summary_columns(keys.clone(), &summaries)?;
+        let model_summary = summary::summary_columns(keys, &summaries)?;
 
         let holdout = match holdout_cut {
             Some(cut) => {
                 let calibrated = purchasers
                     .clone()
                     .lazy()
-                    .filter(col("__first").lt(lit(cut)))
+                    .filter(col(FIRST_ORDER_DATE).lt(lit(cut)))
                     .collect()?;
                 let cut_end = crate::dates::epoch_days(cut - Days::new(1));
                 let rows: Vec<[f64; 4]> =
@@ -515,7 +502,7 @@ impl Spark {
         let activity = self.frame("cohort activity", &cohort_sql(grain))?;
         let cohort_activity = conformed(
             &activity,
-            cohort::cohort_activity(empty_orders(&wants, cleaned.has_category).lazy(), grain)
+            cohort::cohort_activity(no_orders.lazy(), grain)
                 .collect_schema()?
                 .as_ref(),
         )?;
@@ -536,6 +523,16 @@ impl Spark {
             identities: None,
         })
     }
+}
+
+/// The count in column `name` of a one-row result (0 when null).
+fn count(frame: &DataFrame, name: &str) -> Result<u64> {
+    Ok(frame
+        .column(name)?
+        .cast(&DataType::Int64)?
+        .i64()?
+        .get(0)
+        .unwrap_or(0) as u64)
 }
 
 /// What SPEC §1 on Spark leaves: the order table `loyalty_orders` is cached there.
@@ -563,7 +560,6 @@ fn customer_sql(
     has_category: bool,
     holdout_cut: Option<chrono::NaiveDate>,
 ) -> String {
-    use crate::schema::customers::{FIRST_ORDER_DATE, LAST_ORDER_DATE};
     use crate::schema::internal::{
         BEFORE_WINDOW_LAST, FIRST_ORDER_MICROS, GROSS_MARGIN_MICROS, REVENUE_MICROS, RFM_ORDERS,
         RFM_REVENUE_MICROS,
@@ -573,10 +569,8 @@ fn customer_sql(
     let first_purchase = format!("CASE WHEN {p} THEN struct(__day, __oid) END");
     let mut columns = vec![
         "__cid".to_string(),
-        format!("MIN(__first_purchase) AS __first"),
         format!("MIN(__first_purchase) AS {}", quoted(FIRST_ORDER_DATE)),
         format!("MAX(CASE WHEN {p} THEN __day END) AS {}", quoted(LAST_ORDER_DATE)),
-        format!("MAX(CASE WHEN {p} THEN __day END) AS __last"),
         format!(
             "SUM(CASE WHEN {p} THEN 1 ELSE 0 END) AS {}",
             quoted(crate::schema::ORDERS)
@@ -667,9 +661,9 @@ fn cohort_sql(grain: Grain) -> String {
     )
 }
 
-/// The purchase days of each row of `rows` (purchasers): first purchase `__first`
-/// and first day's value `__first_day`, with the named last day, purchase-day
-/// count and purchased value.
+/// The purchase days of each row of `rows` (purchasers): first purchase
+/// `first_order_date` and first day's value `__first_day`, with the named last
+/// day, purchase-day count and purchased value.
 fn purchase_days(
     rows: &DataFrame,
     last: &str,
@@ -682,14 +676,14 @@ fn purchase_days(
     let money = |name: &str| -> Result<Int128Chunked> {
         Ok(rows.column(name)?.cast(&DataType::Int128)?.i128()?.clone())
     };
-    let count = rows.column(days)?.cast(&DataType::Int64)?;
-    let (first, last, count) = (day("__first")?, day(last)?, count.i64()?.clone());
+    let day_counts = rows.column(days)?.cast(&DataType::Int64)?;
+    let (first, last, day_counts) = (day(FIRST_ORDER_DATE)?, day(last)?, day_counts.i64()?.clone());
     let (first_day, purchased) = (money("__first_day")?, money(purchased)?);
     Ok((0..rows.height())
         .map(|i| summary::PurchaseDays {
             first: first.get(i).unwrap_or_default(),
             last: last.get(i).unwrap_or_default(),
-            repeat_days: count.get(i).unwrap_or(1).saturating_sub(1) as u64,
+            repeat_days: day_counts.get(i).unwrap_or(1).saturating_sub(1) as u64,
             first_day_value: first_day.get(i).unwrap_or_default(),
             total: purchased.get(i).unwrap_or_default(),
         })
