@@ -92,7 +92,9 @@ impl Shard {
         interner(&self.customers)
             + interner(&o.ids)
             + o.table.capacity() * 9
-            + of(&o.runs)
+            + of(&o.heads)
+            + of(&o.previous)
+            + of(&o.bits)
             + of(&o.customer)
             + of(&o.first_day)
             + of(&o.value)

@@ -17,7 +17,8 @@ use crate::schema::internal::{
 };
 
 /// Order numbers against a map from (customer, order_id) to the order first
-/// made for it: in runs, in the table, and moved from one to the other.
+/// made for it: as the newest, in the chain, in the table, and moved from the
+/// chain to the table.
 fn numbers_match_a_map(lookups: &[(u32, String)]) {
     let hasher = FixedState::with_seed(1);
     let mut orders = Orders::with_capacity(0);
@@ -32,12 +33,12 @@ fn numbers_match_a_map(lookups: &[(u32, String)]) {
 }
 
 #[test]
-fn orders_are_found_in_runs_and_in_the_table() {
+fn orders_are_found_as_the_newest_in_the_chain_and_in_the_table() {
     let lookups = |pairs: &[(u32, &str)]| -> Vec<(u32, String)> {
         pairs.iter().map(|(c, id)| (*c, id.to_string())).collect()
     };
-    // A run (0), found again in it; another customer (1) ends it; 0 comes back
-    // with an order of its run, then a new one (the run goes to the table).
+    // Customer 0's orders found as its newest and in its chain, across another
+    // customer's orders.
     numbers_match_a_map(&lookups(&[
         (0, "a"),
         (0, "b"),
@@ -49,8 +50,9 @@ fn orders_are_found_in_runs_and_in_the_table() {
         (1, "b"),
         (1, "a"),
     ]));
-    // One customer's run past RUN_ORDERS, then every order again.
-    let ids: Vec<String> = (0..3 * RUN_ORDERS).map(|i| format!("order-{i}")).collect();
+    // One customer's chain past CHAIN_ORDERS (it goes to the table), then every
+    // order again.
+    let ids: Vec<String> = (0..3 * CHAIN_ORDERS).map(|i| format!("order-{i}")).collect();
     let mut long: Vec<(u32, String)> = ids.iter().map(|id| (7, id.clone())).collect();
     long.extend(ids.iter().rev().map(|id| (7, id.clone())));
     numbers_match_a_map(&long);
