@@ -48,6 +48,93 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Bytes a [`PipedWriter`] gathers before handing them over: few enough hand-overs
+/// and write calls, and little memory held (at most [`BLOCKS_IN_FLIGHT`] more).
+const BLOCK: usize = 1 << 20;
+const BLOCKS_IN_FLIGHT: usize = 4;
+
+/// A [`HashingWriter`] over a file on a thread of its own: what is written is
+/// gathered into blocks and handed over, and the thread checksums each block and
+/// writes it (the kernel's copy into the page cache), then syncs the file. The
+/// encoders that write a table run on meanwhile: done in their thread, the
+/// checksum and the copy were a third of the write stage, with one core idle.
+pub struct PipedWriter {
+    block: Vec<u8>,
+    send: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<std::io::Result<(u64, String)>>>,
+}
+
+impl PipedWriter {
+    pub fn new(file: std::fs::File) -> Self {
+        let (send, receive) = std::sync::mpsc::sync_channel::<Vec<u8>>(BLOCKS_IN_FLIGHT);
+        let worker = std::thread::spawn(move || {
+            let mut out = HashingWriter::new(file);
+            for block in receive {
+                out.write_all(&block)?;
+            }
+            out.inner.sync_all()?;
+            Ok(out.finish())
+        });
+        Self {
+            block: Vec::with_capacity(BLOCK),
+            send: Some(send),
+            worker: Some(worker),
+        }
+    }
+
+    fn hand_over(&mut self) -> std::io::Result<()> {
+        let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+        let send = self.send.as_ref().expect("a writer not finished");
+        // A closed channel: the thread stopped on an error, which `finish` returns.
+        send.send(block)
+            .map_err(|_| std::io::Error::other("the file's writer stopped"))
+    }
+
+    /// Writes what is left, syncs the file, and returns the bytes written and their
+    /// sha256 (lowercase hex), or the first error writing them.
+    pub fn finish(mut self) -> std::io::Result<(u64, String)> {
+        let handed = if self.block.is_empty() {
+            Ok(())
+        } else {
+            self.hand_over()
+        };
+        self.send = None;
+        let written = self
+            .worker
+            .take()
+            .expect("a writer not finished")
+            .join()
+            .map_err(|_| std::io::Error::other("the file's writer panicked"))?;
+        // The thread's own error says more than a failed hand-over.
+        let written = written?;
+        handed.map(|_| written)
+    }
+}
+
+impl Write for PipedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.block.len() + buf.len() > BLOCK && !self.block.is_empty() {
+            self.hand_over()?;
+        }
+        self.block.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PipedWriter {
+    /// An unfinished writer (the table failed) still stops its thread.
+    fn drop(&mut self) {
+        self.send = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +149,26 @@ mod tests {
         assert_eq!(bytes, 15);
         assert_eq!(sha, sha256_hex(b"loyalty outputs"));
         assert_eq!(out, b"loyalty outputs");
+    }
+
+    /// Small and large writes, across blocks, come out whole and in order.
+    #[test]
+    fn piped_writer_writes_and_hashes_every_byte_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let mut writer = PipedWriter::new(std::fs::File::create(&path).unwrap());
+        let mut expected = Vec::new();
+        for i in 0..40u32 {
+            // From a few bytes to several blocks in one write.
+            let part: Vec<u8> = (0..(i as usize * 97_001) % (3 * BLOCK))
+                .map(|j| (j as u32 ^ i) as u8)
+                .collect();
+            writer.write_all(&part).unwrap();
+            expected.extend_from_slice(&part);
+        }
+        let (bytes, sha) = writer.finish().unwrap();
+        assert_eq!(bytes, expected.len() as u64);
+        assert_eq!(sha, sha256_hex(&expected));
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 }

@@ -14,7 +14,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 use rayon::prelude::*;
 
-use crate::checksum::HashingWriter;
+use crate::checksum::PipedWriter;
 use crate::config::Format;
 use crate::error::{Error, Result};
 use crate::io::input::{InputFile, InputRoot, canonical};
@@ -661,14 +661,15 @@ impl<W: Write + Send> FormatWriter<W> {
 /// slices (each slice written in every format at once); returns each file's size
 /// and sha256, taken as the bytes are written.
 pub fn write_table_as(paths: &[(PathBuf, Format)], table: &Table) -> Result<Vec<(u64, String)>> {
-    let mut files = Vec::with_capacity(paths.len());
+    let mut outs = Vec::with_capacity(paths.len());
     for (path, _) in paths {
-        files.push(File::create(path).map_err(|e| Error::io(path, e))?);
+        outs.push(PipedWriter::new(
+            File::create(path).map_err(|e| Error::io(path, e))?,
+        ));
     }
     // A failed write (a full disk) names the file, not the query engine.
     let failed =
         |i: usize| move |e: PolarsError| Error::io(&paths[i].0, std::io::Error::other(e.to_string()));
-    let mut outs: Vec<HashingWriter<&mut File>> = files.iter_mut().map(HashingWriter::new).collect();
     {
         let mut slices = table.slices();
         let first = slices.next().transpose()?.unwrap_or_default();
@@ -688,11 +689,11 @@ pub fn write_table_as(paths: &[(PathBuf, Format)], table: &Table) -> Result<Vec<
             writer.finish().map_err(failed(i))?;
         }
     }
-    let written: Vec<(u64, String)> = outs.into_iter().map(HashingWriter::finish).collect();
-    for (file, (path, _)) in files.iter().zip(paths) {
-        file.sync_all().map_err(|e| Error::io(path, e))?;
-    }
-    Ok(written)
+    // Each file is written out and synced by its writer's thread.
+    outs.into_iter()
+        .zip(paths)
+        .map(|(out, (path, _))| out.finish().map_err(|e| Error::io(path, e)))
+        .collect()
 }
 
 /// Replaces one file atomically: written beside it under a hidden name, synced,
