@@ -75,13 +75,14 @@ pub struct OrderBook {
     pub(super) batches: u64,
 }
 
-/// The first 8 bytes of a string as a big-endian integer (zero-padded): integers
-/// compare as the strings' byte order does, up to ties.
-pub(super) fn prefix(text: &str) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = text.len().min(8);
+/// The first 16 bytes of a string as a big-endian integer (zero-padded): integers
+/// compare as the strings' byte order does, up to ties. Ids of up to 16 bytes
+/// (most) differ in it, so sorting them never reads their text.
+pub(super) fn prefix(text: &str) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = text.len().min(16);
     bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
-    u64::from_be_bytes(bytes)
+    u128::from_be_bytes(bytes)
 }
 
 /// A column of a batch as one contiguous array.
@@ -316,11 +317,11 @@ impl OrderBook {
             ..
         } = self;
         // Customer keys in customer_id text order, so sorting by key sorts by id.
-        // Sorted on the first 8 bytes as an integer first: most comparisons then
+        // Sorted on the first 16 bytes as an integer first: most comparisons then
         // never touch the text.
         let (key, customer_ids, customer_count) = {
             let text = |&(s, c): &(u32, u32)| shards[s as usize].customers.get(c);
-            let mut by_text: Vec<(u64, (u32, u32))> = shards
+            let mut by_text: Vec<(u128, (u32, u32))> = shards
                 .iter()
                 .enumerate()
                 .flat_map(|(s, shard)| (0..shard.customers.len() as u32).map(move |c| (s as u32, c)))
@@ -368,13 +369,15 @@ impl OrderBook {
         }
         let mut order_rank = UInt32Chunked::from_vec(ORDER_RANK.into(), (0..sorted.len() as u32).collect());
         order_rank.set_sorted_flag(IsSorted::Ascending);
-        // A per-order label number (NONE: none) in order, as a nullable column.
+        // A per-order label number in order, as a column null where it is NONE (the
+        // validity made by one vectorised compare: collecting options took 0.1 s
+        // per column at 5M orders).
         let in_order = |shards: &[Shard], pick: fn(&Orders) -> &Vec<u32>, name: &str| {
-            sorted
-                .par_iter()
-                .map(|&(s, o)| Some(pick(&shards[s as usize].orders)[o as usize]).filter(|&c| c != NONE))
-                .collect::<UInt32Chunked>()
-                .with_name(name.into())
+            let numbers = UInt32Chunked::from_vec(name.into(), gathered(&sorted, shards, pick));
+            let present = numbers.not_equal(NONE);
+            let validity = present.downcast_as_array().values().clone();
+            let array = numbers.downcast_as_array().clone().with_validity(Some(validity));
+            UInt32Chunked::with_chunk(name.into(), array)
         };
         let days = Int32Chunked::from_vec(ORDER_DATE.into(), gathered(&sorted, &shards, |o| &o.first_day));
         for shard in &mut shards {
