@@ -16,7 +16,7 @@ use super::Ingested;
 use super::intern::{Interner, Labels, NONE, present, view};
 use super::orders::{Orders, grouped_by_key};
 use super::plan::{CleaningStep, LinePlan, line};
-use super::shard::{Batch, Candidate, Shard, pass_of, shard_of};
+use super::shard::{Batch, Candidate, Repeated, Shard, pass_of, shard_of};
 use crate::dates::epoch_days;
 use crate::error::Result;
 use crate::schema::internal::{
@@ -68,6 +68,8 @@ pub struct OrderBook {
     /// [`plan::duplicate_check_columns`], and their rows.
     pub(super) held: Vec<DataFrame>,
     pub(super) held_rows: Vec<IdxSize>,
+    /// The batch before the current one, whose lines may repeat in it.
+    pub(super) previous: Option<DataFrame>,
     /// Lines whose fingerprint repeats, from every sealed pass, by row.
     pub(super) candidates: Vec<Candidate>,
     /// Time spent folding, and batches folded (for the debug log).
@@ -125,6 +127,7 @@ impl OrderBook {
             has_margin: plan.has_margin,
             held: Vec::new(),
             held_rows: Vec::new(),
+            previous: None,
             candidates: Vec::new(),
             busy_seconds: 0.0,
             batches: 0,
@@ -165,6 +168,7 @@ impl OrderBook {
         self.candidates.extend(candidates.into_iter().flatten());
         self.candidates.sort_unstable_by_key(|c| c.row);
         self.pass += 1;
+        self.previous = None;
         if self.pass < self.passes {
             self.shards = self.fresh_shards();
         }
@@ -282,16 +286,26 @@ impl OrderBook {
         }
 
         let (hasher, dedupe) = (&self.hasher, self.dedupe);
-        let repeated: Vec<Vec<IdxSize>> = self
+        let repeated: Vec<Repeated> = self
             .shards
             .par_iter_mut()
             .zip(&routed)
             .map(|(shard, lines)| shard.fold(hasher, b, lines, dedupe))
             .collect();
         self.routed = routed;
-        let repeated: hashbrown::HashSet<IdxSize> = repeated.into_iter().flatten().collect();
-        if !repeated.is_empty() {
-            self.hold(batch, b.rows, &repeated)?;
+        let (mut current, mut previous) = (hashbrown::HashSet::new(), hashbrown::HashSet::new());
+        for r in repeated {
+            current.extend(r.current);
+            previous.extend(r.previous);
+        }
+        if !current.is_empty() {
+            self.hold(batch, &current)?;
+        }
+        if let Some(before) = self.previous.take().filter(|_| !previous.is_empty()) {
+            self.hold(&before, &previous)?;
+        }
+        if dedupe {
+            self.previous = Some(batch.clone());
         }
         Ok(())
     }

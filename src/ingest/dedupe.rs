@@ -1,8 +1,9 @@
 //! SPEC §1 step 3, exact duplicate rows: only lines whose fingerprint repeats are
 //! candidates; their raw values are held from their batch when every copy falls in
-//! one, else read again from the input, and compared once every pass is over. Taking
-//! a duplicate out changes its order's value, never its date, channel or categories,
-//! nor whether it keeps a line (an equal line stays), so it happens after the fold.
+//! one batch or two batches one after the other, else read again from the input,
+//! and compared once every pass is over. Taking a duplicate out changes its order's
+//! value, never its date, channel or categories, nor whether it keeps a line (an
+//! equal line stays), so it happens after the fold.
 
 use polars::prelude::*;
 
@@ -58,15 +59,17 @@ pub(super) fn read_candidates(
 }
 
 impl OrderBook {
-    /// Keeps the raw values of this batch's lines whose fingerprints repeat within
-    /// the batch. Copies of a line usually sit side by side, so step 3 can mostly be
-    /// decided without reading the input again.
+    /// Keeps the raw values of a batch's lines (those of `repeated` rows) whose
+    /// fingerprints repeat within the batch or the next. Copies of a line usually
+    /// sit close together, so step 3 can mostly be decided without reading the
+    /// input again.
     pub(super) fn hold(
         &mut self,
         batch: &DataFrame,
-        rows: &<IdxType as PolarsDataType>::Array,
         repeated: &hashbrown::HashSet<IdxSize>,
     ) -> PolarsResult<()> {
+        let rows = batch.column(line::ROW)?.as_materialized_series().idx()?.rechunk();
+        let rows = rows.downcast_as_array();
         let local: Vec<IdxSize> = (0..batch.height())
             .filter(|&i| repeated.contains(&rows.value(i)))
             .map(|i| i as IdxSize)
@@ -85,6 +88,11 @@ impl OrderBook {
     pub fn held_candidates(&mut self, candidates: &[IdxSize]) -> PolarsResult<Option<DataFrame>> {
         self.held_rows.sort_unstable();
         if self.held_rows != candidates {
+            tracing::debug!(
+                held = self.held_rows.len(),
+                candidates = candidates.len(),
+                "some copies of a line lie more than a batch apart"
+            );
             return Ok(None);
         }
         Ok(Some(crate::io::table::stacked(std::mem::take(&mut self.held))?))

@@ -127,8 +127,8 @@ pub fn cleaning_report(counts: &StepCounts, reasons: &[String]) -> Vec<CleaningS
     )
 }
 
-/// Feeds the line stream to `fold`, batch by batch, in the order Polars' streaming
-/// engine produces them: the fold runs on this thread while the engine reads on.
+/// Feeds the line stream to `fold`, batch by batch, in input order: the fold runs
+/// on this thread while Polars' streaming engine reads on.
 fn read_in_batches(lines: &LazyFrame, mut fold: impl FnMut(DataFrame) -> Result<()>) -> Result<()> {
     // Capacity 1: the engine's sink blocks while a batch waits (upstream of the sink
     // Polars still decodes a few row groups ahead).
@@ -137,9 +137,12 @@ fn read_in_batches(lines: &LazyFrame, mut fold: impl FnMut(DataFrame) -> Result<
         // A closed channel means the fold failed: stop the stream (true).
         Ok(send.send(batch).is_err())
     };
+    // In input order: copies of a line usually lie close together, and the fold
+    // finds them within two batches one after the other (unordered, some copies a
+    // few rows apart came in batches far apart, and the input was read again).
     let plan = lines
         .clone()
-        .sink_batches(PlanCallback::Rust(SpecialEq::new(Arc::new(sink))), false, None)?;
+        .sink_batches(PlanCallback::Rust(SpecialEq::new(Arc::new(sink))), true, None)?;
     let _paging = crate::memory::PagingOut::start();
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || plan.collect_with_engine(Engine::Streaming).map(|_| ()));

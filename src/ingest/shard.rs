@@ -55,6 +55,14 @@ pub(super) struct Candidate {
     pub(super) order: u32,
 }
 
+/// Rows of lines whose fingerprint repeats, found in one batch's fold: in this batch,
+/// and in the batch before (not found before).
+#[derive(Default)]
+pub(super) struct Repeated {
+    pub(super) current: Vec<IdxSize>,
+    pub(super) previous: Vec<IdxSize>,
+}
+
 /// The customers whose id hashes to one part of the hash space, with their orders.
 /// Shards share nothing, so batches are folded by all shards in parallel; a
 /// customer's lines, orders and duplicates all fall in one shard. At the end of its
@@ -71,9 +79,17 @@ pub(super) struct Shard {
     pub(super) dropped: Vec<u64>,
     /// Every line in the window, for step 3.
     pub(super) fingerprints: Vec<Print>,
-    /// The current batch's fingerprints, and those seen twice in it.
+    /// The current batch's fingerprints, and those seen twice in it or in it and
+    /// the batch before.
     pub(super) batch_prints: hashbrown::HashSet<u64, FixedState>,
     pub(super) batch_repeats: Vec<u64>,
+    /// The batch before's fingerprints, and those of them whose lines were held
+    /// then (repeated within it or with the batch before it).
+    pub(super) previous_prints: hashbrown::HashSet<u64, FixedState>,
+    pub(super) previous_repeats: hashbrown::HashSet<u64, FixedState>,
+    /// Where the current and the previous batch's lines start in `fingerprints`.
+    pub(super) batch_start: usize,
+    pub(super) previous_start: usize,
     /// The current batch's customer number per line (reused between batches).
     pub(super) batch_customers: Vec<u32>,
 }
@@ -107,17 +123,23 @@ impl Shard {
     }
 
     /// Folds the given lines of a batch: (index in the batch, hash of the customer id).
-    /// Returns the rows whose fingerprint repeats within this batch.
+    /// Returns the rows whose fingerprint repeats within this batch or with the
+    /// batch before (exact copies of a line usually lie close together; lines in date
+    /// order put a day's lines together, and a batch holds days of them): this
+    /// batch's, and the batch before's not returned then.
     pub(super) fn fold(
         &mut self,
         hasher: &FixedState,
         batch: &Batch,
         lines: &[(u32, u64)],
         dedupe: bool,
-    ) -> Vec<IdxSize> {
-        let mark = self.fingerprints.len();
+    ) -> Repeated {
+        std::mem::swap(&mut self.batch_prints, &mut self.previous_prints);
         self.batch_prints.clear();
-        self.batch_repeats.clear();
+        self.previous_repeats.clear();
+        self.previous_repeats.extend(self.batch_repeats.drain(..));
+        self.previous_start = self.batch_start;
+        self.batch_start = self.fingerprints.len();
         // The customers first, in a loop of their own: its table lookups do not wait
         // on each other, so the processor overlaps their cache misses.
         let mut customers = std::mem::take(&mut self.batch_customers);
@@ -202,21 +224,30 @@ impl Shard {
                     row: batch.rows.value(i),
                 };
                 self.fingerprints.push(print);
-                if !self.batch_prints.insert(print.key()) {
+                if !self.batch_prints.insert(print.key()) || self.previous_prints.contains(&print.key()) {
                     self.batch_repeats.push(print.key());
                 }
             }
         }
         self.batch_customers = customers;
         if self.batch_repeats.is_empty() {
-            return Vec::new();
+            return Repeated::default();
         }
         let repeats: hashbrown::HashSet<u64> = self.batch_repeats.iter().copied().collect();
-        self.fingerprints[mark..]
-            .iter()
-            .filter(|print| repeats.contains(&print.key()))
-            .map(|print| print.row)
-            .collect()
+        let rows = |prints: &[Print], skip: &hashbrown::HashSet<u64, FixedState>| -> Vec<IdxSize> {
+            prints
+                .iter()
+                .filter(|print| repeats.contains(&print.key()) && !skip.contains(&print.key()))
+                .map(|print| print.row)
+                .collect()
+        };
+        Repeated {
+            current: rows(&self.fingerprints[self.batch_start..], &Default::default()),
+            previous: rows(
+                &self.fingerprints[self.previous_start..self.batch_start],
+                &self.previous_repeats,
+            ),
+        }
     }
 
     /// Seals the shard at the end of its pass (see [`Shard`]). Returns the lines
@@ -226,6 +257,8 @@ impl Shard {
         let mut fingerprints = std::mem::take(&mut self.fingerprints);
         self.batch_prints = Default::default();
         self.batch_repeats = Vec::new();
+        self.previous_prints = Default::default();
+        self.previous_repeats = Default::default();
         fingerprints.sort_unstable_by_key(Print::key);
         let repeated: Vec<Print> = fingerprints
             .chunk_by(|a, b| a.key() == b.key())

@@ -204,6 +204,34 @@ fn lines_kept_for_step_3_own_their_strings() {
     assert_owns_strings(&again);
 }
 
+/// Copies of a line in one batch or in two batches one after the other are held
+/// from their batches; copies further apart leave the input to be read again.
+#[test]
+fn copies_in_the_same_or_the_next_batch_are_held() {
+    let config = config::from_str("input:\n  orders: x.parquet\n", "test.yaml", &[]).unwrap();
+    let mut lf = lines().lazy();
+    let schema = lf.collect_schema().unwrap();
+    let normalised = plan::normalise(lf, &schema, &config.input, config.clv.margin, "test").unwrap();
+    let plan = plan::line_plan(&normalised, &config.cleaning);
+    let lines = plan.lines.clone().collect().unwrap();
+    let held = |batch_ends: &[usize]| {
+        let mut book = OrderBook::new(&normalised.raw_columns, &plan, None, true, (2, 1), lines.height());
+        let mut start = 0;
+        for &end in batch_ends.iter().chain([&lines.height()]) {
+            book.add(&lines.slice(start as i64, end - start)).unwrap();
+            start = end;
+        }
+        book.end_pass();
+        let candidates = book.duplicate_candidates();
+        assert!(candidates.len() >= 4, "{candidates:?}");
+        book.held_candidates(&candidates).unwrap().is_some()
+    };
+    // Rows 2, 6 and 12 share a fingerprint, as do rows 3 and 5.
+    assert!(held(&[]));
+    assert!(held(&[4, 8]), "copies in the next batch");
+    assert!(!held(&[3, 4]), "row 2 is two batches before rows 6 and 12");
+}
+
 #[test]
 fn any_batch_split_shard_count_and_pass_count_fold_to_the_same_orders() {
     let frame = lines();
