@@ -84,7 +84,9 @@ impl PipedWriter {
 
     fn hand_over(&mut self) -> std::io::Result<()> {
         let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
-        let send = self.send.as_ref().expect("a writer not finished");
+        let Some(send) = &self.send else {
+            return Err(std::io::Error::other("the file's writer is finished"));
+        };
         // A closed channel: the thread stopped on an error, which `finish` returns.
         send.send(block)
             .map_err(|_| std::io::Error::other("the file's writer stopped"))
@@ -99,10 +101,10 @@ impl PipedWriter {
             self.hand_over()
         };
         self.send = None;
-        let written = self
-            .worker
-            .take()
-            .expect("a writer not finished")
+        let Some(worker) = self.worker.take() else {
+            return Err(std::io::Error::other("the file's writer is finished"));
+        };
+        let written = worker
             .join()
             .map_err(|_| std::io::Error::other("the file's writer panicked"))?;
         // The thread's own error says more than a failed hand-over.
