@@ -797,7 +797,7 @@ pub fn run_with(
     let upsell = summary
         .upsell
         .clone()
-        .map(|upsell| upsell.lazy().select([col("upsell_customers").sum()]));
+        .map(|upsell| upsell.lazy().select([col(customers::UPSELL_CUSTOMERS).sum()]));
     let scalars = scalars(&columns, &summary.aggregates)?;
     let mut warnings = early_warnings(config, &columns, &summary.aggregates, &scalars, as_of)?;
     let Models {

@@ -11,14 +11,14 @@
 use chrono::Days;
 use polars::prelude::*;
 
+use super::customer_pass::{PassParams, customer_frames};
 use super::{CustomerSummary, Engine, Job};
 use crate::config::Engine as Execution;
 use crate::error::{Error, InputError, Result};
 use crate::ingest::{self, CleaningStep, Ingested, Normalised};
 use crate::io::input::{self, Inputs};
 use crate::io::table::stacked;
-use crate::metrics::{cohort, customers};
-use crate::model::summary;
+use crate::metrics::customers;
 use crate::pipeline::StageLog;
 use crate::schema;
 
@@ -175,10 +175,7 @@ pub(super) fn customers(job: Job<'_>, cleaned: CleanedOrders, log: &mut StageLog
                 Some(Series::new_empty("channel_labels".into(), &DataType::String))
             }
         };
-        let grain = config.cohorts.grain;
         let obs_end = as_of - Days::new(1);
-        let order_rows = job.settings.slice_rows_or(crate::metrics::ORDER_SLICE_ROWS);
-        let slices = crate::metrics::customer_slices(&order_table, order_rows)?;
         let window = config.kpis.churn_window_days;
         let wants = customers::AggregateWants {
             channel: channels.is_some(),
@@ -187,67 +184,41 @@ pub(super) fn customers(job: Job<'_>, cleaned: CleanedOrders, log: &mut StageLog
             window_start: Some(as_of - Days::new(config.kpis.churn_window_days.into())),
         };
         let holdout_days = config.clv.model_holdout_days();
-        let (aggregates, activity, upsell, summaries, periods, holdout) = log.timed("customers", || {
-            let (mut aggregates, mut activity, mut upsell, mut summaries, mut periods, mut holdout) = (
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-            );
-            for (i, slice) in slices.iter().enumerate() {
-                // In memory whatever the engine: a slice is in memory and small, and the
-                // streaming engine took twice as long over them.
-                let slice_aggregates =
-                    customers::customer_aggregates(slice.clone().lazy(), wants).collect()?;
-                periods.push(
-                    customers::period_activity(slice_aggregates.clone().lazy(), as_of, window).collect()?,
-                );
-                aggregates.push(slice_aggregates);
-                activity.push(cohort::cohort_activity(slice.clone().lazy(), grain).collect()?);
-                if has_category {
-                    upsell.push(customers::upsell_customers(slice.clone().lazy()).collect()?);
-                }
-                summaries.push(summary::summary_frame(
-                    slice,
+        let unit_days = config.clv.time_unit.days();
+        let (frames, periods, holdout) = log.timed("customers", || {
+            let frames = customer_frames(
+                &order_table,
+                PassParams {
+                    wants,
+                    grain: config.cohorts.grain,
                     obs_end,
-                    config.clv.time_unit.days(),
-                )?);
-                if let Some(days) = holdout_days {
+                    unit_days,
+                    has_category,
+                },
+            )?;
+            let periods =
+                customers::period_activity(frames.aggregates.clone().lazy(), as_of, window).collect()?;
+            // The holdout's calibration summaries, a slice of customers at a time.
+            let mut holdout = Vec::new();
+            if let Some(days) = holdout_days {
+                let order_rows = job.settings.slice_rows_or(crate::metrics::ORDER_SLICE_ROWS);
+                for slice in crate::metrics::customer_slices(&order_table, order_rows)? {
                     holdout.push(crate::metrics::holdout::calibration(
-                        slice,
-                        as_of,
-                        days,
-                        config.clv.time_unit.days(),
+                        &slice, as_of, days, unit_days,
                     )?);
                 }
-                tracing::debug!(
-                    slice = i,
-                    of = slices.len(),
-                    resident_mib = crate::memory::resident_mib(),
-                    "customers"
-                );
             }
-            Ok((
-                stacked(aggregates)?,
-                stacked(activity)?,
-                stacked(upsell)?,
-                stacked(summaries)?,
-                stacked(periods)?,
-                stacked(holdout)?,
-            ))
+            Ok((frames, periods, stacked(holdout)?))
         })?;
-        drop(slices);
         drop(order_table);
         Ok(CustomerSummary {
             as_of,
             cleaning,
             customer_ids,
-            aggregates,
-            model_summary: summaries,
-            cohort_activity: activity,
-            upsell: has_category.then_some(upsell),
+            aggregates: frames.aggregates,
+            model_summary: frames.model_summary,
+            cohort_activity: frames.cohort_activity,
+            upsell: frames.upsell,
             period_activity: periods,
             channels,
             holdout: holdout_days.map(|_| holdout),

@@ -15,12 +15,13 @@
 //! compared cell for cell, so the definitions in SPEC.md are not written twice
 //! unchecked.
 
+mod customer_pass;
 mod in_process;
 #[cfg(feature = "spark")]
 mod spark;
 
 use chrono::NaiveDate;
-use polars::prelude::{DataFrame, Series};
+use polars::prelude::*;
 
 pub use in_process::InProcess;
 #[cfg(feature = "spark")]
@@ -30,7 +31,11 @@ use crate::config::JobConfig;
 use crate::error::Result;
 use crate::identity::{Identities, IdentityReport};
 use crate::ingest::CleaningStep;
+use crate::metrics::customers::AggregateWants;
 use crate::pipeline::StageLog;
+use crate::schema::internal::{
+    CATEGORY_MAX, CATEGORY_MIN, CHANNEL, CUSTOMER_ID, MARGIN, ORDER_DATE, ORDER_RANK, VALUE,
+};
 use crate::settings::Settings;
 
 /// What every engine is given besides its input: the config, and the run's settings.
@@ -85,4 +90,35 @@ pub trait Engine {
     /// Cleans the lines, rolls them up to orders and customers. Timed stages go to
     /// `log`; an input that does not clean to a purchase is an input error.
     fn summarise(&self, job: Job<'_>, log: &mut StageLog) -> Result<CustomerSummary>;
+}
+
+/// An empty order table typed as the fold makes it, whose plans give the schemas
+/// the frames an engine makes by other means are shaped to.
+pub(crate) fn empty_orders(wants: &AggregateWants, has_category: bool) -> DataFrame {
+    let mut columns = vec![
+        Column::new_empty(CUSTOMER_ID.into(), &DataType::UInt32),
+        Column::new_empty(ORDER_RANK.into(), &DataType::UInt32),
+        Column::new_empty(ORDER_DATE.into(), &DataType::Date),
+        Column::new_empty(VALUE.into(), &DataType::Int128),
+    ];
+    if wants.margin {
+        columns.push(Column::new_empty(MARGIN.into(), &DataType::Int128));
+    }
+    if wants.channel {
+        columns.push(Column::new_empty(CHANNEL.into(), &DataType::UInt32));
+    }
+    if has_category {
+        columns.push(Column::new_empty(CATEGORY_MIN.into(), &DataType::UInt32));
+        columns.push(Column::new_empty(CATEGORY_MAX.into(), &DataType::UInt32));
+    }
+    DataFrame::new_infer_height(columns).unwrap_or_default()
+}
+
+/// `frame`'s columns named in `schema`, in its order and of its types.
+pub(crate) fn conformed(frame: &DataFrame, schema: &Schema) -> Result<DataFrame> {
+    let columns = schema
+        .iter()
+        .map(|(name, dtype)| frame.column(name)?.cast(dtype))
+        .collect::<PolarsResult<Vec<_>>>()?;
+    Ok(DataFrame::new_infer_height(columns)?)
 }

@@ -33,7 +33,7 @@ use spark_connect::SparkSession;
 use spark_connect::session::SparkSessionBuilder;
 
 use super::in_process::{self, CleanedOrders, InProcess};
-use super::{CustomerSummary, Engine, Job};
+use super::{CustomerSummary, Engine, Job, conformed, empty_orders};
 use crate::config::{ConfigIssue, ExcludeRule, Grain, JobConfig, Matcher, Returns, SparkConfig};
 use crate::error::{Error, InputError, Result};
 use crate::ingest::{self, Ingested, StepCounts, plan};
@@ -494,7 +494,7 @@ impl Spark {
         let upsell = if cleaned.has_category {
             let upsell = purchasers.column("__upsell")?.cast(&DataType::Int64)?;
             let total = upsell.i64()?.sum().unwrap_or(0);
-            Some(df!("upsell_customers" => [total])?)
+            Some(df!(customers::UPSELL_CUSTOMERS => [total])?)
         } else {
             None
         };
@@ -688,37 +688,6 @@ fn purchase_days(
             total: purchased.get(i).unwrap_or_default(),
         })
         .collect())
-}
-
-/// An empty order table typed as the fold makes it, whose plans give the schemas
-/// the Spark frames are shaped to.
-fn empty_orders(wants: &customers::AggregateWants, has_category: bool) -> DataFrame {
-    let mut columns = vec![
-        Column::new_empty(CUSTOMER_ID.into(), &DataType::UInt32),
-        Column::new_empty(ORDER_RANK.into(), &DataType::UInt32),
-        Column::new_empty(ORDER_DATE.into(), &DataType::Date),
-        Column::new_empty(VALUE.into(), &DataType::Int128),
-    ];
-    if wants.margin {
-        columns.push(Column::new_empty(MARGIN.into(), &DataType::Int128));
-    }
-    if wants.channel {
-        columns.push(Column::new_empty(CHANNEL.into(), &DataType::UInt32));
-    }
-    if has_category {
-        columns.push(Column::new_empty(CATEGORY_MIN.into(), &DataType::UInt32));
-        columns.push(Column::new_empty(CATEGORY_MAX.into(), &DataType::UInt32));
-    }
-    DataFrame::new_infer_height(columns).unwrap_or_default()
-}
-
-/// `frame`'s columns named in `schema`, in its order and of its types.
-fn conformed(frame: &DataFrame, schema: &Schema) -> Result<DataFrame> {
-    let columns = schema
-        .iter()
-        .map(|(name, dtype)| frame.column(name)?.cast(dtype))
-        .collect::<PolarsResult<Vec<_>>>()?;
-    Ok(DataFrame::new_infer_height(columns)?)
 }
 
 /// The characters of Unicode's White_Space property, which `str::trim` trims.

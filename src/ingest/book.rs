@@ -13,10 +13,10 @@ use polars::series::IsSorted;
 use rayon::prelude::*;
 
 use super::Ingested;
-use super::intern::{Interner, Labels, NONE, present, view};
+use super::intern::{Labels, NONE, present, view};
 use super::orders::{Orders, grouped_by_key};
 use super::plan::{CleaningStep, LinePlan, line};
-use super::shard::{Batch, Candidate, Repeated, Shard, pass_of, shard_of};
+use super::shard::{Batch, Candidate, Shard, pass_of, shard_of};
 use crate::dates::epoch_days;
 use crate::error::Result;
 use crate::schema::internal::{
@@ -64,12 +64,14 @@ pub struct OrderBook {
     pub(super) raw_columns: Vec<PlSmallStr>,
     /// Whether lines carry a gross margin, summed per order like the value.
     pub(super) has_margin: bool,
-    /// Lines whose fingerprint repeats within their batch, with their
-    /// [`plan::duplicate_check_columns`], and their rows.
+    /// Lines whose fingerprint repeats, held from their batch or the next with
+    /// their [`plan::duplicate_check_columns`], and their rows (each once).
     pub(super) held: Vec<DataFrame>,
     pub(super) held_rows: Vec<IdxSize>,
-    /// The batch before the current one, whose lines may repeat in it.
-    pub(super) previous: Option<DataFrame>,
+    pub(super) held_row_set: hashbrown::HashSet<IdxSize>,
+    /// The batch before the current one, whose lines may repeat in it, with its
+    /// first and last rows.
+    pub(super) previous: Option<(DataFrame, (IdxSize, IdxSize))>,
     /// Lines whose fingerprint repeats, from every sealed pass, by row.
     pub(super) candidates: Vec<Candidate>,
     /// Time spent folding, and batches folded (for the debug log).
@@ -127,6 +129,7 @@ impl OrderBook {
             has_margin: plan.has_margin,
             held: Vec::new(),
             held_rows: Vec::new(),
+            held_row_set: Default::default(),
             previous: None,
             candidates: Vec::new(),
             busy_seconds: 0.0,
@@ -141,7 +144,7 @@ impl OrderBook {
             .map(|_| Shard {
                 dropped: vec![0; self.reasons],
                 orders: Orders::with_capacity(self.per_shard),
-                fingerprints: Vec::with_capacity(if self.dedupe { self.per_shard } else { 0 }),
+                prints: Vec::with_capacity(if self.dedupe { self.per_shard } else { 0 }),
                 ..Shard::default()
             })
             .collect()
@@ -286,26 +289,45 @@ impl OrderBook {
         }
 
         let (hasher, dedupe) = (&self.hasher, self.dedupe);
-        let repeated: Vec<Repeated> = self
+        let repeats: Vec<Vec<(IdxSize, IdxSize)>> = self
             .shards
             .par_iter_mut()
             .zip(&routed)
             .map(|(shard, lines)| shard.fold(hasher, b, lines, dedupe))
             .collect();
         self.routed = routed;
+        // Both copies of each repeat are held from this batch or the one before,
+        // unless held already; a copy further back is not (then step 3 reads the
+        // input again). Batches come in input order, so each spans a row range.
+        let rows_of = |batch: &DataFrame| -> PolarsResult<(IdxSize, IdxSize)> {
+            let rows = batch.column(line::ROW)?.idx()?;
+            Ok((rows.first().unwrap_or_default(), rows.last().unwrap_or_default()))
+        };
+        let span = rows_of(batch)?;
+        let within = |(first, last): (IdxSize, IdxSize), row: IdxSize| first <= row && row <= last;
         let (mut current, mut previous) = (hashbrown::HashSet::new(), hashbrown::HashSet::new());
-        for r in repeated {
-            current.extend(r.current);
-            previous.extend(r.previous);
+        for copy in repeats.into_iter().flatten().flat_map(|(row, twin)| [row, twin]) {
+            if self.held_row_set.contains(&copy) {
+                continue;
+            }
+            if within(span, copy) {
+                current.insert(copy);
+            } else if self
+                .previous
+                .as_ref()
+                .is_some_and(|(_, before)| within(*before, copy))
+            {
+                previous.insert(copy);
+            }
         }
         if !current.is_empty() {
             self.hold(batch, &current)?;
         }
-        if let Some(before) = self.previous.take().filter(|_| !previous.is_empty()) {
+        if let Some((before, _)) = self.previous.take().filter(|_| !previous.is_empty()) {
             self.hold(&before, &previous)?;
         }
         if dedupe {
-            self.previous = Some(batch.clone());
+            self.previous = Some((batch.clone(), span));
         }
         Ok(())
     }
@@ -352,7 +374,7 @@ impl OrderBook {
             (key, ids, by_text.len())
         };
         for shard in &mut shards {
-            shard.customers = Interner::default();
+            shard.customers = Default::default();
         }
 
         // Orders grouped by customer key (a counting sort). A customer's orders are

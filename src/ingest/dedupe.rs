@@ -74,8 +74,11 @@ impl OrderBook {
             .filter(|&i| repeated.contains(&rows.value(i)))
             .map(|i| i as IdxSize)
             .collect();
-        self.held_rows
-            .extend(local.iter().map(|&i| rows.value(i as usize)));
+        for &i in &local {
+            let row = rows.value(i as usize);
+            self.held_rows.push(row);
+            self.held_row_set.insert(row);
+        }
         let lines = batch
             .select(plan::duplicate_check_columns(&self.raw_columns, self.has_margin))?
             .take(&IdxCa::from_vec("local".into(), local))?;

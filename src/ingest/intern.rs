@@ -12,21 +12,15 @@ use polars::prelude::*;
 /// No channel or category.
 pub(super) const NONE: u32 = u32::MAX;
 
-/// A table entry of an [`Interner`]: the string's number, 32 bits of its hash
+/// A table entry of an [`Interner`]: the string's number and 32 bits of its hash
 /// (growing the table rehashes from them, never reading the text again: at 30M
 /// lines, reading each id again at every doubling, from all over memory, was 3% of
-/// the job's time), and the Arrow view it was first seen in, when that holds the
-/// whole string ([`SHORT`]).
+/// the job's time).
 #[derive(Clone, Copy)]
 pub(super) struct Slot {
     pub(super) number: u32,
     pub(super) bits: u32,
-    /// The view's two halves (8-byte aligned: the entry stays 24 bytes).
-    pub(super) view: [u64; 2],
 }
-
-/// The [`Slot::view`] of a string whose view does not hold it whole.
-const NO_VIEW: [u64; 2] = [u64::MAX, u64::MAX];
 
 /// Longest string an Arrow view holds whole: equal such views are equal strings,
 /// in any array.
@@ -74,33 +68,18 @@ impl Interner {
     }
 
     pub(super) fn intern(&mut self, hasher: &FixedState, s: &str) -> u32 {
-        self.intern_hashed(s, hasher.hash_one(s.as_bytes()), None)
-    }
-
-    /// `hash`: the string's hash by the interner's hasher; `view`: the Arrow view
-    /// `s` was read from, when it holds the whole string (before trimming). A string
-    /// met again in the same form is then recognised by its view, in the table's
-    /// own entry, without reading the stored text from elsewhere in memory: on
-    /// lines in date order, where nearly every line's customer is another one, the
-    /// text compare was a cache miss per line.
-    pub(super) fn intern_hashed(&mut self, s: &str, hash: u64, view: Option<u128>) -> u32 {
         let Self { table, text, ends } = self;
-        let bits = hash_bits(hash);
-        let view = view.map_or(NO_VIEW, |v| [v as u64, (v >> 64) as u64]);
+        let bits = hash_bits(hasher.hash_one(s.as_bytes()));
         let entry = table.entry(
             table_hash(bits),
-            |slot| {
-                slot.bits == bits
-                    && ((view != NO_VIEW && slot.view == view)
-                        || bytes_of(text, ends, slot.number) == s.as_bytes())
-            },
+            |slot| slot.bits == bits && bytes_of(text, ends, slot.number) == s.as_bytes(),
             |slot| table_hash(slot.bits),
         );
         match entry {
             Entry::Occupied(e) => e.get().number,
             Entry::Vacant(e) => {
                 let number = ends.len() as u32;
-                e.insert(Slot { number, bits, view });
+                e.insert(Slot { number, bits });
                 self.push(s);
                 number
             }
@@ -126,11 +105,32 @@ pub(super) fn view(array: &<StringType as PolarsDataType>::Array, i: usize) -> u
 }
 
 /// Low-cardinality text (channels, categories), numbered. Short strings are found by
-/// their view, which holds the whole string, before any text is read or hashed.
+/// their view, which holds the whole string, before any text is read or hashed:
+/// first in a small direct-mapped cache (two lookups per line, so a hash map's
+/// hashing of 16 bytes was a tenth of the fold), then in a map of every view seen.
 #[derive(Default)]
 pub(super) struct Labels {
     pub(super) names: Interner,
     pub(super) by_view: hashbrown::HashMap<u128, u32, FixedState>,
+    recent: RecentViews,
+}
+
+/// Views recently looked up, at a place their bits give: (view, number); `NONE` free.
+struct RecentViews(Box<[(u128, u32); RECENT_VIEWS]>);
+
+const RECENT_VIEWS: usize = 64;
+
+impl Default for RecentViews {
+    fn default() -> Self {
+        RecentViews(Box::new([(0, NONE); RECENT_VIEWS]))
+    }
+}
+
+impl RecentViews {
+    fn place(view: u128) -> usize {
+        let mixed = ((view as u64) ^ ((view >> 64) as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed >> (64 - RECENT_VIEWS.trailing_zeros())) as usize
+    }
 }
 
 impl Labels {
@@ -147,12 +147,20 @@ impl Labels {
         // Arrow keeps strings of up to 12 bytes inside the view itself.
         let short = array.views()[i].length <= SHORT;
         let key = view(array, i);
-        if short && let Some(&id) = self.by_view.get(&key) {
-            return id;
+        if short {
+            let (seen, id) = self.recent.0[RecentViews::place(key)];
+            if seen == key && id != NONE {
+                return id;
+            }
+            if let Some(&id) = self.by_view.get(&key) {
+                self.recent.0[RecentViews::place(key)] = (key, id);
+                return id;
+            }
         }
         let id = self.names.intern(hasher, text);
         if short {
             self.by_view.insert(key, id);
+            self.recent.0[RecentViews::place(key)] = (key, id);
         }
         id
     }
@@ -169,41 +177,4 @@ impl Labels {
 /// An id as the fold sees it: trimmed, and missing when empty (SPEC §1 step 1).
 pub(super) fn present(id: Option<&str>) -> Option<&str> {
     id.map(str::trim).filter(|id| !id.is_empty())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The view is a shortcut only: a string met in another raw form (padded) or too
-    /// long for its view is still found by its text.
-    #[test]
-    fn a_string_met_again_in_another_form_keeps_its_number() {
-        let ids = StringChunked::new(
-            "ids".into(),
-            &[
-                "c1",
-                " c1",
-                "c1",
-                "c2",
-                "a-long-customer-id",
-                "a-long-customer-id ",
-                "c2",
-            ],
-        );
-        let array = ids.downcast_iter().next().unwrap();
-        let hasher = FixedState::with_seed(7);
-        let mut interner = Interner::default();
-        let numbers: Vec<u32> = (0..array.len())
-            .map(|i| {
-                let text = present(array.get(i)).unwrap();
-                interner.intern_hashed(text, hasher.hash_one(text.as_bytes()), short_view(array, i))
-            })
-            .collect();
-        assert_eq!(numbers, [0, 0, 0, 1, 2, 2, 1]);
-        assert_eq!(
-            (0..3).map(|i| interner.get(i)).collect::<Vec<_>>(),
-            ["c1", "c2", "a-long-customer-id"]
-        );
-    }
 }

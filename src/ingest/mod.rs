@@ -22,6 +22,7 @@
 //! that only one part's working state is held at a time.
 
 mod book;
+mod customers;
 mod dedupe;
 mod intern;
 mod orders;

@@ -2,7 +2,8 @@
 //! order's aggregates (earliest kept date, summed value, smallest channel, category
 //! range) live in one array per column, indexed by the order's number. A customer's
 //! orders are found from its [`Head`] (its newest order, and a filter of the rest),
-//! and past [`CHAIN_ORDERS`] orders in a hash table.
+//! kept in its customer table entry, and past [`CHAIN_ORDERS`] orders in a hash
+//! table.
 
 use std::hash::BuildHasher;
 
@@ -29,15 +30,14 @@ pub(super) struct Head {
     pub(super) filter: u64,
 }
 
-impl Default for Head {
-    fn default() -> Self {
-        Head {
-            order: NONE,
-            bits: 0,
-            orders: 0,
-            filter: 0,
-        }
-    }
+impl Head {
+    /// A customer without orders.
+    pub(super) const NEW: Head = Head {
+        order: NONE,
+        bits: 0,
+        orders: 0,
+        filter: 0,
+    };
 }
 
 /// [`Head::orders`] of a customer whose orders are in the lookup table.
@@ -60,8 +60,6 @@ pub(super) struct Orders {
     /// (customer, order_id) -> (order number, 32 bits of the hash), for the orders
     /// of customers with more than [`CHAIN_ORDERS`] orders.
     pub(super) table: HashTable<(u32, u32)>,
-    /// Per customer: its newest order and what else is known of its orders.
-    pub(super) heads: Vec<Head>,
     /// Per order: the customer's order made before it (`NONE` for its first), and
     /// the order's hash bits.
     pub(super) previous: Vec<u32>,
@@ -78,6 +76,8 @@ pub(super) struct Orders {
     /// (else empty; grown as kept lines arrive, so shorter than the orders until sealed).
     pub(super) margin: Vec<i128>,
     pub(super) kept_lines: Vec<u32>,
+    /// The order's latest line in the shard's prints (step 3; `NONE` while none).
+    pub(super) last_print: Vec<u32>,
     /// Smallest channel (in text order) among kept lines.
     pub(super) channel: Vec<u32>,
     /// Smallest and largest category number among kept positive lines: two
@@ -100,6 +100,7 @@ impl Orders {
             first_day: Vec::with_capacity(orders),
             value: Vec::with_capacity(orders),
             kept_lines: Vec::with_capacity(orders),
+            last_print: Vec::with_capacity(orders),
             channel: Vec::with_capacity(orders),
             category_min: Vec::with_capacity(orders),
             category_max: Vec::with_capacity(orders),
@@ -111,21 +112,17 @@ impl Orders {
         bytes_of(&self.ids.text, &self.ids.ends, o)
     }
 
-    /// The number of the customer's order `id`, a new one if it has none.
+    /// The number of the customer's order `id`, a new one if it has none; `head` is
+    /// the customer's.
     ///
     /// The newest order is compared first (by hash bits kept in the head, then
     /// text); then, unless the filter rules it out, the customer's chain of orders
     /// newest first, or the table once the customer has more than
     /// [`CHAIN_ORDERS`]. Only an order's first line after another order of its
     /// customer reads anything outside the head and the newest orders.
-    pub(super) fn number(&mut self, hasher: &FixedState, customer: u32, id: &str) -> u32 {
-        let c = customer as usize;
-        if c >= self.heads.len() {
-            self.heads.resize(c + 1, Head::default());
-        }
+    pub(super) fn number(&mut self, hasher: &FixedState, customer: u32, head: &mut Head, id: &str) -> u32 {
         let hash = hasher.hash_one((customer, id.as_bytes()));
         let bits = hash_bits(hash);
-        let head = self.heads[c];
         if head.order != NONE && head.bits == bits && self.id(head.order) == id.as_bytes() {
             return head.order;
         }
@@ -140,7 +137,7 @@ impl Orders {
             return o;
         }
         let o = self.push(customer, id, bits, head.order);
-        let mut head = Head {
+        *head = Head {
             order: o,
             bits,
             orders: head.orders.saturating_add(1),
@@ -153,7 +150,6 @@ impl Orders {
             self.move_chain_to_table(o);
             head.orders = TABLED;
         }
-        self.heads[c] = head;
         o
     }
 
@@ -200,6 +196,7 @@ impl Orders {
         self.first_day.push(i32::MAX);
         self.value.push(0);
         self.kept_lines.push(0);
+        self.last_print.push(NONE);
         self.channel.push(NONE);
         self.category_min.push(NONE);
         self.category_max.push(NONE);
@@ -212,7 +209,7 @@ impl Orders {
     /// `customers`: how many customers the orders' numbers range over.
     pub(super) fn seal(&mut self, customers: usize) -> Vec<u32> {
         self.table = HashTable::new();
-        self.heads = Vec::new();
+        self.last_print = Vec::new();
         self.previous = Vec::new();
         self.bits = Vec::new();
         let ids = std::mem::take(&mut self.ids);

@@ -6,10 +6,10 @@
 use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
-use hashbrown::HashTable;
 use polars::prelude::*;
 
-use super::intern::{Interner, Labels, NONE, Slot, present, short_view, view};
+use super::customers::CustomerTable;
+use super::intern::{Labels, NONE, present, short_view, view};
 use super::orders::Orders;
 
 /// The columns of one batch of the line stream, as contiguous arrays.
@@ -27,24 +27,26 @@ pub(super) struct Batch<'a> {
     pub(super) others: Option<&'a <UInt64Type as PolarsDataType>::Array>,
 }
 
-/// A line's order, fingerprint and row: 12 bytes (1.2 GB at 100M lines). Equal lines
-/// share their order, so the order and a 32-bit hash of the rest together tell
-/// lines apart: two lines of one order collide once in 4 billion, and a collision
-/// only makes one more candidate, compared on its raw values.
+/// A line's fingerprint, its order's line before it and its row: 12 bytes (1.2 GB
+/// at 100M lines). Exact copies share their order (customer and order_id), so a
+/// line is compared with its order's earlier lines only: a 32-bit hash of its other
+/// values tells them apart, two lines of one order colliding once in 4 billion, and
+/// a collision only makes two more candidates, compared on their raw values.
 #[derive(Clone, Copy)]
 pub(super) struct Print {
-    pub(super) order: u32,
     pub(super) fingerprint: u32,
+    /// The same order's line before this one (its index in the prints), or `NONE`.
+    pub(super) previous: u32,
     pub(super) row: IdxSize,
 }
 const _: () = assert!(std::mem::size_of::<Print>() == 8 + std::mem::size_of::<IdxSize>());
 
-impl Print {
-    /// What equal lines share: the order and the fingerprint.
-    pub(super) fn key(&self) -> u64 {
-        (u64::from(self.order) << 32) | u64::from(self.fingerprint)
-    }
-}
+/// [`Orders::last_print`] of an order whose lines went to [`Shard::many_lines`].
+const MAPPED: u32 = NONE - 1;
+
+/// Lines of one order compared one by one; an order with more has its lines'
+/// fingerprints in a hash map, so a basket of thousands of lines is no quadratic walk.
+const ORDER_LINES_WALKED: usize = 32;
 
 /// A line whose fingerprint repeats: its row, and the sealed shard and order
 /// (renumbered; `NONE` when the order kept no line) it was folded into.
@@ -55,13 +57,9 @@ pub(super) struct Candidate {
     pub(super) order: u32,
 }
 
-/// Rows of lines whose fingerprint repeats, found in one batch's fold: in this batch,
-/// and in the batch before (not found before).
-#[derive(Default)]
-pub(super) struct Repeated {
-    pub(super) current: Vec<IdxSize>,
-    pub(super) previous: Vec<IdxSize>,
-}
+/// Lines of a shard looked up this many lines ahead of their fold
+/// ([`CustomerTable::prefetch`]): enough to overlap the misses of a dozen lines.
+const PREFETCH_LINES: usize = 16;
 
 /// The customers whose id hashes to one part of the hash space, with their orders.
 /// Shards share nothing, so batches are folded by all shards in parallel; a
@@ -70,28 +68,22 @@ pub(super) struct Repeated {
 /// aggregates of their kept orders, and frees everything else.
 #[derive(Default)]
 pub(super) struct Shard {
-    pub(super) customers: Interner,
+    pub(super) customers: CustomerTable,
     pub(super) channels: Labels,
     pub(super) categories: Labels,
     pub(super) orders: Orders,
     /// Step 3: lines taken out as exact duplicates. Step 4: drops per reason.
     pub(super) duplicates: u64,
     pub(super) dropped: Vec<u64>,
-    /// Every line in the window, for step 3.
-    pub(super) fingerprints: Vec<Print>,
-    /// The current batch's fingerprints, and those seen twice in it or in it and
-    /// the batch before.
-    pub(super) batch_prints: hashbrown::HashSet<u64, FixedState>,
-    pub(super) batch_repeats: Vec<u64>,
-    /// The batch before's fingerprints, and those of them whose lines were held
-    /// then (repeated within it or with the batch before it).
-    pub(super) previous_prints: hashbrown::HashSet<u64, FixedState>,
-    pub(super) previous_repeats: hashbrown::HashSet<u64, FixedState>,
-    /// Where the current and the previous batch's lines start in `fingerprints`.
-    pub(super) batch_start: usize,
-    pub(super) previous_start: usize,
-    /// The current batch's customer number per line (reused between batches).
-    pub(super) batch_customers: Vec<u32>,
+    /// Every line in the window, for step 3, chained by order
+    /// ([`Orders::last_print`]).
+    pub(super) prints: Vec<Print>,
+    /// (order, fingerprint) -> row, for the lines of orders with many lines.
+    pub(super) many_lines: hashbrown::HashMap<(u32, u32), IdxSize, FixedState>,
+    /// Lines whose fingerprint repeats an earlier line's of their order (both
+    /// copies), with the order, and their rows (each once).
+    pub(super) candidates: Vec<(IdxSize, u32)>,
+    pub(super) candidate_rows: hashbrown::HashSet<IdxSize, FixedState>,
 }
 
 impl Shard {
@@ -101,14 +93,11 @@ impl Shard {
         fn of<T>(v: &Vec<T>) -> usize {
             v.capacity() * std::mem::size_of::<T>()
         }
-        let interner = |i: &Interner| {
-            i.text.capacity() + of(&i.ends) + i.table.capacity() * (std::mem::size_of::<Slot>() + 1)
-        };
         let o = &self.orders;
-        interner(&self.customers)
-            + interner(&o.ids)
+        self.customers.heap_bytes()
+            + o.ids.text.capacity()
+            + of(&o.ids.ends)
             + o.table.capacity() * 9
-            + of(&o.heads)
             + of(&o.previous)
             + of(&o.bits)
             + of(&o.customer)
@@ -116,60 +105,54 @@ impl Shard {
             + of(&o.value)
             + of(&o.margin)
             + of(&o.kept_lines)
+            + of(&o.last_print)
             + of(&o.channel)
             + of(&o.category_min)
             + of(&o.category_max)
-            + of(&self.fingerprints)
+            + of(&self.prints)
     }
 
     /// Folds the given lines of a batch: (index in the batch, hash of the customer id).
-    /// Returns the rows whose fingerprint repeats within this batch or with the
-    /// batch before (exact copies of a line usually lie close together; lines in date
-    /// order put a day's lines together, and a batch holds days of them): this
-    /// batch's, and the batch before's not returned then.
+    /// Returns the lines whose fingerprint repeats an earlier line's of their order,
+    /// as (row, the earlier line's row): exact copies of a line usually lie close
+    /// together (lines in date order put a day's lines together), so the caller can
+    /// mostly hold both from the batches it has.
     pub(super) fn fold(
         &mut self,
         hasher: &FixedState,
         batch: &Batch,
         lines: &[(u32, u64)],
         dedupe: bool,
-    ) -> Repeated {
-        std::mem::swap(&mut self.batch_prints, &mut self.previous_prints);
-        self.batch_prints.clear();
-        self.previous_repeats.clear();
-        self.previous_repeats.extend(self.batch_repeats.drain(..));
-        self.previous_start = self.batch_start;
-        self.batch_start = self.fingerprints.len();
-        // The customers first, in a loop of their own: its table lookups do not wait
-        // on each other, so the processor overlaps their cache misses.
-        let mut customers = std::mem::take(&mut self.batch_customers);
-        customers.clear();
-        let mut last_customer: Option<(u128, u32)> = None;
-        for &(i, customer_hash) in lines {
+    ) -> Vec<(IdxSize, IdxSize)> {
+        let mut repeats = Vec::new();
+        // Lines of one customer, and of one order, often arrive together (input
+        // sorted by customer): the last lookups are reused.
+        let mut last_customer: Option<(u128, usize)> = None;
+        let mut last_order: Option<(u32, u128, u32)> = None;
+        for (k, &(i, customer_hash)) in lines.iter().enumerate() {
+            if let Some(&(_, ahead)) = lines.get(k + PREFETCH_LINES) {
+                self.customers.prefetch(ahead);
+            }
             let i = i as usize;
-            // Lines of one customer usually arrive together: reuse the last lookup.
             let customer_view = view(batch.customers, i);
-            let customer = match last_customer {
-                Some((v, key)) if v == customer_view => key,
+            let at = match last_customer {
+                Some((v, at)) if v == customer_view => at,
                 _ => {
                     let text = present(batch.customers.get(i)).unwrap_or_default();
-                    let short = short_view(batch.customers, i);
-                    self.customers.intern_hashed(text, customer_hash, short)
+                    self.customers
+                        .find_or_insert(text, customer_hash, short_view(batch.customers, i))
                 }
             };
-            last_customer = Some((customer_view, customer));
-            customers.push(customer);
-        }
-        let mut last_order: Option<(u32, u128, u32)> = None;
-        for (&(i, _), &customer) in lines.iter().zip(&customers) {
-            let i = i as usize;
+            last_customer = Some((customer_view, at));
+            let customer = self.customers.number(at);
             let (day, value) = (batch.days.value(i), batch.values.value(i));
             let order_view = view(batch.order_ids, i);
             let order = match last_order {
                 Some((c, v, key)) if c == customer && v == order_view => key,
                 _ => {
                     let text = present(batch.order_ids.get(i)).unwrap_or_default();
-                    self.orders.number(hasher, customer, text)
+                    self.orders
+                        .number(hasher, customer, self.customers.head(at), text)
                 }
             };
             last_order = Some((customer, order_view, order));
@@ -218,66 +201,80 @@ impl Shard {
             }
             if dedupe {
                 let other = batch.others.and_then(|a| a.get(i)).unwrap_or(0);
-                let print = Print {
-                    order,
-                    fingerprint: hasher.hash_one((day, value, channel, category, other)) as u32,
-                    row: batch.rows.value(i),
-                };
-                self.fingerprints.push(print);
-                if !self.batch_prints.insert(print.key()) || self.previous_prints.contains(&print.key()) {
-                    self.batch_repeats.push(print.key());
+                let fingerprint = hasher.hash_one((day, value, channel, category, other)) as u32;
+                let row = batch.rows.value(i);
+                if let Some(twin) = self.earlier_copy(order, fingerprint, row) {
+                    for copy in [twin, row] {
+                        if self.candidate_rows.insert(copy) {
+                            self.candidates.push((copy, order));
+                        }
+                    }
+                    repeats.push((row, twin));
                 }
             }
         }
-        self.batch_customers = customers;
-        if self.batch_repeats.is_empty() {
-            return Repeated::default();
+        repeats
+    }
+
+    /// Records the line (its order, fingerprint and row) for step 3, and returns the
+    /// row of an earlier line of the order with the same fingerprint, if any.
+    fn earlier_copy(&mut self, order: u32, fingerprint: u32, row: IdxSize) -> Option<IdxSize> {
+        let o = order as usize;
+        let newest = self.orders.last_print[o];
+        if newest == MAPPED {
+            return self.many_lines.insert((order, fingerprint), row);
         }
-        let repeats: hashbrown::HashSet<u64> = self.batch_repeats.iter().copied().collect();
-        let rows = |prints: &[Print], skip: &hashbrown::HashSet<u64, FixedState>| -> Vec<IdxSize> {
-            prints
-                .iter()
-                .filter(|print| repeats.contains(&print.key()) && !skip.contains(&print.key()))
-                .map(|print| print.row)
-                .collect()
-        };
-        Repeated {
-            current: rows(&self.fingerprints[self.batch_start..], &Default::default()),
-            previous: rows(
-                &self.fingerprints[self.previous_start..self.batch_start],
-                &self.previous_repeats,
-            ),
+        let mut p = newest;
+        let mut walked = 0;
+        let mut twin = None;
+        while p != NONE {
+            let print = self.prints[p as usize];
+            if print.fingerprint == fingerprint {
+                twin = Some(print.row);
+                break;
+            }
+            p = print.previous;
+            walked += 1;
         }
+        if walked >= ORDER_LINES_WALKED {
+            // A long order: its lines go to the map from now on.
+            let mut p = newest;
+            while p != NONE {
+                let print = self.prints[p as usize];
+                self.many_lines
+                    .entry((order, print.fingerprint))
+                    .or_insert(print.row);
+                p = print.previous;
+            }
+            self.many_lines.insert((order, fingerprint), row);
+            self.orders.last_print[o] = MAPPED;
+            return twin;
+        }
+        self.orders.last_print[o] = self.prints.len() as u32;
+        self.prints.push(Print {
+            fingerprint,
+            previous: newest,
+            row,
+        });
+        twin
     }
 
     /// Seals the shard at the end of its pass (see [`Shard`]). Returns the lines
     /// whose fingerprint repeats within the shard (equal rows share a customer, so a
     /// shard holds every copy), with their renumbered orders.
     pub(super) fn seal(&mut self, shard: u32) -> Vec<Candidate> {
-        let mut fingerprints = std::mem::take(&mut self.fingerprints);
-        self.batch_prints = Default::default();
-        self.batch_repeats = Vec::new();
-        self.previous_prints = Default::default();
-        self.previous_repeats = Default::default();
-        fingerprints.sort_unstable_by_key(Print::key);
-        let repeated: Vec<Print> = fingerprints
-            .chunk_by(|a, b| a.key() == b.key())
-            .filter(|run| run.len() > 1)
-            .flatten()
-            .copied()
-            .collect();
-        drop(fingerprints);
+        self.prints = Vec::new();
+        self.many_lines = Default::default();
+        self.candidate_rows = Default::default();
         // Only the customers' ids stay: the finish orders customers by them.
-        self.customers.table = HashTable::new();
-        self.customers.text.shrink_to_fit();
-        self.customers.ends.shrink_to_fit();
+        self.customers.seal();
         let renumbered = self.orders.seal(self.customers.len());
-        repeated
-            .iter()
-            .map(|print| Candidate {
-                row: print.row,
+        std::mem::take(&mut self.candidates)
+            .into_iter()
+            .map(|(row, order)| Candidate {
+                row,
                 shard,
-                order: renumbered[print.order as usize],
+                order: renumbered[order as usize],
             })
             .collect()
     }

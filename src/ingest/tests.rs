@@ -22,9 +22,12 @@ use crate::schema::internal::{
 fn numbers_match_a_map(lookups: &[(u32, String)]) {
     let hasher = FixedState::with_seed(1);
     let mut orders = Orders::with_capacity(0);
+    // Each customer's head, as its customer table entry keeps it.
+    let mut heads: BTreeMap<u32, Head> = BTreeMap::new();
     let mut expected: std::collections::BTreeMap<(u32, &str), u32> = Default::default();
     for (customer, id) in lookups {
-        let o = orders.number(&hasher, *customer, id);
+        let head = heads.entry(*customer).or_insert(Head::NEW);
+        let o = orders.number(&hasher, *customer, head, id);
         let next = expected.len() as u32;
         let want = *expected.entry((*customer, id.as_str())).or_insert(next);
         assert_eq!(o, want, "customer {customer} order {id}");

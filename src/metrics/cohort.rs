@@ -13,7 +13,7 @@ use super::{per_day, ratio, to_currency};
 use crate::config::Grain;
 use crate::dates::epoch_days;
 use crate::schema::cohort::*;
-use crate::schema::internal::{CUSTOMER_ID as CID, ORDER_DATE, VALUE};
+use crate::schema::internal::{CUSTOMER_ID as CID, ORDER_DATE, REVENUE_MICROS, VALUE};
 use crate::schema::{ORDERS, REVENUE};
 
 /// Periods since a fixed origin, so index = number(activity) − number(cohort).
@@ -31,9 +31,19 @@ pub fn period_number_of(date: NaiveDate, grain: Grain) -> i64 {
     }
 }
 
+/// [`cohort_activity`]'s cell column.
+pub const CELL: &str = "__cell";
+
 /// Each cohort × period cell as one integer: cohort number × 2^24 + period index.
+const CELL_SHIFT: i64 = 1 << 24;
+
 fn cell(cohort_number: Expr, index: Expr) -> Expr {
-    cohort_number * lit(1i64 << 24) + index
+    cohort_number * lit(CELL_SHIFT) + index
+}
+
+/// [`cell`] of one cohort number and period index.
+pub fn cell_number(cohort_number: i64, index: i64) -> i64 {
+    cohort_number * CELL_SHIFT + index
 }
 
 /// Per cohort × period cell, over the given orders (all of each of their
@@ -59,8 +69,8 @@ pub fn cohort_activity(orders: LazyFrame, grain: Grain) -> LazyFrame {
             col("__cohort_number"),
             period_number(col(ORDER_DATE), grain) - col("__cohort_number"),
         )
-        .alias("__cell")])
-        .group_by([col("__cell")])
+        .alias(CELL)])
+        .group_by([col(CELL)])
         .agg([
             col(CID)
                 .filter(col(VALUE).gt(lit(0i64)))
@@ -68,7 +78,7 @@ pub fn cohort_activity(orders: LazyFrame, grain: Grain) -> LazyFrame {
                 .cast(DataType::Int64)
                 .alias(ACTIVE_CUSTOMERS),
             col(VALUE).gt(lit(0i64)).sum().cast(DataType::Int64).alias(ORDERS),
-            col(VALUE).sum().alias("__revenue_micros"),
+            col(VALUE).sum().alias(REVENUE_MICROS),
         ])
 }
 
@@ -104,12 +114,12 @@ pub fn cohort_retention(
                 keep_nulls: false,
             },
         )
-        .with_columns([cell(period_number(col(COHORT), grain), col(PERIOD_INDEX)).alias("__cell")]);
+        .with_columns([cell(period_number(col(COHORT), grain), col(PERIOD_INDEX)).alias(CELL)]);
 
-    let activity = activity.group_by([col("__cell")]).agg([
+    let activity = activity.group_by([col(CELL)]).agg([
         col(ACTIVE_CUSTOMERS).sum(),
         col(ORDERS).sum(),
-        col("__revenue_micros").sum(),
+        col(REVENUE_MICROS).sum(),
     ]);
 
     let by_cohort = |e: Expr| {
@@ -119,40 +129,35 @@ pub fn cohort_retention(
             WindowMapping::default(),
         )
     };
-    let cumulative = by_cohort(col("__revenue_micros").cum_sum(false));
-    let first = by_cohort(col("__revenue_micros").first());
+    let cumulative = by_cohort(col(REVENUE_MICROS).cum_sum(false));
+    let first = by_cohort(col(REVENUE_MICROS).first());
     let (Ok(cumulative), Ok(first)) = (cumulative, first) else {
         unreachable!("window expressions over literal column names are valid")
     };
 
-    grid.join(
-        activity,
-        [col("__cell")],
-        [col("__cell")],
-        JoinArgs::new(JoinType::Left),
-    )
-    .with_columns([
-        col(ACTIVE_CUSTOMERS).fill_null(lit(0i64)),
-        col(ORDERS).fill_null(lit(0i64)),
-        col("__revenue_micros").fill_null(lit(0i64)),
-    ])
-    .sort([COHORT, PERIOD_INDEX], SortMultipleOptions::default())
-    .select([
-        col(COHORT),
-        col(PERIOD_INDEX),
-        col(COHORT_SIZE),
-        col(ACTIVE_CUSTOMERS),
-        ratio(col(ACTIVE_CUSTOMERS), col(COHORT_SIZE)).alias(RETENTION_RATE),
-        col(ORDERS),
-        to_currency(col("__revenue_micros")).alias(REVENUE),
-        (to_currency(cumulative) / col(COHORT_SIZE).cast(DataType::Float64))
-            .alias(CUMULATIVE_REVENUE_PER_CUSTOMER),
-        ratio(col("__revenue_micros"), first).alias(REVENUE_RETENTION),
-        col(PERIOD_INDEX)
-            .lt(col("__last_index"))
-            .or(lit(last_is_complete))
-            .alias(IS_COMPLETE),
-    ])
+    grid.join(activity, [col(CELL)], [col(CELL)], JoinArgs::new(JoinType::Left))
+        .with_columns([
+            col(ACTIVE_CUSTOMERS).fill_null(lit(0i64)),
+            col(ORDERS).fill_null(lit(0i64)),
+            col(REVENUE_MICROS).fill_null(lit(0i64)),
+        ])
+        .sort([COHORT, PERIOD_INDEX], SortMultipleOptions::default())
+        .select([
+            col(COHORT),
+            col(PERIOD_INDEX),
+            col(COHORT_SIZE),
+            col(ACTIVE_CUSTOMERS),
+            ratio(col(ACTIVE_CUSTOMERS), col(COHORT_SIZE)).alias(RETENTION_RATE),
+            col(ORDERS),
+            to_currency(col(REVENUE_MICROS)).alias(REVENUE),
+            (to_currency(cumulative) / col(COHORT_SIZE).cast(DataType::Float64))
+                .alias(CUMULATIVE_REVENUE_PER_CUSTOMER),
+            ratio(col(REVENUE_MICROS), first).alias(REVENUE_RETENTION),
+            col(PERIOD_INDEX)
+                .lt(col("__last_index"))
+                .or(lit(last_is_complete))
+                .alias(IS_COMPLETE),
+        ])
 }
 
 /// The `cohort_retention` table's columns and types, in order (SPEC §3).

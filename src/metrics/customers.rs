@@ -164,6 +164,9 @@ pub fn customer_columns(aggregates: LazyFrame, params: &CustomerParams) -> LazyF
         .select([cols(order).as_expr(), rest])
 }
 
+/// [`upsell_customers`]' one column.
+pub const UPSELL_CUSTOMERS: &str = "upsell_customers";
+
 /// Customers with at least 2 distinct non-null categories among the positive lines
 /// of their purchases (SPEC §7 upsell_ratio numerator), as a one-row frame. Each
 /// order carries the smallest and largest category number of its positive lines;
@@ -178,7 +181,7 @@ pub fn upsell_customers(orders: LazyFrame) -> LazyFrame {
             .fill_null(lit(false))
             .sum()
             .cast(DataType::Int64)
-            .alias("upsell_customers")])
+            .alias(UPSELL_CUSTOMERS)])
 }
 
 /// Customers with a purchase in the previous window, and of those the ones with a

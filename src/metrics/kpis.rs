@@ -46,10 +46,11 @@ pub fn kpis(inputs: KpiInputs, as_of: NaiveDate, churn_window_days: u32) -> Lazy
         churned(365).alias(ANNUAL_CHURN_RATE),
     ]);
     let with_upsell = match inputs.upsell {
-        Some(upsell) => {
-            base.cross_join(upsell, None)
-                .with_columns([ratio(col("upsell_customers"), col(CUSTOMERS)).alias(UPSELL_RATIO)])
-        }
+        Some(upsell) => base.cross_join(upsell, None).with_columns([ratio(
+            col(super::customers::UPSELL_CUSTOMERS),
+            col(CUSTOMERS),
+        )
+        .alias(UPSELL_RATIO)]),
         None => base.with_columns([lit(NULL).cast(DataType::Float64).alias(UPSELL_RATIO)]),
     };
     let with_upsell = with_upsell
