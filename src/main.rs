@@ -12,16 +12,8 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (mimalloc.h; the crate names no constant).
+/// mimalloc's `mi_option_purge_delay` (v3's mimalloc.h; the crate names no constant).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// mimalloc's `mi_option_allow_thp` (mimalloc.h). Off: the arenas mimalloc reserves
-/// are not advised as transparent huge pages. Freed pages are purged 64 KiB at a
-/// time and faulted in again; in huge pages each such fault zeroed 2 MiB. At 10M
-/// lines (`gen_orders.py`) that was a fifth of the CPU time, in the kernel: off,
-/// the job's system time fell from 4.6–4.9 s to 2.6–3.1 s, its wall time by 7% and
-/// its peak memory from 1.3 to 1.05 GB. `MIMALLOC_ALLOW_THP=1` turns them back on.
-const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 37;
 
 /// Row groups Polars' Parquet reader decodes ahead of the fold (its default is at
 /// least 16): at 100M lines, in row groups of 2.4M rows, 2 instead of 16 lowered the
@@ -32,18 +24,34 @@ const ROW_GROUP_PREFETCH: (&str, &str) = ("POLARS_ROW_GROUP_PREFETCH_SIZE", "2")
 /// `$HOME`/`$USER` is set (cron and minimal containers): without it Polars panics.
 const POLARS_TEMP_DIR: &str = "POLARS_TEMP_DIR";
 
-fn main() -> ExitCode {
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
-        // SAFETY: mi_option_set only stores the value; any time is fine to call it.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
-        // mimalloc reserved its first arena before main, with the option's default:
-        // the process's flag keeps the faults that follow in small pages too.
-        #[cfg(target_os = "linux")]
-        // SAFETY: PR_SET_THP_DISABLE takes no pointers; it only sets a flag of this process.
-        unsafe {
-            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0)
-        };
+/// Keeps this process's memory in small pages where the kernel would give huge pages
+/// to every large mapping (THP `always`), except what is advised for them
+/// ([`loyalty::memory::HugeZeroed`]; Linux 6.18+; older kernels refuse the exception,
+/// and then the whole process keeps small pages). Under `madvise` or `never` only
+/// advised memory gets huge pages anyway, and nothing is changed.
+#[cfg(target_os = "linux")]
+fn small_pages_unless_advised() {
+    /// `PR_THP_DISABLE_EXCEPT_ADVISED` (linux/prctl.h, 6.18).
+    const EXCEPT_ADVISED: libc::c_ulong = 1 << 1;
+    let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+    if mode.is_ok_and(|mode| !mode.contains("[always]")) {
+        return;
     }
+    // SAFETY: PR_SET_THP_DISABLE takes no pointers; it only sets a flag of this process.
+    let refused = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, EXCEPT_ADVISED, 0, 0) } != 0;
+    if refused {
+        // SAFETY: as above.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    }
+}
+
+fn main() -> ExitCode {
+    // mimalloc is built without transparent huge pages (`no_thp`): its arenas are
+    // never advised for them. Freed pages are purged 64 KiB at a time and faulted in
+    // again; in huge pages each such fault zeroed 2 MiB (at 10M lines a fifth of the
+    // CPU time, in the kernel).
+    #[cfg(target_os = "linux")]
+    small_pages_unless_advised();
     let (name, value) = ROW_GROUP_PREFETCH;
     if std::env::var_os(name).is_none() {
         // SAFETY: no other thread exists yet, so none reads the environment meanwhile.

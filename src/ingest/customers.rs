@@ -9,13 +9,14 @@
 //! lay apart was two or three dependent misses per line (40% of the fold at 10M
 //! lines); here it is one, requested while earlier lines are folded.
 
-use super::intern::{NONE, bytes_of, hash_bits};
+use super::intern::{bytes_of, hash_bits};
 use super::orders::Head;
+use crate::memory::HugeZeroed;
 
 /// The [`Entry::view`] of an id whose Arrow view does not hold it whole.
 const NO_VIEW: [u64; 2] = [u64::MAX, u64::MAX];
 
-/// One customer: 64 bytes, one cache line.
+/// One customer: 64 bytes, one cache line. All zero bytes: a free entry.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 pub(super) struct Entry {
@@ -24,24 +25,19 @@ pub(super) struct Entry {
     /// without reading its text.
     view: [u64; 2],
     bits: u32,
-    /// The customer's number, or `NONE` for a free entry.
+    /// The customer's number + 1; 0 in a free entry.
     number: u32,
     pub(super) head: Head,
 }
 const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 
-const FREE: Entry = Entry {
-    view: NO_VIEW,
-    bits: 0,
-    number: NONE,
-    head: Head::NEW,
-};
-
 /// Distinct customer ids, numbered in order of first appearance, with their text.
 #[derive(Default)]
 pub(super) struct CustomerTable {
     /// A power of two long (or empty); linear probing from the place of the hash bits.
-    entries: Vec<Entry>,
+    /// In huge pages of its own: read at random, in small pages nearly every lookup
+    /// also walked the page tables.
+    entries: Option<HugeZeroed<Entry>>,
     /// Every id's text, one after the other; id `n` ends at `ends[n]`.
     pub(super) text: String,
     pub(super) ends: Vec<usize>,
@@ -65,25 +61,29 @@ impl CustomerTable {
         &self.text[start..self.ends[number as usize]]
     }
 
+    fn entries(&self) -> &[Entry] {
+        self.entries.as_deref().unwrap_or_default()
+    }
+
     /// Bytes the table holds (capacities), for the debug log.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>()
+        self.entries().len() * std::mem::size_of::<Entry>()
             + self.text.capacity()
             + self.ends.capacity() * std::mem::size_of::<usize>()
     }
 
     fn place(&self, bits: u32) -> usize {
-        bits as usize & (self.entries.len() - 1)
+        bits as usize & (self.entries().len() - 1)
     }
 
     /// Asks the processor for the entry of the id with hash `hash`, so that its
     /// lookup some lines later finds it in the cache.
     #[inline]
     pub(super) fn prefetch(&self, hash: u64) {
-        if self.entries.is_empty() {
+        if self.entries().is_empty() {
             return;
         }
-        let entry = &self.entries[self.place(hash_bits(hash))];
+        let entry = &self.entries()[self.place(hash_bits(hash))];
         prefetch(entry as *const Entry as *const i8);
     }
 
@@ -91,21 +91,21 @@ impl CustomerTable {
     /// that holds it whole (`view`, before trimming) or not; a new customer is
     /// numbered next. Returns the entry's place, for [`Self::entry`].
     pub(super) fn find_or_insert(&mut self, text: &str, hash: u64, view: Option<u128>) -> usize {
-        if (self.len() + 1) * LOAD.1 > self.entries.len() * LOAD.0 {
+        if (self.len() + 1) * LOAD.1 > self.entries().len() * LOAD.0 {
             self.grow();
         }
         let bits = hash_bits(hash);
         let view = view.map_or(NO_VIEW, |v| [v as u64, (v >> 64) as u64]);
-        let mask = self.entries.len() - 1;
+        let mask = self.entries().len() - 1;
         let mut at = self.place(bits);
         loop {
-            let entry = &self.entries[at];
-            if entry.number == NONE {
+            let entry = &self.entries()[at];
+            if entry.number == 0 {
                 break;
             }
             if entry.bits == bits
                 && ((view != NO_VIEW && entry.view == view)
-                    || bytes_of(&self.text, &self.ends, entry.number) == text.as_bytes())
+                    || bytes_of(&self.text, &self.ends, entry.number - 1) == text.as_bytes())
             {
                 return at;
             }
@@ -114,42 +114,48 @@ impl CustomerTable {
         let number = self.ends.len() as u32;
         self.text.push_str(text);
         self.ends.push(self.text.len());
-        self.entries[at] = Entry {
+        self.entries_mut()[at] = Entry {
             view,
             bits,
-            number,
+            number: number + 1,
             head: Head::NEW,
         };
         at
     }
 
+    fn entries_mut(&mut self) -> &mut [Entry] {
+        self.entries.as_deref_mut().unwrap_or_default()
+    }
+
     /// The customer's number at place `at`.
     pub(super) fn number(&self, at: usize) -> u32 {
-        self.entries[at].number
+        self.entries()[at].number - 1
     }
 
     /// The head of the customer at place `at`.
     pub(super) fn head(&mut self, at: usize) -> &mut Head {
-        &mut self.entries[at].head
+        &mut self.entries_mut()[at].head
     }
 
     /// Twice the entries (at first 4096), every customer moved to its new place.
     fn grow(&mut self) {
-        let capacity = (self.entries.len() * 2).max(4096);
-        let old = std::mem::replace(&mut self.entries, vec![FREE; capacity]);
+        let capacity = (self.entries().len() * 2).max(4096);
+        // SAFETY: an Entry of zero bytes is a valid (free) entry.
+        let fresh = unsafe { HugeZeroed::<Entry>::new(capacity) };
+        let old = std::mem::replace(&mut self.entries, Some(fresh));
         let mask = capacity - 1;
-        for entry in old.into_iter().filter(|e| e.number != NONE) {
+        for entry in old.iter().flat_map(|old| old.iter()).filter(|e| e.number != 0) {
             let mut at = self.place(entry.bits);
-            while self.entries[at].number != NONE {
+            while self.entries()[at].number != 0 {
                 at = (at + 1) & mask;
             }
-            self.entries[at] = entry;
+            self.entries_mut()[at] = *entry;
         }
     }
 
     /// Keeps only the ids (the finish orders customers by them); frees the table.
     pub(super) fn seal(&mut self) {
-        self.entries = Vec::new();
+        self.entries = None;
         self.text.shrink_to_fit();
         self.ends.shrink_to_fit();
     }

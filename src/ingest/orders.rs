@@ -12,9 +12,9 @@ use hashbrown::HashTable;
 
 use super::intern::{Interner, NONE, bytes_of, hash_bits, table_hash};
 
-/// What the fold knows of a customer's orders, in one place (one cache line's
-/// read per line): its newest order and that order's hash bits, how many orders it
-/// has, and a Bloom filter of their hashes.
+/// What the fold knows of a customer's orders, in one place (its customer table
+/// entry, one cache line's read per line): its newest order, that order's hash bits
+/// and Arrow view, how many orders it has, and a Bloom filter of their hashes.
 ///
 /// Lines in date order have a new customer on nearly every line, and their orders
 /// are spread over the whole history: a hash table of all orders, much larger than
@@ -28,6 +28,9 @@ pub(super) struct Head {
     /// The customer's orders, or [`TABLED`] once they are in the table.
     pub(super) orders: u32,
     pub(super) filter: u64,
+    /// The view the newest order's id was first read from, when it holds the whole
+    /// id: its later lines are known by it, without hashing or reading the id.
+    pub(super) view: [u64; 2],
 }
 
 impl Head {
@@ -37,8 +40,12 @@ impl Head {
         bits: 0,
         orders: 0,
         filter: 0,
+        view: NO_VIEW,
     };
 }
+
+/// [`Head::view`] when the id's view holds a prefix only.
+const NO_VIEW: [u64; 2] = [u64::MAX, u64::MAX];
 
 /// [`Head::orders`] of a customer whose orders are in the lookup table.
 pub(super) const TABLED: u32 = u32::MAX;
@@ -113,14 +120,26 @@ impl Orders {
     }
 
     /// The number of the customer's order `id`, a new one if it has none; `head` is
-    /// the customer's.
+    /// the customer's, `view` the Arrow view `id` was read from when it holds the
+    /// whole id (before trimming).
     ///
-    /// The newest order is compared first (by hash bits kept in the head, then
-    /// text); then, unless the filter rules it out, the customer's chain of orders
-    /// newest first, or the table once the customer has more than
+    /// The newest order is compared first (by its view, else by hash bits kept in
+    /// the head, then text); then, unless the filter rules it out, the customer's
+    /// chain of orders newest first, or the table once the customer has more than
     /// [`CHAIN_ORDERS`]. Only an order's first line after another order of its
     /// customer reads anything outside the head and the newest orders.
-    pub(super) fn number(&mut self, hasher: &FixedState, customer: u32, head: &mut Head, id: &str) -> u32 {
+    pub(super) fn number(
+        &mut self,
+        hasher: &FixedState,
+        customer: u32,
+        head: &mut Head,
+        id: &str,
+        view: Option<u128>,
+    ) -> u32 {
+        let view = view.map_or(NO_VIEW, |v| [v as u64, (v >> 64) as u64]);
+        if head.order != NONE && view != NO_VIEW && head.view == view {
+            return head.order;
+        }
         let hash = hasher.hash_one((customer, id.as_bytes()));
         let bits = hash_bits(hash);
         if head.order != NONE && head.bits == bits && self.id(head.order) == id.as_bytes() {
@@ -142,6 +161,7 @@ impl Orders {
             bits,
             orders: head.orders.saturating_add(1),
             filter: head.filter | filter_bits(hash),
+            view,
         };
         if head.orders == TABLED {
             self.table

@@ -151,8 +151,9 @@ impl Shard {
                 Some((c, v, key)) if c == customer && v == order_view => key,
                 _ => {
                     let text = present(batch.order_ids.get(i)).unwrap_or_default();
+                    let view = short_view(batch.order_ids, i);
                     self.orders
-                        .number(hasher, customer, self.customers.head(at), text)
+                        .number(hasher, customer, self.customers.head(at), text, view)
                 }
             };
             last_order = Some((customer, order_view, order));

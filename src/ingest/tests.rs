@@ -27,7 +27,7 @@ fn numbers_match_a_map(lookups: &[(u32, String)]) {
     let mut expected: std::collections::BTreeMap<(u32, &str), u32> = Default::default();
     for (customer, id) in lookups {
         let head = heads.entry(*customer).or_insert(Head::NEW);
-        let o = orders.number(&hasher, *customer, head, id);
+        let o = orders.number(&hasher, *customer, head, id, None);
         let next = expected.len() as u32;
         let want = *expected.entry((*customer, id.as_str())).or_insert(next);
         assert_eq!(o, want, "customer {customer} order {id}");
