@@ -113,6 +113,35 @@ impl PipedWriter {
     }
 }
 
+/// A writer that can take bytes it owns without copying them.
+pub trait Blocks: Write {
+    fn write_owned(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        self.write_all(&bytes)
+    }
+}
+
+impl Blocks for Vec<u8> {}
+
+impl<B: Blocks + ?Sized> Blocks for &mut B {
+    fn write_owned(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        (**self).write_owned(bytes)
+    }
+}
+
+impl Blocks for PipedWriter {
+    /// Hands `bytes` over as a block of their own (after what was gathered before).
+    fn write_owned(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        if !self.block.is_empty() {
+            self.hand_over()?;
+        }
+        let Some(send) = &self.send else {
+            return Err(std::io::Error::other("the file's writer is finished"));
+        };
+        send.send(bytes)
+            .map_err(|_| std::io::Error::other("the file's writer stopped"))
+    }
+}
+
 impl Write for PipedWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.block.len() + buf.len() > BLOCK && !self.block.is_empty() {

@@ -162,8 +162,15 @@ impl Drop for PagingOut {
 pub struct HugeZeroed<T: Copy> {
     address: std::ptr::NonNull<T>,
     len: usize,
-    /// Bytes mapped (`len` rounded up to whole huge pages); 0: an ordinary allocation.
-    mapped: usize,
+    /// Bytes mapped (`len` rounded up to whole huge pages), or the ordinary
+    /// allocation's layout.
+    memory: Memory,
+}
+
+enum Memory {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Mapped(usize),
+    Allocated(std::alloc::Layout),
 }
 
 // SAFETY: HugeZeroed owns its memory, like a Vec<T>.
@@ -180,7 +187,7 @@ impl<T: Copy> HugeZeroed<T> {
     /// # Safety
     /// A `T` of zero bytes must be a valid value.
     pub unsafe fn new(len: usize) -> Self {
-        let bytes = len.checked_mul(std::mem::size_of::<T>()).unwrap_or(usize::MAX);
+        let bytes = len.saturating_mul(std::mem::size_of::<T>());
         #[cfg(target_os = "linux")]
         if bytes >= HUGE_PAGE && std::mem::align_of::<T>() <= 4096 {
             let mapped = bytes.div_ceil(HUGE_PAGE) * HUGE_PAGE;
@@ -200,16 +207,26 @@ impl<T: Copy> HugeZeroed<T> {
             {
                 // SAFETY: advice on our own mapping; failing, it stays in small pages.
                 unsafe { libc::madvise(address.as_ptr() as *mut libc::c_void, mapped, libc::MADV_HUGEPAGE) };
-                return Self { address, len, mapped };
+                return Self {
+                    address,
+                    len,
+                    memory: Memory::Mapped(mapped),
+                };
             }
         }
-        let layout = std::alloc::Layout::array::<T>(len.max(1)).expect("a table that fits the address space");
+        // Past the address space: as a failed allocation of it would.
+        let layout = std::alloc::Layout::array::<T>(len.max(1))
+            .unwrap_or_else(|_| std::alloc::handle_alloc_error(std::alloc::Layout::new::<T>()));
         // SAFETY: the layout has a non-zero size.
         let address = unsafe { std::alloc::alloc_zeroed(layout) } as *mut T;
         let Some(address) = std::ptr::NonNull::new(address) else {
             std::alloc::handle_alloc_error(layout)
         };
-        Self { address, len, mapped: 0 }
+        Self {
+            address,
+            len,
+            memory: Memory::Allocated(layout),
+        }
     }
 }
 
@@ -230,16 +247,18 @@ impl<T: Copy> std::ops::DerefMut for HugeZeroed<T> {
 
 impl<T: Copy> Drop for HugeZeroed<T> {
     fn drop(&mut self) {
-        if self.mapped > 0 {
-            #[cfg(target_os = "linux")]
+        match self.memory {
             // SAFETY: the mapping made in `new`, unmapped once.
-            unsafe {
-                libc::munmap(self.address.as_ptr() as *mut libc::c_void, self.mapped);
-            }
-        } else {
-            let layout = std::alloc::Layout::array::<T>(self.len.max(1)).expect("the layout it was made with");
+            #[cfg(target_os = "linux")]
+            Memory::Mapped(bytes) => unsafe {
+                libc::munmap(self.address.as_ptr() as *mut libc::c_void, bytes);
+            },
+            #[cfg(not(target_os = "linux"))]
+            Memory::Mapped(_) => {}
             // SAFETY: allocated in `new` with this layout.
-            unsafe { std::alloc::dealloc(self.address.as_ptr() as *mut u8, layout) };
+            Memory::Allocated(layout) => unsafe {
+                std::alloc::dealloc(self.address.as_ptr() as *mut u8, layout)
+            },
         }
     }
 }
@@ -247,6 +266,21 @@ impl<T: Copy> Drop for HugeZeroed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Small (allocated) and large (mapped) arrays start zeroed and keep what is written.
+    #[test]
+    fn huge_zeroed_arrays_are_zeroed_and_writable() {
+        for len in [0usize, 100, (3 << 20) / 8 + 5] {
+            // SAFETY: zero bytes are a valid u64.
+            let mut values = unsafe { HugeZeroed::<u64>::new(len) };
+            assert_eq!(values.len(), len);
+            assert!(values.iter().all(|&v| v == 0));
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = i as u64 * 3;
+            }
+            assert!(values.iter().enumerate().all(|(i, &v)| v == i as u64 * 3));
+        }
+    }
 
     /// Resident bytes of the mappings of `path`, from /proc/self/smaps.
     fn resident_kib_of(path: &std::path::Path) -> u64 {

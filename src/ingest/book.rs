@@ -39,6 +39,10 @@ pub(super) struct Counts {
     pub(super) latest_valid_day: Option<i32>,
 }
 
+/// Lines of a part of a batch routed ([`OrderBook::route`]): their step 1–2 counts,
+/// and per shard the lines left (index in the batch, hash of the customer id).
+type Routed = (Counts, Vec<Vec<(u32, u64)>>);
+
 /// The fold of the line stream into orders; see the module documentation.
 pub struct OrderBook {
     pub(super) hasher: FixedState,
@@ -58,8 +62,19 @@ pub struct OrderBook {
     /// Per parse check: failures and the example with the smallest row number.
     /// Per parse check: failing lines, and the first one's row.
     pub(super) parse_failures: Vec<(u64, Option<IdxSize>)>,
-    /// Per shard, the lines of the current batch (reused between batches).
-    pub(super) routed: Vec<Vec<(u32, u64)>>,
+    /// Shards per pass ([`super::SHARDS_PER_THREAD`] per thread).
+    pub(super) shard_count: usize,
+    /// Channels and categories, numbered in order of first appearance, for every
+    /// shard: each batch's labels are numbered in one pass down the column, before
+    /// the shards fold (read in each shard's scattered lines, the column's views
+    /// were a cache miss per line and label). The channels' places in text order,
+    /// which the fold's smallest channel compares.
+    pub(super) channels: Labels,
+    pub(super) categories: Labels,
+    pub(super) channel_ranks: Vec<u32>,
+    /// The current batch's label numbers per line (`NONE`: null), reused.
+    pub(super) channel_numbers: Vec<u32>,
+    pub(super) category_numbers: Vec<u32>,
     /// The input's own columns, which decide exact duplicates (step 3).
     pub(super) raw_columns: Vec<PlSmallStr>,
     /// Whether lines carry a gross margin, summed per order like the value.
@@ -124,7 +139,12 @@ impl OrderBook {
             reasons: plan.reasons.len(),
             counts: Counts::default(),
             parse_failures: vec![(0, None); plan.parse_checks],
-            routed: vec![Vec::new(); shards],
+            shard_count: shards,
+            channels: Labels::default(),
+            categories: Labels::default(),
+            channel_ranks: Vec::new(),
+            channel_numbers: Vec::new(),
+            category_numbers: Vec::new(),
             raw_columns: raw_columns.to_vec(),
             has_margin: plan.has_margin,
             held: Vec::new(),
@@ -140,7 +160,7 @@ impl OrderBook {
     }
 
     pub(super) fn fresh_shards(&self) -> Vec<Shard> {
-        (0..self.routed.len())
+        (0..self.shard_count)
             .map(|_| Shard {
                 dropped: vec![0; self.reasons],
                 orders: Orders::with_capacity(self.per_shard),
@@ -201,6 +221,26 @@ impl OrderBook {
         let others = optional(line::OTHER_COLUMNS_HASH)
             .map(|s| s.u64().map(|c| c.rechunk()))
             .transpose()?;
+        if let Some(channels) = &channels {
+            let known = self.channels.len();
+            number_labels(
+                &mut self.channels,
+                &self.hasher,
+                array(channels),
+                &mut self.channel_numbers,
+            );
+            if self.channels.len() != known {
+                self.channel_ranks = text_order(&self.channels).1;
+            }
+        }
+        if let Some(categories) = &categories {
+            number_labels(
+                &mut self.categories,
+                &self.hasher,
+                array(categories),
+                &mut self.category_numbers,
+            );
+        }
         let batch_arrays = Batch {
             rows: array(&rows),
             customers: array(&customers),
@@ -209,8 +249,9 @@ impl OrderBook {
             values: array(&values),
             margins: margins.as_ref().map(array),
             verdicts: array(&verdicts),
-            channels: channels.as_ref().map(array),
-            categories: categories.as_ref().map(array),
+            channels: channels.as_ref().map(|_| self.channel_numbers.as_slice()),
+            categories: categories.as_ref().map(|_| self.category_numbers.as_slice()),
+            channel_ranks: &self.channel_ranks,
             others: others.as_ref().map(array),
         };
         let b = &batch_arrays;
@@ -233,18 +274,87 @@ impl OrderBook {
             }
         }
 
-        // Steps 1–2, and each remaining line routed to its customer's shard.
-        let mut routed = std::mem::take(&mut self.routed);
-        routed.iter_mut().for_each(Vec::clear);
-        let mut uncounted = Counts::default();
-        let counts = if first_pass {
-            &mut self.counts
-        } else {
-            &mut uncounted
+        // Steps 1–2, and each remaining line routed to its customer's shard: the
+        // batch in parts, one per thread, each part's lines kept in input order.
+        let height = batch.height();
+        let part = height.div_ceil(rayon::current_num_threads().max(1)).max(1);
+        let parts: Vec<Routed> = (0..height)
+            .step_by(part)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|start| self.route(b, start..(start + part).min(height)))
+            .collect();
+        if first_pass {
+            let counts = &mut self.counts;
+            counts.rows += height as u64;
+            for (part_counts, _) in &parts {
+                counts.null_customer += part_counts.null_customer;
+                counts.null_order += part_counts.null_order;
+                counts.null_date += part_counts.null_date;
+                counts.null_value += part_counts.null_value;
+                counts.after_as_of += part_counts.after_as_of;
+                counts.in_window += part_counts.in_window;
+                counts.latest_valid_day = counts.latest_valid_day.max(part_counts.latest_valid_day);
+            }
+        }
+
+        let (hasher, dedupe) = (&self.hasher, self.dedupe);
+        let repeats: Vec<Vec<(IdxSize, IdxSize)>> = self
+            .shards
+            .par_iter_mut()
+            .enumerate()
+            .map(|(s, shard)| {
+                let mut lines = std::mem::take(&mut shard.routed);
+                lines.clear();
+                lines.extend(parts.iter().flat_map(|(_, routed)| routed[s].iter().copied()));
+                let repeats = shard.fold(hasher, b, &lines, dedupe);
+                shard.routed = lines;
+                repeats
+            })
+            .collect();
+        // Both copies of each repeat are held from this batch or the one before,
+        // unless held already; a copy further back is not (then step 3 reads the
+        // input again). Batches come in input order, so each spans a row range.
+        let rows_of = |batch: &DataFrame| -> PolarsResult<(IdxSize, IdxSize)> {
+            let rows = batch.column(line::ROW)?.idx()?;
+            Ok((rows.first().unwrap_or_default(), rows.last().unwrap_or_default()))
         };
-        counts.rows += batch.height() as u64;
+        let span = rows_of(batch)?;
+        let within = |(first, last): (IdxSize, IdxSize), row: IdxSize| first <= row && row <= last;
+        let (mut current, mut previous) = (hashbrown::HashSet::new(), hashbrown::HashSet::new());
+        for copy in repeats.into_iter().flatten().flat_map(|(row, twin)| [row, twin]) {
+            if self.held_row_set.contains(&copy) {
+                continue;
+            }
+            if within(span, copy) {
+                current.insert(copy);
+            } else if self
+                .previous
+                .as_ref()
+                .is_some_and(|(_, before)| within(*before, copy))
+            {
+                previous.insert(copy);
+            }
+        }
+        if !current.is_empty() {
+            self.hold(batch, &current)?;
+        }
+        if let Some((before, _)) = self.previous.take().filter(|_| !previous.is_empty()) {
+            self.hold(&before, &previous)?;
+        }
+        if dedupe {
+            self.previous = Some((batch.clone(), span));
+        }
+        Ok(())
+    }
+
+    /// Steps 1–2 over lines `rows` of a batch: their counts, and per shard the lines
+    /// left (index in the batch, hash of the customer id) that this pass folds.
+    fn route(&self, b: &Batch, rows: std::ops::Range<usize>) -> Routed {
+        let mut counts = Counts::default();
+        let mut routed = vec![Vec::new(); self.shards.len()];
         let mut last: Option<(u128, u64)> = None;
-        for i in 0..batch.height() {
+        for i in rows {
             // The first missing required value is the reason.
             let (customer, day) = match (
                 present(b.customers.get(i)),
@@ -283,53 +393,10 @@ impl OrderBook {
             };
             last = Some((customer_view, hash));
             if pass_of(hash, self.passes) == self.pass {
-                let shard = shard_of(hash, routed.len());
-                routed[shard].push((i as u32, hash));
+                routed[shard_of(hash, self.shards.len())].push((i as u32, hash));
             }
         }
-
-        let (hasher, dedupe) = (&self.hasher, self.dedupe);
-        let repeats: Vec<Vec<(IdxSize, IdxSize)>> = self
-            .shards
-            .par_iter_mut()
-            .zip(&routed)
-            .map(|(shard, lines)| shard.fold(hasher, b, lines, dedupe))
-            .collect();
-        self.routed = routed;
-        // Both copies of each repeat are held from this batch or the one before,
-        // unless held already; a copy further back is not (then step 3 reads the
-        // input again). Batches come in input order, so each spans a row range.
-        let rows_of = |batch: &DataFrame| -> PolarsResult<(IdxSize, IdxSize)> {
-            let rows = batch.column(line::ROW)?.idx()?;
-            Ok((rows.first().unwrap_or_default(), rows.last().unwrap_or_default()))
-        };
-        let span = rows_of(batch)?;
-        let within = |(first, last): (IdxSize, IdxSize), row: IdxSize| first <= row && row <= last;
-        let (mut current, mut previous) = (hashbrown::HashSet::new(), hashbrown::HashSet::new());
-        for copy in repeats.into_iter().flatten().flat_map(|(row, twin)| [row, twin]) {
-            if self.held_row_set.contains(&copy) {
-                continue;
-            }
-            if within(span, copy) {
-                current.insert(copy);
-            } else if self
-                .previous
-                .as_ref()
-                .is_some_and(|(_, before)| within(*before, copy))
-            {
-                previous.insert(copy);
-            }
-        }
-        if !current.is_empty() {
-            self.hold(batch, &current)?;
-        }
-        if let Some((before, _)) = self.previous.take().filter(|_| !previous.is_empty()) {
-            self.hold(&before, &previous)?;
-        }
-        if dedupe {
-            self.previous = Some((batch.clone(), span));
-        }
-        Ok(())
+        (counts, routed)
     }
 
     /// Per parse check: how many values failed, and the row of the first.
@@ -350,6 +417,8 @@ impl OrderBook {
         let Self {
             sealed: mut shards,
             counts,
+            channels: channel_labels,
+            categories: category_labels,
             ..
         } = self;
         // Customer keys in customer_id text order, so sorting by key sorts by id.
@@ -439,11 +508,11 @@ impl OrderBook {
         }
         // Channels as numbers in text order, named by `channels`: a text column would
         // take 16 bytes per order.
-        let channels = if shards.iter().any(|s| s.channels.len() > 0) {
-            let (labels, globals) = global_numbers(&shards, |s| &s.channels);
-            for (shard, global) in shards.iter_mut().zip(&globals) {
+        let channels = if channel_labels.len() > 0 {
+            let (labels, place) = text_order(&channel_labels);
+            for shard in &mut shards {
                 for channel in shard.orders.channel.iter_mut().filter(|c| **c != NONE) {
-                    *channel = global[*channel as usize];
+                    *channel = place[*channel as usize];
                 }
             }
             columns.push(in_order(&shards, |o| &o.channel, CHANNEL).into_column());
@@ -457,19 +526,18 @@ impl OrderBook {
         for shard in &mut shards {
             shard.orders.channel = Vec::new();
         }
-        if shards.iter().any(|s| s.categories.len() > 0) {
-            // Category numbers made global (each label's place in text order): the
-            // identity merge may bring customers of several shards together, whose
-            // own numberings would not compare. An order's min and max by its
-            // shard's numbering stay two of its categories; put back in order by the
-            // global numbers, a customer has two distinct categories exactly when the
-            // smallest min and the largest max of its orders differ (upsell).
-            let (_, globals) = global_numbers(&shards, |s| &s.categories);
-            for (shard, global) in shards.iter_mut().zip(&globals) {
+        if category_labels.len() > 0 {
+            // Category numbers put in text order: an order's min and max by the
+            // fold's numbering (first appearance) stay two of its categories; in text
+            // order, a customer has two distinct categories exactly when the smallest
+            // min and the largest max of its orders differ (upsell), and the numbers
+            // compare across the customers an identity merge brings together.
+            let (_, place) = text_order(&category_labels);
+            for shard in &mut shards {
                 let orders = &mut shard.orders;
                 for (min, max) in orders.category_min.iter_mut().zip(orders.category_max.iter_mut()) {
                     if *min != NONE {
-                        let (a, b) = (global[*min as usize], global[*max as usize]);
+                        let (a, b) = (place[*min as usize], place[*max as usize]);
                         (*min, *max) = (a.min(b), a.max(b));
                     }
                 }
@@ -513,28 +581,27 @@ fn gathered<T: Copy + Send + Sync>(
         .collect()
 }
 
-/// Every shard's labels of one kind (channels, categories) in one text order, and
-/// per shard its own numbers' places in it.
-fn global_numbers(shards: &[Shard], labels_of: impl Fn(&Shard) -> &Labels) -> (Vec<String>, Vec<Vec<u32>>) {
-    let mut labels: Vec<String> = shards
-        .iter()
-        .flat_map(|s| {
-            let own = labels_of(s);
-            (0..own.len() as u32).map(|c| own.get(c).to_string())
-        })
+/// Labels in text order, and each label number's place in it.
+fn text_order(labels: &Labels) -> (Vec<String>, Vec<u32>) {
+    let mut sorted: Vec<String> = (0..labels.len() as u32)
+        .map(|c| labels.get(c).to_string())
         .collect();
-    labels.sort_unstable();
-    labels.dedup();
-    let globals = shards
-        .iter()
-        .map(|s| {
-            let own = labels_of(s);
-            (0..own.len() as u32)
-                .map(|c| labels.partition_point(|l| l.as_str() < own.get(c)) as u32)
-                .collect()
-        })
+    sorted.sort_unstable();
+    let place = (0..labels.len() as u32)
+        .map(|c| sorted.partition_point(|l| l.as_str() < labels.get(c)) as u32)
         .collect();
-    (labels, globals)
+    (sorted, place)
+}
+
+/// The number of each line's label in `column` (`NONE` when null), into `numbers`.
+fn number_labels(
+    labels: &mut Labels,
+    hasher: &FixedState,
+    column: &<StringType as PolarsDataType>::Array,
+    numbers: &mut Vec<u32>,
+) {
+    numbers.clear();
+    numbers.extend((0..column.len()).map(|i| labels.id(hasher, column, i)));
 }
 
 pub(super) fn cleaning_steps(

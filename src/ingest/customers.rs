@@ -67,7 +67,7 @@ impl CustomerTable {
 
     /// Bytes the table holds (capacities), for the debug log.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.entries().len() * std::mem::size_of::<Entry>()
+        std::mem::size_of_val(self.entries())
             + self.text.capacity()
             + self.ends.capacity() * std::mem::size_of::<usize>()
     }
@@ -142,7 +142,7 @@ impl CustomerTable {
         let capacity = (self.entries().len() * 2).max(4096);
         // SAFETY: an Entry of zero bytes is a valid (free) entry.
         let fresh = unsafe { HugeZeroed::<Entry>::new(capacity) };
-        let old = std::mem::replace(&mut self.entries, Some(fresh));
+        let old = self.entries.replace(fresh);
         let mask = capacity - 1;
         for entry in old.iter().flat_map(|old| old.iter()).filter(|e| e.number != 0) {
             let mut at = self.place(entry.bits);

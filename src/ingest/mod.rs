@@ -55,6 +55,11 @@ pub const PASS_LINES: usize = 32_000_000;
 /// size, about 5 GB of fold state.
 pub const PASS_LINES_IN_MEMORY: usize = 128_000_000;
 
+/// Shards per thread: a batch's shards are folded in parallel, and with more shards
+/// than threads a thread slowed by the reader's work does not hold up the rest
+/// (at 10M lines 4 instead of 1 folded 10% faster).
+pub const SHARDS_PER_THREAD: usize = 4;
+
 /// At most this many passes: each reads the whole input again.
 pub const MAX_PASSES: usize = 8;
 
@@ -190,7 +195,7 @@ pub fn ingest(
         as_of,
         cleaning.dedupe,
         (
-            rayon::current_num_threads(),
+            rayon::current_num_threads() * SHARDS_PER_THREAD,
             passes_for(expected_lines, memory_first, settings.fold_passes),
         ),
         expected_lines,

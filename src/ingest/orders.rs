@@ -51,7 +51,7 @@ const NO_VIEW: [u64; 2] = [u64::MAX, u64::MAX];
 pub(super) const TABLED: u32 = u32::MAX;
 
 /// Orders of a customer found through its chain (newest first, see
-/// [`Orders::previous`]) before they go to the table: an order the filter may hold
+/// [`Orders::links`]) before they go to the table: an order the filter may hold
 /// is compared with each.
 pub(super) const CHAIN_ORDERS: u32 = 16;
 
@@ -61,6 +61,13 @@ fn filter_bits(hash: u64) -> u64 {
     (1 << (hash >> 58)) | (1 << ((hash >> 52) & 63))
 }
 
+/// An order's place in its customer's chain: the order before it, and its hash bits.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Link {
+    pub(super) previous: u32,
+    pub(super) bits: u32,
+}
+
 /// Per order, indexed by the order's number: the step 5 aggregates of its kept lines.
 #[derive(Default)]
 pub(super) struct Orders {
@@ -68,9 +75,9 @@ pub(super) struct Orders {
     /// of customers with more than [`CHAIN_ORDERS`] orders.
     pub(super) table: HashTable<(u32, u32)>,
     /// Per order: the customer's order made before it (`NONE` for its first), and
-    /// the order's hash bits.
-    pub(super) previous: Vec<u32>,
-    pub(super) bits: Vec<u32>,
+    /// the order's hash bits, side by side (a walk down the chain reads one place
+    /// per order, not two).
+    pub(super) links: Vec<Link>,
     /// order_id text per order.
     pub(super) ids: Interner,
     pub(super) customer: Vec<u32>,
@@ -101,8 +108,7 @@ impl Orders {
                 ends: Vec::with_capacity(orders),
                 ..Interner::default()
             },
-            previous: Vec::with_capacity(orders),
-            bits: Vec::with_capacity(orders),
+            links: Vec::with_capacity(orders),
             customer: Vec::with_capacity(orders),
             first_day: Vec::with_capacity(orders),
             value: Vec::with_capacity(orders),
@@ -177,10 +183,11 @@ impl Orders {
     fn in_chain(&self, newest: u32, id: &[u8], bits: u32) -> Option<u32> {
         let mut o = newest;
         while o != NONE {
-            if self.bits[o as usize] == bits && self.id(o) == id {
+            let link = self.links[o as usize];
+            if link.bits == bits && self.id(o) == id {
                 return Some(o);
             }
-            o = self.previous[o as usize];
+            o = link.previous;
         }
         None
     }
@@ -198,10 +205,10 @@ impl Orders {
     pub(super) fn move_chain_to_table(&mut self, newest: u32) {
         let mut o = newest;
         while o != NONE {
-            let bits = self.bits[o as usize];
+            let Link { previous, bits } = self.links[o as usize];
             self.table
                 .insert_unique(table_hash(bits), (o, bits), |&(_, stored)| table_hash(stored));
-            o = self.previous[o as usize];
+            o = previous;
         }
     }
 
@@ -210,8 +217,7 @@ impl Orders {
         let o = self.customer.len() as u32;
         // Order ids are stored per order, not deduplicated: (customer, id) is the key.
         self.ids.push(id);
-        self.previous.push(previous);
-        self.bits.push(bits);
+        self.links.push(Link { previous, bits });
         self.customer.push(customer);
         self.first_day.push(i32::MAX);
         self.value.push(0);
@@ -230,8 +236,7 @@ impl Orders {
     pub(super) fn seal(&mut self, customers: usize) -> Vec<u32> {
         self.table = HashTable::new();
         self.last_print = Vec::new();
-        self.previous = Vec::new();
-        self.bits = Vec::new();
+        self.links = Vec::new();
         let ids = std::mem::take(&mut self.ids);
         // Kept orders grouped by customer, each customer's by order_id.
         let (mut kept, starts) = grouped_by_key(

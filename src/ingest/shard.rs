@@ -9,7 +9,7 @@ use foldhash::fast::FixedState;
 use polars::prelude::*;
 
 use super::customers::CustomerTable;
-use super::intern::{Labels, NONE, present, short_view, view};
+use super::intern::{NONE, present, short_view, view};
 use super::orders::Orders;
 
 /// The columns of one batch of the line stream, as contiguous arrays.
@@ -22,8 +22,11 @@ pub(super) struct Batch<'a> {
     /// Per-line gross margins, with `input.columns.cost` or `margin`.
     pub(super) margins: Option<&'a <Int64Type as PolarsDataType>::Array>,
     pub(super) verdicts: &'a <Int32Type as PolarsDataType>::Array,
-    pub(super) channels: Option<&'a <StringType as PolarsDataType>::Array>,
-    pub(super) categories: Option<&'a <StringType as PolarsDataType>::Array>,
+    /// Each line's channel and category number (`NONE`: null), and each channel
+    /// number's place in text order.
+    pub(super) channels: Option<&'a [u32]>,
+    pub(super) categories: Option<&'a [u32]>,
+    pub(super) channel_ranks: &'a [u32],
     pub(super) others: Option<&'a <UInt64Type as PolarsDataType>::Array>,
 }
 
@@ -69,8 +72,6 @@ const PREFETCH_LINES: usize = 16;
 #[derive(Default)]
 pub(super) struct Shard {
     pub(super) customers: CustomerTable,
-    pub(super) channels: Labels,
-    pub(super) categories: Labels,
     pub(super) orders: Orders,
     /// Step 3: lines taken out as exact duplicates. Step 4: drops per reason.
     pub(super) duplicates: u64,
@@ -84,6 +85,8 @@ pub(super) struct Shard {
     /// copies), with the order, and their rows (each once).
     pub(super) candidates: Vec<(IdxSize, u32)>,
     pub(super) candidate_rows: hashbrown::HashSet<IdxSize, FixedState>,
+    /// The current batch's lines for this shard (reused between batches).
+    pub(super) routed: Vec<(u32, u64)>,
 }
 
 impl Shard {
@@ -98,8 +101,7 @@ impl Shard {
             + o.ids.text.capacity()
             + of(&o.ids.ends)
             + o.table.capacity() * 9
-            + of(&o.previous)
-            + of(&o.bits)
+            + of(&o.links)
             + of(&o.customer)
             + of(&o.first_day)
             + of(&o.value)
@@ -157,10 +159,8 @@ impl Shard {
                 }
             };
             last_order = Some((customer, order_view, order));
-            let channel = batch.channels.map_or(NONE, |a| self.channels.id(hasher, a, i));
-            let category = batch
-                .categories
-                .map_or(NONE, |a| self.categories.id(hasher, a, i));
+            let channel = batch.channels.map_or(NONE, |numbers| numbers[i]);
+            let category = batch.categories.map_or(NONE, |numbers| numbers[i]);
 
             // Step 4's verdict, then step 5's aggregates over the kept lines.
             let verdict = batch.verdicts.get(i).unwrap_or(0);
@@ -180,7 +180,8 @@ impl Shard {
                 let current = orders.channel[o];
                 if channel != NONE
                     && channel != current
-                    && (current == NONE || self.channels.get(channel) < self.channels.get(current))
+                    && (current == NONE
+                        || batch.channel_ranks[channel as usize] < batch.channel_ranks[current as usize])
                 {
                     orders.channel[o] = channel;
                 }

@@ -2,6 +2,7 @@
 //! outputs atomically, and the manifest file.
 
 pub mod cloud;
+pub mod csv;
 pub mod input;
 pub mod output;
 pub mod remote;

@@ -14,7 +14,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 use rayon::prelude::*;
 
-use crate::checksum::PipedWriter;
+use crate::checksum::{Blocks, PipedWriter};
 use crate::config::Format;
 use crate::error::{Error, Result};
 use crate::io::input::{InputFile, InputRoot, canonical};
@@ -619,10 +619,12 @@ fn write_all(
 /// One table's open writer in one format.
 enum FormatWriter<W: Write> {
     Parquet(Box<polars::io::parquet::write::BatchedWriter<W>>),
-    Csv(polars::io::csv::write::BatchedWriter<W>),
+    Csv(super::csv::CsvWriter<W>),
+    /// A table with a column type [`super::csv::CsvWriter`] does not write.
+    PolarsCsv(polars::io::csv::write::BatchedWriter<W>),
 }
 
-impl<W: Write + Send> FormatWriter<W> {
+impl<W: Write + Blocks + Send> FormatWriter<W> {
     fn new(out: W, format: Format, schema: &Schema) -> PolarsResult<Self> {
         Ok(match format {
             // Snappy: every Parquet reader has it, and it writes faster than the
@@ -632,7 +634,10 @@ impl<W: Write + Send> FormatWriter<W> {
                     .with_compression(ParquetCompression::Snappy)
                     .batched(schema)?,
             )),
-            Format::Csv => FormatWriter::Csv(CsvWriter::new(out).include_header(true).batched(schema)?),
+            Format::Csv if super::csv::CsvWriter::<W>::writes(schema) => {
+                FormatWriter::Csv(super::csv::CsvWriter::new(out, schema)?)
+            }
+            Format::Csv => FormatWriter::PolarsCsv(CsvWriter::new(out).include_header(true).batched(schema)?),
         })
     }
 
@@ -645,14 +650,16 @@ impl<W: Write + Send> FormatWriter<W> {
                 let groups = polars::frame::chunk_df_for_writing(&mut slice, ROW_GROUP_ROWS)?;
                 writer.write_batch(&groups)
             }
-            FormatWriter::Csv(writer) => writer.write_batch(slice),
+            FormatWriter::Csv(writer) => writer.write(slice),
+            FormatWriter::PolarsCsv(writer) => writer.write_batch(slice),
         }
     }
 
     fn finish(self) -> PolarsResult<()> {
         match self {
             FormatWriter::Parquet(writer) => writer.finish().map(|_| ()),
-            FormatWriter::Csv(mut writer) => writer.finish(),
+            FormatWriter::Csv(_) => Ok(()),
+            FormatWriter::PolarsCsv(mut writer) => writer.finish(),
         }
     }
 }
