@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::Ingested;
 use super::intern::{Labels, NONE, present, view};
-use super::orders::{Orders, grouped_by_key};
+use super::orders::Orders;
 use super::plan::{CleaningStep, LinePlan, line};
 use super::shard::{Batch, Candidate, Shard, pass_of, shard_of};
 use crate::dates::epoch_days;
@@ -424,7 +424,7 @@ impl OrderBook {
         // Customer keys in customer_id text order, so sorting by key sorts by id.
         // Sorted on the first 16 bytes as an integer first: most comparisons then
         // never touch the text.
-        let (key, customer_ids, customer_count) = {
+        let (by_text, customer_ids) = {
             let text = |&(s, c): &(u32, u32)| shards[s as usize].customers.get(c);
             let mut by_text: Vec<(u128, (u32, u32))> = shards
                 .iter()
@@ -433,44 +433,60 @@ impl OrderBook {
                 .map(|sc| (prefix(text(&sc)), sc))
                 .collect();
             by_text.par_sort_unstable_by(|(pa, a), (pb, b)| pa.cmp(pb).then_with(|| text(a).cmp(text(b))));
-            let mut key: Vec<Vec<u32>> = shards.iter().map(|s| vec![0; s.customers.len()]).collect();
-            for (k, (_, (s, c))) in by_text.iter().enumerate() {
-                key[*s as usize][*c as usize] = k as u32;
-            }
             let ids =
                 StringChunked::from_iter_values(CUSTOMER_ID.into(), by_text.iter().map(|(_, sc)| text(sc)))
                     .into_series();
-            (key, ids, by_text.len())
+            let by_text: Vec<(u32, u32)> = by_text.into_iter().map(|(_, sc)| sc).collect();
+            (by_text, ids)
         };
         for shard in &mut shards {
             shard.customers = Default::default();
         }
 
-        // Orders grouped by customer key (a counting sort). A customer's orders are
-        // all in one sealed shard, in order_id order, and the sort is stable.
-        let key_of =
-            |(s, o): (u32, u32)| key[s as usize][shards[s as usize].orders.customer[o as usize] as usize];
-        let all_orders = || {
-            shards
-                .iter()
-                .enumerate()
-                .flat_map(|(s, shard)| (0..shard.orders.customer.len() as u32).map(move |o| (s as u32, o)))
+        // Orders in customer key order: each customer's orders are one run of its
+        // sealed shard, in order_id order, copied in key order (in parallel, each
+        // part of the keys into its own part of the output).
+        let run = |&(s, c): &(u32, u32)| {
+            let starts = &shards[s as usize].orders.customer_starts;
+            starts[c as usize]..starts[c as usize + 1]
         };
-        let (sorted, _) = grouped_by_key(all_orders, customer_count, |order| key_of(order) as usize);
-
-        // Each column is gathered into order (in parallel: the reads are at random,
-        // and two cores overlap twice the misses), then the shards' arrays it came
-        // from are freed: at 100M lines each is 0.2–0.4 GB.
-        let mut customer_key: UInt32Chunked = sorted
-            .par_iter()
-            .map(|&so| key_of(so))
-            .collect::<NoNull<UInt32Chunked>>()
-            .into_inner()
-            .with_name(CUSTOMER_ID.into());
+        let mut offsets: Vec<usize> = Vec::with_capacity(by_text.len() + 1);
+        offsets.push(0);
+        for sc in &by_text {
+            offsets.push(offsets[offsets.len() - 1] + run(sc).len());
+        }
+        let total = offsets[by_text.len()];
+        let mut sorted = vec![(0u32, 0u32); total];
+        let mut keys = vec![0u32; total];
+        let parts = (rayon::current_num_threads() * 8).max(1);
+        let per_part = by_text.len().div_ceil(parts).max(1);
+        let mut outputs = Vec::new();
+        let (mut sorted_rest, mut keys_rest) = (sorted.as_mut_slice(), keys.as_mut_slice());
+        for first in (0..by_text.len()).step_by(per_part) {
+            let last = (first + per_part).min(by_text.len());
+            let len = offsets[last] - offsets[first];
+            let (sorted_part, sorted_next) = std::mem::take(&mut sorted_rest).split_at_mut(len);
+            let (keys_part, keys_next) = std::mem::take(&mut keys_rest).split_at_mut(len);
+            (sorted_rest, keys_rest) = (sorted_next, keys_next);
+            outputs.push((first..last, sorted_part, keys_part));
+        }
+        outputs.into_par_iter().for_each(|(customers, sorted_part, keys_part)| {
+            let mut at = 0;
+            for k in customers {
+                let sc = by_text[k];
+                for o in run(&sc) {
+                    sorted_part[at] = (sc.0, o);
+                    keys_part[at] = k as u32;
+                    at += 1;
+                }
+            }
+        });
+        drop(by_text);
+        let mut customer_key = UInt32Chunked::from_vec(CUSTOMER_ID.into(), keys);
         customer_key.set_sorted_flag(IsSorted::Ascending);
-        drop(key);
         for shard in &mut shards {
             shard.orders.customer = Vec::new();
+            shard.orders.customer_starts = Vec::new();
         }
         let mut order_rank = UInt32Chunked::from_vec(ORDER_RANK.into(), (0..sorted.len() as u32).collect());
         order_rank.set_sorted_flag(IsSorted::Ascending);

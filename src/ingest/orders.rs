@@ -81,6 +81,9 @@ pub(super) struct Orders {
     /// order_id text per order.
     pub(super) ids: Interner,
     pub(super) customer: Vec<u32>,
+    /// Once sealed: where each customer's orders start (one more entry than
+    /// customers; they are numbered in customer, then order_id, order).
+    pub(super) customer_starts: Vec<u32>,
     /// Earliest date of a kept line; `i32::MAX` while none.
     pub(super) first_day: Vec<i32>,
     /// Summed line values in micro-units. Lines are Int64 (SPEC); their sums are
@@ -248,7 +251,8 @@ impl Orders {
         for window in starts.windows(2).filter(|w| w[1] - w[0] > 1) {
             kept[window[0]..window[1]].sort_unstable_by(|&a, &b| id(a).cmp(id(b)));
         }
-        drop((starts, ids));
+        drop(ids);
+        self.customer_starts = starts.into_iter().map(|start| start as u32).collect();
         self.kept_lines = Vec::new();
         let mut renumbered = vec![NONE; self.customer.len()];
         for (new, &old) in kept.iter().enumerate() {
