@@ -470,17 +470,19 @@ impl OrderBook {
             (sorted_rest, keys_rest) = (sorted_next, keys_next);
             outputs.push((first..last, sorted_part, keys_part));
         }
-        outputs.into_par_iter().for_each(|(customers, sorted_part, keys_part)| {
-            let mut at = 0;
-            for k in customers {
-                let sc = by_text[k];
-                for o in run(&sc) {
-                    sorted_part[at] = (sc.0, o);
-                    keys_part[at] = k as u32;
-                    at += 1;
+        outputs
+            .into_par_iter()
+            .for_each(|(customers, sorted_part, keys_part)| {
+                let mut at = 0;
+                for k in customers {
+                    let sc = by_text[k];
+                    for o in run(&sc) {
+                        sorted_part[at] = (sc.0, o);
+                        keys_part[at] = k as u32;
+                        at += 1;
+                    }
                 }
-            }
-        });
+            });
         drop(by_text);
         let mut customer_key = UInt32Chunked::from_vec(CUSTOMER_ID.into(), keys);
         customer_key.set_sorted_flag(IsSorted::Ascending);

@@ -5,6 +5,7 @@ pub mod cloud;
 pub mod csv;
 pub mod input;
 pub mod output;
+pub mod parquet;
 pub mod remote;
 pub mod side;
 pub mod table;

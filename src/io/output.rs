@@ -18,7 +18,7 @@ use crate::checksum::{Blocks, PipedWriter};
 use crate::config::Format;
 use crate::error::{Error, Result};
 use crate::io::input::{InputFile, InputRoot, canonical};
-use crate::io::table::{ROW_GROUP_ROWS, Table};
+use crate::io::table::Table;
 use crate::manifest::{Manifest, OutputFile};
 use crate::settings::PublishHolds;
 
@@ -618,7 +618,7 @@ fn write_all(
 
 /// One table's open writer in one format.
 enum FormatWriter<W: Write> {
-    Parquet(Box<polars::io::parquet::write::BatchedWriter<W>>),
+    Parquet(Box<super::parquet::ParquetWriter<W>>),
     Csv(super::csv::CsvWriter<W>),
     /// A table with a column type [`super::csv::CsvWriter`] does not write.
     PolarsCsv(polars::io::csv::write::BatchedWriter<W>),
@@ -629,11 +629,9 @@ impl<W: Write + Blocks + Send> FormatWriter<W> {
         Ok(match format {
             // Snappy: every Parquet reader has it, and it writes faster than the
             // default zstd.
-            Format::Parquet => FormatWriter::Parquet(Box::new(
-                ParquetWriter::new(out)
-                    .with_compression(ParquetCompression::Snappy)
-                    .batched(schema)?,
-            )),
+            Format::Parquet => {
+                FormatWriter::Parquet(Box::new(super::parquet::ParquetWriter::new(out, schema)?))
+            }
             Format::Csv if super::csv::CsvWriter::<W>::writes(schema) => {
                 FormatWriter::Csv(super::csv::CsvWriter::new(out, schema)?)
             }
@@ -643,13 +641,7 @@ impl<W: Write + Blocks + Send> FormatWriter<W> {
 
     fn write(&mut self, slice: &DataFrame) -> PolarsResult<()> {
         match self {
-            FormatWriter::Parquet(writer) => {
-                // Row groups of about ROW_GROUP_ROWS rows, as a whole-frame write makes,
-                // encoded in parallel.
-                let mut slice = slice.clone();
-                let groups = polars::frame::chunk_df_for_writing(&mut slice, ROW_GROUP_ROWS)?;
-                writer.write_batch(&groups)
-            }
+            FormatWriter::Parquet(writer) => writer.write(slice),
             FormatWriter::Csv(writer) => writer.write(slice),
             FormatWriter::PolarsCsv(writer) => writer.write_batch(slice),
         }
@@ -657,7 +649,7 @@ impl<W: Write + Blocks + Send> FormatWriter<W> {
 
     fn finish(self) -> PolarsResult<()> {
         match self {
-            FormatWriter::Parquet(writer) => writer.finish().map(|_| ()),
+            FormatWriter::Parquet(writer) => writer.finish(),
             FormatWriter::Csv(_) => Ok(()),
             FormatWriter::PolarsCsv(mut writer) => writer.finish(),
         }
