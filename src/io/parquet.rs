@@ -60,7 +60,7 @@ impl<W: Write + Send> ParquetWriter<W> {
         let chunked = polars::frame::chunk_df_for_writing(&mut frame, ROW_GROUP_ROWS)?;
         let groups: Vec<_> = chunked
             .iter_chunks(CompatLevel::newest(), false)
-            .filter(|batch| batch.len() > 0)
+            .filter(|batch| !batch.is_empty())
             .collect();
         // Every column of every row group at once, in order.
         let tasks: Vec<(usize, usize)> = (0..groups.len())
