@@ -241,17 +241,23 @@ fn publish_run(
         name: "write".into(),
         seconds: 0.0,
     });
-    let mut documents = Vec::new();
-    if config.output.report {
-        let json = serde_json::to_value(&manifest).map_err(|e| Error::Output(e.to_string()))?;
-        let html = crate::report::render(&crate::report::ReportData::from_tables(&computed.tables, json)?)?;
-        documents.push(output::Document {
+    // The report, made while the tables are written.
+    let json = serde_json::to_value(&manifest).map_err(|e| Error::Output(e.to_string()))?;
+    let documents = || -> crate::error::Result<Vec<output::Document>> {
+        if !config.output.report {
+            return Ok(Vec::new());
+        }
+        let html = crate::report::render(&crate::report::ReportData::from_tables(
+            &computed.tables,
+            json.clone(),
+        )?)?;
+        Ok(vec![output::Document {
             name: "report",
             format: "html",
             file: crate::report::FILE,
             bytes: html.into_bytes(),
-        });
-    }
+        }])
+    };
     let shown = match &destination {
         Target::Local(local) => {
             output::publish(

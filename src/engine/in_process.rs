@@ -11,7 +11,7 @@
 use chrono::Days;
 use polars::prelude::*;
 
-use super::customer_pass::{PassParams, customer_frames};
+use super::customer_pass::{CustomerFrames, PassParams, customer_frames};
 use super::{CustomerSummary, Engine, Job};
 use crate::config::Engine as Execution;
 use crate::error::{Error, InputError, Result};
@@ -130,10 +130,10 @@ impl InProcess {
     }
 }
 
-/// Stage 2, a slice of customers at a time (all of their orders, in key order):
-/// each slice's intermediates are freed before the next starts (at 100M lines,
-/// group-bys and windows over all orders at once took 2 GB more). Any engine that
-/// makes the cleaned orders hands them on here.
+/// Stage 2, a slice of customers at a time (all of their orders, in key order): one
+/// pass over each customer's orders ([`customer_frames`]) per slice, whose
+/// per-customer rows are freed before the next starts. Any engine that makes the
+/// cleaned orders hands them on here.
 pub(super) fn customers(job: Job<'_>, cleaned: CleanedOrders, log: &mut StageLog) -> Result<CustomerSummary> {
     {
         let config = job.config;
@@ -185,29 +185,40 @@ pub(super) fn customers(job: Job<'_>, cleaned: CleanedOrders, log: &mut StageLog
         };
         let holdout_days = config.clv.model_holdout_days();
         let unit_days = config.clv.time_unit.days();
+        let params = PassParams {
+            wants,
+            grain: config.cohorts.grain,
+            obs_end,
+            unit_days,
+            has_category,
+        };
+        let order_rows = job.settings.slice_rows_or(crate::metrics::ORDER_SLICE_ROWS);
         let (frames, periods, holdout) = log.timed("customers", || {
-            let frames = customer_frames(
-                &order_table,
-                PassParams {
-                    wants,
-                    grain: config.cohorts.grain,
-                    obs_end,
-                    unit_days,
-                    has_category,
-                },
-            )?;
-            let periods =
-                customers::period_activity(frames.aggregates.clone().lazy(), as_of, window).collect()?;
-            // The holdout's calibration summaries, a slice of customers at a time.
-            let mut holdout = Vec::new();
-            if let Some(days) = holdout_days {
-                let order_rows = job.settings.slice_rows_or(crate::metrics::ORDER_SLICE_ROWS);
-                for slice in crate::metrics::customer_slices(&order_table, order_rows)? {
+            // A slice of whole customers at a time: each slice's per-customer rows are
+            // freed before the next (at 100M lines, all at once would be 2 GB).
+            let (mut aggregates, mut activity, mut upsell, mut summaries, mut holdout) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for slice in crate::metrics::customer_slices(&order_table, order_rows)? {
+                let frames = customer_frames(&slice, params)?;
+                aggregates.push(frames.aggregates);
+                activity.push(frames.cohort_activity);
+                upsell.extend(frames.upsell);
+                summaries.push(frames.model_summary);
+                // The holdout's calibration summaries.
+                if let Some(days) = holdout_days {
                     holdout.push(crate::metrics::holdout::calibration(
                         &slice, as_of, days, unit_days,
                     )?);
                 }
             }
+            let frames = CustomerFrames {
+                aggregates: stacked(aggregates)?,
+                cohort_activity: stacked(activity)?,
+                upsell: has_category.then(|| stacked(upsell)).transpose()?,
+                model_summary: stacked(summaries)?,
+            };
+            let periods =
+                customers::period_activity(frames.aggregates.clone().lazy(), as_of, window).collect()?;
             Ok((frames, periods, stacked(holdout)?))
         })?;
         drop(order_table);

@@ -235,6 +235,34 @@ fn copies_in_the_same_or_the_next_batch_are_held() {
     assert!(!held(&[3, 4]), "row 2 is two batches before rows 6 and 12");
 }
 
+/// An order of many lines (past the walk down its lines, into the map) finds its
+/// exact copies, near and far apart, whatever the batches and shards.
+#[test]
+fn copies_in_an_order_of_many_lines_are_found() {
+    let n = 200usize;
+    // Line i costs i + 1 cents; lines 3, 40 and 150 come again (line 3 twice).
+    let mut amounts: Vec<f64> = (0..n).map(|i| (i + 1) as f64 / 100.0).collect();
+    amounts.extend([4.0 / 100.0, 41.0 / 100.0, 151.0 / 100.0, 4.0 / 100.0]);
+    let rows = amounts.len();
+    let frame = df!(
+        "customer_id" => vec!["c1"; rows],
+        "order_id" => vec!["o1"; rows],
+        "order_date" => vec!["2024-01-05"; rows],
+        "amount" => amounts,
+        "note" => vec![0i64; rows],
+        "channel" => vec!["web"; rows],
+        "category" => vec!["toys"; rows],
+    )
+    .unwrap();
+    for (batch_ends, shards) in [(vec![], 1), (vec![50, 120, 202], 3)] {
+        let (orders, _, cleaning) = fold(&frame, &batch_ends, (shards, 1));
+        assert_eq!(cleaning[2].dropped, 4, "step 3 drops the four copies");
+        let value = orders.column(VALUE).unwrap().i128().unwrap().get(0).unwrap();
+        let expected: i128 = (1..=n as i128).map(|cents| cents * 10_000).sum();
+        assert_eq!(value, expected);
+    }
+}
+
 #[test]
 fn any_batch_split_shard_count_and_pass_count_fold_to_the_same_orders() {
     let frame = lines();

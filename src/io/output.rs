@@ -452,7 +452,7 @@ pub fn publish(
     destination: &Destination,
     tables: &[(String, Table)],
     formats: &[Format],
-    documents: &[Document],
+    documents: Documents,
     manifest: &mut Manifest,
     holds: &PublishHolds,
 ) -> Result<()> {
@@ -515,7 +515,7 @@ impl Drop for Staged {
 pub fn staged(
     tables: &[(String, Table)],
     formats: &[Format],
-    documents: &[Document],
+    documents: Documents,
     manifest: &mut Manifest,
 ) -> Result<Staged> {
     let parent = std::env::temp_dir();
@@ -527,6 +527,10 @@ pub fn staged(
     write_all(&staged.path, tables, formats, documents, manifest)?;
     Ok(staged)
 }
+
+/// The files other than tables, made while the tables are written (the report is
+/// made from the computed tables, not the written files).
+pub type Documents<'a> = &'a (dyn Fn() -> Result<Vec<Document>> + Sync);
 
 /// A file other than a table that is published with them (the report).
 pub struct Document {
@@ -540,7 +544,7 @@ fn write_all(
     tmp: &Path,
     tables: &[(String, Table)],
     formats: &[Format],
-    documents: &[Document],
+    documents: Documents,
     manifest: &mut Manifest,
 ) -> Result<()> {
     let started = std::time::Instant::now();
@@ -557,17 +561,24 @@ fn write_all(
         }
     }
     // The tables in parallel, each in every format at once (a sliced table's slices
-    // are made once for all formats); the manifest lists them in order.
-    let written: Vec<Vec<(u64, String)>> = tables
-        .par_iter()
-        .map(|(table, frame)| {
-            let paths: Vec<(PathBuf, Format)> = formats
-                .iter()
-                .map(|format| (tmp.join(file_name(table, format)), *format))
-                .collect();
-            write_table_as(&paths, frame)
-        })
-        .collect::<Result<_>>()?;
+    // are made once for all formats), and the documents made meanwhile; the manifest
+    // lists them in order.
+    let (written, documents) = rayon::join(
+        || {
+            tables
+                .par_iter()
+                .map(|(table, frame)| {
+                    let paths: Vec<(PathBuf, Format)> = formats
+                        .iter()
+                        .map(|format| (tmp.join(file_name(table, format)), *format))
+                        .collect();
+                    write_table_as(&paths, frame)
+                })
+                .collect::<Result<Vec<Vec<(u64, String)>>>>()
+        },
+        documents,
+    );
+    let (written, documents) = (written?, documents?);
     for ((table, frame), sizes) in tables.iter().zip(written) {
         for (format, (bytes, sha256)) in formats.iter().zip(sizes) {
             manifest.outputs.push(OutputFile {
@@ -583,7 +594,7 @@ fn write_all(
             });
         }
     }
-    for document in documents {
+    for document in &documents {
         let path = tmp.join(document.file);
         write_synced(&path, |f| {
             f.write_all(&document.bytes).map_err(|e| Error::io(&path, e))

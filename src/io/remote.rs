@@ -21,7 +21,7 @@ use object_store::path::Path as Key;
 use serde::{Deserialize, Serialize};
 
 use super::cloud::{Bucket, cause};
-use super::output::{Document, MANIFEST_FILE, staged};
+use super::output::{Documents, MANIFEST_FILE, staged};
 use crate::config::{Format, StorageOptions};
 use crate::error::{Error, Result};
 use crate::io::table::Table;
@@ -213,7 +213,7 @@ pub fn publish(
     destination: &RemoteDestination,
     tables: &[(String, Table)],
     formats: &[Format],
-    documents: &[Document],
+    documents: Documents,
     manifest: &mut Manifest,
     holds: &PublishHolds,
 ) -> Result<String> {
