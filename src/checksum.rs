@@ -84,6 +84,11 @@ impl PipedWriter {
 
     fn hand_over(&mut self) -> std::io::Result<()> {
         let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+        self.send(block)
+    }
+
+    /// Sends a block to the file's thread.
+    fn send(&self, block: Vec<u8>) -> std::io::Result<()> {
         let Some(send) = &self.send else {
             return Err(std::io::Error::other("the file's writer is finished"));
         };
@@ -134,11 +139,7 @@ impl Blocks for PipedWriter {
         if !self.block.is_empty() {
             self.hand_over()?;
         }
-        let Some(send) = &self.send else {
-            return Err(std::io::Error::other("the file's writer is finished"));
-        };
-        send.send(bytes)
-            .map_err(|_| std::io::Error::other("the file's writer stopped"))
+        self.send(bytes)
     }
 }
 

@@ -21,7 +21,7 @@ use polars::series::IsSorted;
 use rayon::prelude::*;
 
 use crate::config::Grain;
-use crate::dates::epoch_days;
+use crate::dates::{epoch_days, from_epoch_days};
 use crate::error::Result;
 use crate::metrics::cohort::{self, period_number_of};
 use crate::metrics::customers::{self, AggregateWants};
@@ -248,10 +248,11 @@ impl PeriodTable {
         let (lo, hi) = days
             .iter()
             .fold((i32::MAX, i32::MIN), |(lo, hi), &d| (lo.min(d), hi.max(d)));
-        let date = |d: i32| NaiveDate::default() + chrono::Duration::days(d as i64);
         // Dates are checked to lie in years 1 to 9999: at most 3.7M days.
         let numbers = if lo <= hi {
-            (lo..=hi).map(|d| period_number_of(date(d), grain)).collect()
+            (lo..=hi)
+                .map(|d| period_number_of(from_epoch_days(d), grain))
+                .collect()
         } else {
             Vec::new()
         };

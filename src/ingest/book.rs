@@ -487,7 +487,6 @@ impl OrderBook {
         let mut customer_key = UInt32Chunked::from_vec(CUSTOMER_ID.into(), keys);
         customer_key.set_sorted_flag(IsSorted::Ascending);
         for shard in &mut shards {
-            shard.orders.customer = Vec::new();
             shard.orders.customer_starts = Vec::new();
         }
         let mut order_rank = UInt32Chunked::from_vec(ORDER_RANK.into(), (0..sorted.len() as u32).collect());

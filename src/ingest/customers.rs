@@ -9,12 +9,9 @@
 //! lay apart was two or three dependent misses per line (40% of the fold at 10M
 //! lines); here it is one, requested while earlier lines are folded.
 
-use super::intern::{bytes_of, hash_bits};
+use super::intern::{NO_VIEW, bytes_of, hash_bits, span, view_halves};
 use super::orders::Head;
 use crate::memory::HugeZeroed;
-
-/// The [`Entry::view`] of an id whose Arrow view does not hold it whole.
-const NO_VIEW: [u64; 2] = [u64::MAX, u64::MAX];
 
 /// One customer: 64 bytes, one cache line. All zero bytes: a free entry.
 #[derive(Clone, Copy)]
@@ -53,12 +50,7 @@ impl CustomerTable {
     }
 
     pub(super) fn get(&self, number: u32) -> &str {
-        let start = if number == 0 {
-            0
-        } else {
-            self.ends[number as usize - 1]
-        };
-        &self.text[start..self.ends[number as usize]]
+        &self.text[span(&self.ends, number)]
     }
 
     fn entries(&self) -> &[Entry] {
@@ -89,13 +81,13 @@ impl CustomerTable {
 
     /// The entry of customer id `text` (trimmed), with hash `hash`, read from a view
     /// that holds it whole (`view`, before trimming) or not; a new customer is
-    /// numbered next. Returns the entry's place, for [`Self::entry`].
+    /// numbered next. Returns the entry's place, for [`Self::number`] and [`Self::head`].
     pub(super) fn find_or_insert(&mut self, text: &str, hash: u64, view: Option<u128>) -> usize {
         if (self.len() + 1) * LOAD.1 > self.entries().len() * LOAD.0 {
             self.grow();
         }
         let bits = hash_bits(hash);
-        let view = view.map_or(NO_VIEW, |v| [v as u64, (v >> 64) as u64]);
+        let view = view_halves(view);
         let mask = self.entries().len() - 1;
         let mut at = self.place(bits);
         loop {

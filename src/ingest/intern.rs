@@ -22,6 +22,15 @@ pub(super) struct Slot {
     pub(super) bits: u32,
 }
 
+/// A whole-string view ([`short_view`]) as two halves (8-byte aligned, for table
+/// entries), or [`NO_VIEW`] when the view holds a prefix only.
+pub(super) fn view_halves(view: Option<u128>) -> [u64; 2] {
+    view.map_or(NO_VIEW, |v| [v as u64, (v >> 64) as u64])
+}
+
+/// [`view_halves`] of a view that does not hold its string whole.
+pub(super) const NO_VIEW: [u64; 2] = [u64::MAX, u64::MAX];
+
 /// Longest string an Arrow view holds whole: equal such views are equal strings,
 /// in any array.
 pub(super) const SHORT: u32 = 12;
@@ -147,20 +156,21 @@ impl Labels {
         // Arrow keeps strings of up to 12 bytes inside the view itself.
         let short = array.views()[i].length <= SHORT;
         let key = view(array, i);
+        let place = RecentViews::place(key);
         if short {
-            let (seen, id) = self.recent.0[RecentViews::place(key)];
+            let (seen, id) = self.recent.0[place];
             if seen == key && id != NONE {
                 return id;
             }
             if let Some(&id) = self.by_view.get(&key) {
-                self.recent.0[RecentViews::place(key)] = (key, id);
+                self.recent.0[place] = (key, id);
                 return id;
             }
         }
         let id = self.names.intern(hasher, text);
         if short {
             self.by_view.insert(key, id);
-            self.recent.0[RecentViews::place(key)] = (key, id);
+            self.recent.0[place] = (key, id);
         }
         id
     }

@@ -10,7 +10,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
-use super::intern::{Interner, NONE, bytes_of, hash_bits, table_hash};
+use super::intern::{Interner, NO_VIEW, NONE, bytes_of, hash_bits, table_hash, view_halves};
 
 /// What the fold knows of a customer's orders, in one place (its customer table
 /// entry, one cache line's read per line): its newest order, that order's hash bits
@@ -43,9 +43,6 @@ impl Head {
         view: NO_VIEW,
     };
 }
-
-/// [`Head::view`] when the id's view holds a prefix only.
-const NO_VIEW: [u64; 2] = [u64::MAX, u64::MAX];
 
 /// [`Head::orders`] of a customer whose orders are in the lookup table.
 pub(super) const TABLED: u32 = u32::MAX;
@@ -145,7 +142,7 @@ impl Orders {
         id: &str,
         view: Option<u128>,
     ) -> u32 {
-        let view = view.map_or(NO_VIEW, |v| [v as u64, (v >> 64) as u64]);
+        let view = view_halves(view);
         if head.order != NONE && view != NO_VIEW && head.view == view {
             return head.order;
         }
@@ -263,7 +260,8 @@ impl Orders {
             let ordered = kept.iter().map(|&o| values[o as usize]).collect();
             *values = ordered;
         }
-        in_kept_order(&mut self.customer, &kept);
+        // Each customer's orders are found by `customer_starts` from now on.
+        self.customer = Vec::new();
         in_kept_order(&mut self.first_day, &kept);
         in_kept_order(&mut self.value, &kept);
         if !self.margin.is_empty() {

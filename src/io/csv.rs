@@ -79,8 +79,7 @@ impl DayText {
 
 /// A date as Polars writes it: chrono's `NaiveDate` display.
 fn write_date(out: &mut impl Write, day: i32) {
-    let date = chrono::NaiveDate::default() + chrono::Duration::days(i64::from(day));
-    let _ = write!(out, "{date}");
+    let _ = write!(out, "{}", crate::dates::from_epoch_days(day));
 }
 
 /// A string as Polars' `QuoteStyle::Necessary` writes it: quoted when it holds the
