@@ -53,6 +53,33 @@ impl<W: Write> Write for HashingWriter<W> {
 const BLOCK: usize = 1 << 20;
 const BLOCKS_IN_FLIGHT: usize = 4;
 
+/// Bytes after which a [`PipedWriter`] starts writing what it wrote out to disk:
+/// the final sync then waits for the last few only (a 290 MB file's sync alone,
+/// at the end, took 0.14 s).
+const WRITE_BACK: u64 = 16 << 20;
+
+/// Starts writing bytes `from..to` of `file` out to disk, without waiting for it
+/// (Linux; elsewhere the final sync does all of it).
+fn start_write_back(file: &std::fs::File, from: u64, to: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open for the call's duration; the call only
+        // schedules writeback of the file's own pages. A failure is harmless: the
+        // final sync writes them and reports any error.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                from as libc::off64_t,
+                (to - from) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, to);
+}
+
 /// A [`HashingWriter`] over a file on a thread of its own: what is written is
 /// gathered into blocks and handed over, and the thread checksums each block and
 /// writes it (the kernel's copy into the page cache), then syncs the file. The
@@ -69,8 +96,13 @@ impl PipedWriter {
         let (send, receive) = std::sync::mpsc::sync_channel::<Vec<u8>>(BLOCKS_IN_FLIGHT);
         let worker = std::thread::spawn(move || {
             let mut out = HashingWriter::new(file);
+            let mut written_back = 0;
             for block in receive {
                 out.write_all(&block)?;
+                if out.bytes - written_back >= WRITE_BACK {
+                    start_write_back(&out.inner, written_back, out.bytes);
+                    written_back = out.bytes;
+                }
             }
             out.inner.sync_all()?;
             Ok(out.finish())

@@ -649,8 +649,22 @@ fn customer_pass(
         let (mut nps_parts, mut segments) = (Vec::new(), Vec::new());
         let mut action_rows: Vec<Vec<DataFrame>> = wants.actions.iter().map(|_| Vec::new()).collect();
         let mut add = |customers: LazyFrame, first_row: usize| -> Result<()> {
-            sums.push(rfm::segment_sums(customers.clone()).collect()?);
-            parts.push(clv::dimension_parts(customers.clone(), dimensions, first_row as IdxSize).collect()?);
+            // The parts in one pass ([`crate::engine::segment_pass`]); the plans
+            // that define them where a column's type is one it does not read.
+            let frame = customers.clone().collect()?;
+            match crate::engine::segment_pass::segment_parts(&frame, dimensions, first_row as IdxSize)? {
+                Some((segment_sums, dimension_parts)) => {
+                    sums.push(segment_sums);
+                    parts.push(dimension_parts);
+                }
+                None => {
+                    sums.push(rfm::segment_sums(customers.clone()).collect()?);
+                    parts.push(
+                        clv::dimension_parts(customers.clone(), dimensions, first_row as IdxSize)
+                            .collect()?,
+                    );
+                }
+            }
             values.push(clv::median_values(customers.clone()).collect()?);
             if wants.nps {
                 nps_parts.push(nps::nps_parts(customers.clone()).collect()?);

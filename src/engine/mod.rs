@@ -17,6 +17,7 @@
 
 mod customer_pass;
 mod in_process;
+pub(crate) mod segment_pass;
 #[cfg(feature = "spark")]
 mod spark;
 

@@ -65,11 +65,11 @@ pub fn mean_from_parts(currency: &str) -> Expr {
     ratio(sum_from_parts(currency), col(count_name(currency)))
 }
 
-fn fixed_sum_name(name: &str) -> String {
+pub(crate) fn fixed_sum_name(name: &str) -> String {
     format!("__{name}_fixed")
 }
 
-fn count_name(name: &str) -> String {
+pub(crate) fn count_name(name: &str) -> String {
     format!("__{name}_count")
 }
 
@@ -137,7 +137,7 @@ pub fn customer_clv(
 const CLV_COLUMNS: [&str; 3] = [HISTORICAL_CLV, FORMULA_CLV, PREDICTED_CLV];
 
 /// Row numbers (in the stacked [`median_values`]) of a group's customers.
-const ROWS: &str = "__rows";
+pub(crate) const ROWS: &str = "__rows";
 
 /// Per value of each dimension, over a slice of customers whose first row is row
 /// `first_row` of all customers: the customers, the fixed-point sums and counts of
