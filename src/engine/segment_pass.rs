@@ -3,12 +3,13 @@
 //! [`clv::dimension_parts`] make of the same customers.
 //!
 //! Those functions define the parts; here each customer's fixed-point CLV values
-//! are taken once (not once per group-by), the customers are grouped by Polars'
-//! own grouping of each dimension's column, and each group's exact sums are
-//! added up over its rows, the dimensions in parallel. The five group-bys (one
-//! per dimension, one per segment), each computing the fixed-point columns again,
-//! took 0.24 s at 10M lines; this pass a fraction of it. The tests below hold the
-//! two together on random customers, frame for frame.
+//! are taken once (not once per group-by), each key column's groups are numbered
+//! in one walk down it, and every group's exact sums are added up in parallel parts
+//! of the rows, each group's rows listed by a counting sort. The five group-bys
+//! (one per segment, one per dimension), each computing the fixed-point columns
+//! again, took 0.24 s at 10M lines; this pass 0.10 s. (Polars' `group_tuples` as
+//! the grouping was slower than the group-bys: 0.09–0.2 s per column.) The tests
+//! below hold the two together on random customers, frame for frame.
 //!
 //! [`rfm::segment_sums`]: crate::metrics::rfm::segment_sums
 //! [`clv::dimension_parts`]: crate::metrics::clv::dimension_parts
@@ -36,7 +37,7 @@ fn fixed(x: f64) -> Option<i128> {
     (-LIMIT..LIMIT).contains(&scaled).then_some(scaled as i128)
 }
 
-/// The scored columns the pass reads (one chunk each).
+/// The scored columns the pass reads.
 struct Inputs<'a> {
     summed: Vec<&'a Float64Chunked>,
     revenue_micros: &'a Int128Chunked,
@@ -83,6 +84,7 @@ fn group_numbers(column: &Column) -> PolarsResult<Option<(Vec<u32>, Vec<IdxSize>
     })
 }
 
+/// [`group_numbers`] of one column's values.
 fn number_by<K: std::hash::Hash + Eq + Copy>(
     keys: impl Iterator<Item = Option<K>>,
 ) -> (Vec<u32>, Vec<IdxSize>) {
@@ -236,20 +238,19 @@ pub fn segment_parts(
         .map(|k| row_lists(&groups[k], &sums[k], first_row))
         .collect();
     let segment_sums = sums_frame(customers, &firsts[0], &sums[0])?;
-    let mut stacked = DataFrame::empty();
-    for (d, dimension) in dimensions.iter().enumerate() {
-        let part = parts_frame(
-            customers,
-            dimension.column(),
-            &firsts[d + 1],
-            &sums[d + 1],
-            listed[d].clone(),
-        )?;
-        if d == 0 {
-            stacked = part;
-        } else {
-            stacked.vstack_mut_owned(part)?;
-        }
+    let parts = dimensions
+        .iter()
+        .zip(listed)
+        .enumerate()
+        .map(|(d, (dimension, rows))| {
+            parts_frame(customers, dimension.column(), &firsts[d + 1], &sums[d + 1], rows)
+        })
+        .collect::<PolarsResult<Vec<_>>>()?;
+    // In the order of the dimensions, as the plan's concatenation stacks them.
+    let mut parts = parts.into_iter();
+    let mut stacked = parts.next().unwrap_or_default();
+    for part in parts {
+        stacked.vstack_mut_owned(part)?;
     }
     Ok(Some((segment_sums, stacked)))
 }
