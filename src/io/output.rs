@@ -561,24 +561,29 @@ fn write_all(
         }
     }
     // The tables in parallel, each in every format at once (a sliced table's slices
-    // are made once for all formats), and the documents made meanwhile; the manifest
-    // lists them in order.
-    let (written, documents) = rayon::join(
-        || {
-            tables
-                .par_iter()
-                .map(|(table, frame)| {
-                    let paths: Vec<(PathBuf, Format)> = formats
-                        .iter()
-                        .map(|format| (tmp.join(file_name(table, format)), *format))
-                        .collect();
-                    write_table_as(&paths, frame)
-                })
-                .collect::<Result<Vec<Vec<(u64, String)>>>>()
-        },
-        documents,
-    );
-    let (written, documents) = (written?, documents?);
+    // are made once for all formats), and the documents made meanwhile, on a thread
+    // of their own: a job of the thread pool beside the tables' waited for a free
+    // worker, which there was only once the tables were nearly written, and the
+    // report was then made alone at the end (0.1 s at 10M lines). The manifest lists
+    // them in order.
+    let (written, documents) = std::thread::scope(|scope| {
+        let documents = scope.spawn(documents);
+        let written = tables
+            .par_iter()
+            .map(|(table, frame)| {
+                let paths: Vec<(PathBuf, Format)> = formats
+                    .iter()
+                    .map(|format| (tmp.join(file_name(table, format)), *format))
+                    .collect();
+                write_table_as(&paths, frame)
+            })
+            .collect::<Result<Vec<Vec<(u64, String)>>>>();
+        let documents = documents
+            .join()
+            .map_err(|_| Error::Internal("the thread making the report panicked".into()));
+        (written, documents)
+    });
+    let (written, documents) = (written?, documents??);
     for ((table, frame), sizes) in tables.iter().zip(written) {
         for (format, (bytes, sha256)) in formats.iter().zip(sizes) {
             manifest.outputs.push(OutputFile {
