@@ -648,11 +648,11 @@ fn customer_pass(
         let (mut sums, mut parts, mut values) = (Vec::new(), Vec::new(), Vec::new());
         let (mut nps_parts, mut segments) = (Vec::new(), Vec::new());
         let mut action_rows: Vec<Vec<DataFrame>> = wants.actions.iter().map(|_| Vec::new()).collect();
-        let mut add = |customers: LazyFrame, first_row: usize| -> Result<()> {
+        let mut add = |frame: &DataFrame, first_row: usize| -> Result<()> {
+            let customers = frame.clone().lazy();
             // The parts in one pass ([`crate::engine::segment_pass`]); the plans
             // that define them where a column's type is one it does not read.
-            let frame = customers.clone().collect()?;
-            match crate::engine::segment_pass::segment_parts(&frame, dimensions, first_row as IdxSize)? {
+            match crate::engine::segment_pass::segment_parts(frame, dimensions, first_row as IdxSize)? {
                 Some((segment_sums, dimension_parts)) => {
                     sums.push(segment_sums);
                     parts.push(dimension_parts);
@@ -682,12 +682,12 @@ fn customer_pass(
             Ok(())
         };
         if let Some(whole) = &customers.whole {
-            add(whole.clone().lazy(), 0)?;
+            add(whole, 0)?;
         } else {
             // One (empty) slice when there are no customers: the tables keep their columns.
             for offset in (0..base.height().max(1)).step_by(slice_rows) {
                 let part = scores.of(&base.slice(offset as i64, slice_rows))?.collect()?;
-                add(part.lazy(), offset)?;
+                add(&part, offset)?;
             }
         }
         let rfm_segments = rfm::rfm_segments(stacked(sums)?.lazy()).collect()?;

@@ -120,7 +120,7 @@ fn task(
     sizes: &[usize],
     rows: std::ops::Range<usize>,
 ) -> Vec<Vec<Sums>> {
-    let mut sums: Vec<Vec<Sums>> = sizes.iter().map(|&n| vec![Sums::default(); n]).collect();
+    let mut sums = no_sums(sizes);
     for i in rows {
         let mut row = Sums {
             customers: 1,
@@ -140,6 +140,11 @@ fn task(
         }
     }
     sums
+}
+
+/// Zero sums for every group of every key.
+fn no_sums(sizes: &[usize]) -> Vec<Vec<Sums>> {
+    sizes.iter().map(|&n| vec![Sums::default(); n]).collect()
 }
 
 /// Each group's rows (+ `first_row`), ascending, as one list per group: a
@@ -214,7 +219,8 @@ pub fn segment_parts(
     let (groups, firsts): (Vec<Vec<u32>>, Vec<Vec<IdxSize>>) = numbered.into_iter().unzip();
     let sizes: Vec<usize> = firsts.iter().map(Vec::len).collect();
     let height = customers.height();
-    let tasks: Vec<Vec<Vec<Sums>>> = (0..height)
+    // Exact integer sums: any split of the rows, added in any order, gives the same.
+    let sums = (0..height)
         .step_by(ROWS_PER_TASK)
         .collect::<Vec<_>>()
         .into_par_iter()
@@ -226,13 +232,15 @@ pub fn segment_parts(
                 start..(start + ROWS_PER_TASK).min(height),
             )
         })
-        .collect();
-    let mut sums: Vec<Vec<Sums>> = sizes.iter().map(|&n| vec![Sums::default(); n]).collect();
-    for task_sums in tasks {
-        for (total, part) in sums.iter_mut().zip(&task_sums) {
-            total.iter_mut().zip(part).for_each(|(t, p)| t.add(p));
-        }
-    }
+        .reduce(
+            || no_sums(&sizes),
+            |mut total, part| {
+                for (total, part) in total.iter_mut().zip(&part) {
+                    total.iter_mut().zip(part).for_each(|(t, p)| t.add(p));
+                }
+                total
+            },
+        );
     let listed: Vec<ListChunked> = (1..keys.len())
         .into_par_iter()
         .map(|k| row_lists(&groups[k], &sums[k], first_row))
