@@ -237,6 +237,7 @@ fn publish_run(
         compared_to: computed.compared_to.clone(),
     };
     let write_start = std::time::Instant::now();
+    crate::memory::release_kept();
     manifest.stages.push(crate::manifest::Stage {
         name: "write".into(),
         seconds: 0.0,

@@ -15,6 +15,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc's `mi_option_purge_delay` (v3's mimalloc.h; the crate names no constant).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
+/// The purge delay in force before `keep_freed` set it to never.
+static PURGE_DELAY: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
 /// Row groups Polars' Parquet reader decodes ahead of the fold (its default is at
 /// least 16): at 100M lines, in row groups of 2.4M rows, 2 instead of 16 lowered the
 /// fold's peak by 0.4 GB, at the same speed. A value the user sets is kept.
@@ -69,6 +72,18 @@ fn main() -> ExitCode {
         release_freed: || unsafe { libmimalloc_sys::mi_collect(true) },
         // SAFETY: mi_option_set only stores the value; any time is fine to call it.
         release_at_once: || unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) },
+        // SAFETY (both): mi_collect and mi_option_get/set as above; -1 purges never.
+        keep_freed: || unsafe {
+            let delay = libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY);
+            #[allow(clippy::useless_conversion)] // c_long is i32 on Windows
+            PURGE_DELAY.store(i64::from(delay), std::sync::atomic::Ordering::Relaxed);
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        },
+        release_kept: || unsafe {
+            let delay = PURGE_DELAY.load(std::sync::atomic::Ordering::Relaxed);
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay as std::ffi::c_long);
+            libmimalloc_sys::mi_collect(true);
+        },
     });
     std::panic::set_hook(Box::new(|info| {
         eprintln!(

@@ -108,6 +108,7 @@ impl InProcess {
                 Error::Polars(e) => self.unreadable(e),
                 other => other,
             })?;
+        crate::memory::keep_freed();
         tracing::info!(%as_of, "analysis date (exclusive)");
         for step in &ingested.cleaning {
             tracing::info!(step = step.step, name = %step.name, rows_in = step.rows_in, rows_out = step.rows_out, "cleaning");
