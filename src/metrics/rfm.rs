@@ -111,7 +111,8 @@ pub fn rfm_thresholds(customers: LazyFrame, config: &RfmConfig, count: u64) -> L
 /// Recency is ranked descending: the longest-lapsed customers rank first and score 1.
 const RECENCY_RANKED_DESCENDING: bool = true;
 
-/// 1 + the steps ranked strictly ahead of the value (null for a null value).
+/// 1 + the steps ranked strictly ahead of the value: null for a null value, except
+/// with no step at all, where the definition's sum is the literal 1 for every row.
 ///
 /// Counted per value in one pass ([`count_steps`]): as one comparison, cast and sum
 /// per step over the whole column, the three scores cost 13 passes, each writing a
