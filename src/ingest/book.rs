@@ -97,11 +97,39 @@ pub struct OrderBook {
 /// The first 16 bytes of a string as a big-endian integer (zero-padded): integers
 /// compare as the strings' byte order does, up to ties. Ids of up to 16 bytes
 /// (most) differ in it, so sorting them never reads their text.
-pub(super) fn prefix(text: &str) -> u128 {
+pub(super) fn prefix(text: &[u8]) -> u128 {
     let mut bytes = [0u8; 16];
     let n = text.len().min(16);
-    bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
+    bytes[..n].copy_from_slice(&text[..n]);
     u128::from_be_bytes(bytes)
+}
+
+/// A customer id as the finish writes it: from its sort [`prefix`] when that holds
+/// it whole, else its text.
+enum IdText<'a> {
+    /// Bytes that are valid UTF-8 up to the length (checked when made).
+    Short([u8; 16], usize),
+    Long(&'a str),
+}
+
+impl<'a> IdText<'a> {
+    fn of(prefix: u128, len: u32, text: impl FnOnce() -> &'a str) -> Self {
+        let bytes = prefix.to_be_bytes();
+        match bytes.get(..len as usize).map(std::str::from_utf8) {
+            Some(Ok(_)) => IdText::Short(bytes, len as usize),
+            _ => IdText::Long(text()),
+        }
+    }
+}
+
+impl AsRef<str> for IdText<'_> {
+    fn as_ref(&self) -> &str {
+        match self {
+            // SAFETY: `of` checked that these bytes are UTF-8.
+            IdText::Short(bytes, len) => unsafe { std::str::from_utf8_unchecked(&bytes[..*len]) },
+            IdText::Long(text) => text,
+        }
+    }
 }
 
 /// A column of a batch as one contiguous array.
@@ -423,21 +451,42 @@ impl OrderBook {
         } = self;
         // Customer keys in customer_id text order, so sorting by key sorts by id.
         // Sorted on the first 16 bytes as an integer first: most comparisons then
-        // never touch the text.
-        let (by_text, customer_ids) = {
+        // never touch the text. Each customer goes with its id's length and its
+        // number of orders, read shard by shard in number order: an id of at most 16
+        // bytes is then written from its prefix, and the order runs are laid out,
+        // without reading the shards in key order (a cache miss per customer on one
+        // thread: 0.5 s at 30M lines).
+        let (by_text, customer_ids, offsets) = {
             let text = |&(s, c): &(u32, u32)| shards[s as usize].customers.get(c);
-            let mut by_text: Vec<(u128, (u32, u32))> = shards
+            let mut by_text: Vec<(u128, (u32, u32), u32, u32)> = shards
                 .iter()
                 .enumerate()
-                .flat_map(|(s, shard)| (0..shard.customers.len() as u32).map(move |c| (s as u32, c)))
-                .map(|sc| (prefix(text(&sc)), sc))
+                .flat_map(|(s, shard)| {
+                    let starts = &shard.orders.customer_starts;
+                    (0..shard.customers.len() as u32).map(move |c| {
+                        let id = shard.customers.get(c);
+                        let orders = starts[c as usize + 1] - starts[c as usize];
+                        (prefix(id.as_bytes()), (s as u32, c), id.len() as u32, orders)
+                    })
+                })
                 .collect();
-            by_text.par_sort_unstable_by(|(pa, a), (pb, b)| pa.cmp(pb).then_with(|| text(a).cmp(text(b))));
-            let ids =
-                StringChunked::from_iter_values(CUSTOMER_ID.into(), by_text.iter().map(|(_, sc)| text(sc)))
-                    .into_series();
-            let by_text: Vec<(u32, u32)> = by_text.into_iter().map(|(_, sc)| sc).collect();
-            (by_text, ids)
+            by_text.par_sort_unstable_by(|(pa, a, ..), (pb, b, ..)| {
+                pa.cmp(pb).then_with(|| text(a).cmp(text(b)))
+            });
+            let ids = StringChunked::from_iter_values(
+                CUSTOMER_ID.into(),
+                by_text
+                    .iter()
+                    .map(|&(prefix, sc, len, _)| IdText::of(prefix, len, || text(&sc))),
+            )
+            .into_series();
+            let mut offsets: Vec<usize> = Vec::with_capacity(by_text.len() + 1);
+            offsets.push(0);
+            for &(.., orders) in &by_text {
+                offsets.push(offsets[offsets.len() - 1] + orders as usize);
+            }
+            let by_text: Vec<(u32, u32)> = by_text.into_iter().map(|(_, sc, ..)| sc).collect();
+            (by_text, ids, offsets)
         };
         for shard in &mut shards {
             shard.customers = Default::default();
@@ -450,11 +499,6 @@ impl OrderBook {
             let starts = &shards[s as usize].orders.customer_starts;
             starts[c as usize]..starts[c as usize + 1]
         };
-        let mut offsets: Vec<usize> = Vec::with_capacity(by_text.len() + 1);
-        offsets.push(0);
-        for sc in &by_text {
-            offsets.push(offsets[offsets.len() - 1] + run(sc).len());
-        }
         let total = offsets[by_text.len()];
         let mut sorted = vec![(0u32, 0u32); total];
         let mut keys = vec![0u32; total];

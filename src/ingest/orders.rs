@@ -10,6 +10,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
+use super::book::prefix;
 use super::intern::{Interner, NO_VIEW, NONE, bytes_of, hash_bits, table_hash, view_halves};
 
 /// What the fold knows of a customer's orders, in one place (its customer table
@@ -281,16 +282,25 @@ impl Orders {
         self.last_print = Vec::new();
         self.links = Vec::new();
         let ids = std::mem::take(&mut self.ids);
-        // Kept orders grouped by customer, each customer's by order_id.
-        let (mut kept, starts) = grouped_by_key(
-            || (0..self.customer.len() as u32).filter(|&o| self.kept_lines[o as usize] > 0),
-            customers,
-            |o| self.customer[o as usize] as usize,
-        );
         let id = |o: u32| bytes_of(&ids.text, &ids.ends, o);
+        // Kept orders grouped by customer, each customer's by order_id. Each goes with
+        // the first 16 bytes of its id, read in order number order: sorted by id
+        // text, a customer's orders (made months apart) read ids far apart in the
+        // arena, a cache miss per comparison (1.2 CPU-s of memcmp at 30M lines).
+        let (mut keyed, starts) = grouped_by_key(
+            || {
+                (0..self.customer.len() as u32)
+                    .filter(|&o| self.kept_lines[o as usize] > 0)
+                    .map(|o| (prefix(id(o)), o))
+            },
+            customers,
+            |(_, o)| self.customer[o as usize] as usize,
+        );
         for window in starts.windows(2).filter(|w| w[1] - w[0] > 1) {
-            kept[window[0]..window[1]].sort_unstable_by(|&a, &b| id(a).cmp(id(b)));
+            keyed[window[0]..window[1]]
+                .sort_unstable_by(|(pa, a), (pb, b)| pa.cmp(pb).then_with(|| id(*a).cmp(id(*b))));
         }
+        let kept: Vec<u32> = keyed.into_iter().map(|(_, o)| o).collect();
         drop(ids);
         self.customer_starts = starts.into_iter().map(|start| start as u32).collect();
         self.kept_lines = Vec::new();
