@@ -973,7 +973,9 @@ pub fn run_with(
     };
     let mut action_counts = Vec::new();
     for (rule, rows) in config.actions.iter().zip(pass.actions) {
-        let list = actions::sorted(named(rows, &customer_ids)?.lazy()).collect()?;
+        // Sorted on the keys, then named: the rows are in key order, which is
+        // customer_id order, and sorting named rows compared ids read at random.
+        let list = named(actions::sorted(rows.lazy()).collect()?, &customer_ids)?;
         let expected = list
             .column(actions::EXPECTED_VALUE)?
             .as_materialized_series()

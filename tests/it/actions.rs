@@ -145,6 +145,45 @@ proptest! {
             prop_assert_eq!(again.canonical(id), resolved.canonical(id));
         }
     }
+
+    /// The written order (one stable sort on expected_value, rows in customer
+    /// order) is the definition's, expected_value highest first, nulls last, then
+    /// customer_id, with many ties, nulls, NaN and signed zeros; keys and ids alike.
+    #[test]
+    fn action_lists_are_sorted_by_value_then_customer(
+        values in prop::collection::vec(
+            prop_oneof![
+                Just(None), Just(Some(0.0)), Just(Some(-0.0)), Just(Some(f64::NAN)),
+                (0u8..4).prop_map(|v| Some(f64::from(v))), any::<f64>().prop_map(Some),
+            ],
+            0..80,
+        ),
+    ) {
+        use loyalty::metrics::actions::{EXPECTED_VALUE, sorted};
+        let keys: Vec<u32> = (0..values.len() as u32).map(|k| k * 3).collect();
+        let ids: Vec<String> = keys.iter().map(|k| format!("c{k:05}")).collect();
+        for customers in [Column::new("customer_id".into(), &keys), Column::new("customer_id".into(), &ids)] {
+            let rows = DataFrame::new_infer_height(vec![
+                customers,
+                Column::new(EXPECTED_VALUE.into(), &values),
+            ])
+            .unwrap();
+            let defined = rows
+                .clone()
+                .lazy()
+                .sort_by_exprs(
+                    [col(EXPECTED_VALUE), col("customer_id")],
+                    SortMultipleOptions::default()
+                        .with_order_descending_multi([true, false])
+                        .with_nulls_last(true)
+                        .with_maintain_order(true),
+                )
+                .collect()
+                .unwrap();
+            let written = sorted(rows.lazy()).collect().unwrap();
+            prop_assert_eq!(column_text(&written, "customer_id"), column_text(&defined, "customer_id"));
+        }
+    }
 }
 
 /// Scores on the boundaries: 6 is a detractor, 7 and 8 passives, 9 a promoter.
