@@ -535,24 +535,88 @@ impl OrderBook {
         }
         let mut order_rank = UInt32Chunked::from_vec(ORDER_RANK.into(), (0..sorted.len() as u32).collect());
         order_rank.set_sorted_flag(IsSorted::Ascending);
-        // A per-order label number in order, as a column null where it is NONE (the
-        // validity made by one vectorised compare: collecting options took 0.1 s
-        // per column at 5M orders).
-        let in_order = |shards: &[Shard], pick: fn(&Orders) -> &Vec<u32>, name: &str| {
-            let numbers = UInt32Chunked::from_vec(name.into(), gathered(&sorted, shards, pick));
+        // Channels and categories as their numbers in text order: an order's
+        // category min and max by the fold's numbering (first appearance) stay two
+        // of its categories; in text order, a customer has two distinct categories
+        // exactly when the smallest min and the largest max of its orders differ
+        // (upsell), and the numbers compare across the customers an identity merge
+        // brings together. Channels are named by `channels`: a text column would
+        // take 16 bytes per order.
+        let channel_order = (channel_labels.len() > 0).then(|| text_order(&channel_labels));
+        let category_place = (category_labels.len() > 0).then(|| text_order(&category_labels).1);
+        // The columns, written straight from each order's aggregates (read once, in
+        // runs: a customer's orders lie together in its shard), in parallel parts.
+        let n = sorted.len();
+        let labels = |present: bool| if present { vec![NONE; n] } else { Vec::new() };
+        let (mut days, mut values) = (vec![0i32; n], vec![0i128; n]);
+        let mut channels = labels(channel_order.is_some());
+        let mut category_min = labels(category_place.is_some());
+        let mut category_max = labels(category_place.is_some());
+        let chunk = n.div_ceil(rayon::current_num_threads() * 8).max(1);
+        let (mut channel_parts, mut min_parts, mut max_parts) = (
+            channels.chunks_mut(chunk),
+            category_min.chunks_mut(chunk),
+            category_max.chunks_mut(chunk),
+        );
+        let parts: Vec<_> = sorted
+            .chunks(chunk)
+            .zip(days.chunks_mut(chunk).zip(values.chunks_mut(chunk)))
+            .map(|(orders, columns)| {
+                let labels = (channel_parts.next(), min_parts.next(), max_parts.next());
+                (orders, columns, labels)
+            })
+            .collect();
+        let in_text_order = |place: &[u32], number: u32| {
+            if number == NONE {
+                NONE
+            } else {
+                place[number as usize]
+            }
+        };
+        parts
+            .into_par_iter()
+            .for_each(|(orders, (days, values), (mut channels, mut mins, mut maxes))| {
+                for (j, &(s, o)) in orders.iter().enumerate() {
+                    let rollup = &shards[s as usize].orders.rollups[o as usize];
+                    days[j] = rollup.first_day;
+                    values[j] = rollup.value;
+                    if let (Some(channels), Some((_, place))) = (channels.as_deref_mut(), &channel_order) {
+                        channels[j] = in_text_order(place, rollup.channel);
+                    }
+                    if let (Some(mins), Some(maxes), Some(place)) =
+                        (mins.as_deref_mut(), maxes.as_deref_mut(), &category_place)
+                    {
+                        // Both NONE (no kept positive line), or both set.
+                        let (a, b) = (
+                            in_text_order(place, rollup.category_min),
+                            in_text_order(place, rollup.category_max),
+                        );
+                        (mins[j], maxes[j]) = (a.min(b), a.max(b));
+                    }
+                }
+            });
+        for shard in &mut shards {
+            shard.orders.rollups = Vec::new();
+        }
+        let margins = self.has_margin.then(|| {
+            let margins = gathered(&sorted, &shards, |o| &o.margin);
+            for shard in &mut shards {
+                shard.orders.margin = Vec::new();
+            }
+            margins
+        });
+        // A label number per order as a column, null where it is NONE (the validity
+        // made by one vectorised compare: collecting options took 0.1 s per column
+        // at 5M orders).
+        let labelled = |numbers: Vec<u32>, name: &str| {
+            let numbers = UInt32Chunked::from_vec(name.into(), numbers);
             let present = numbers.not_equal(NONE);
             let validity = present.downcast_as_array().values().clone();
             let array = numbers.downcast_as_array().clone().with_validity(Some(validity));
-            UInt32Chunked::with_chunk(name.into(), array)
+            UInt32Chunked::with_chunk(name.into(), array).into_column()
         };
-        let days = Int32Chunked::from_vec(ORDER_DATE.into(), gathered(&sorted, &shards, |o| &o.first_day));
-        for shard in &mut shards {
-            shard.orders.first_day = Vec::new();
-        }
-        let values = Int128Chunked::from_vec(VALUE.into(), gathered(&sorted, &shards, |o| &o.value));
-        for shard in &mut shards {
-            shard.orders.value = Vec::new();
-        }
+        let days = Int32Chunked::from_vec(ORDER_DATE.into(), days);
+        let values = Int128Chunked::from_vec(VALUE.into(), values);
         let purchases = values.iter().filter(|v| v.is_some_and(|v| v > 0)).count() as u64;
         let mut columns = vec![
             customer_key.into_column(),
@@ -560,54 +624,17 @@ impl OrderBook {
             days.into_date().into_column(),
             values.into_column(),
         ];
-        if self.has_margin {
-            let margins = Int128Chunked::from_vec(MARGIN.into(), gathered(&sorted, &shards, |o| &o.margin));
-            for shard in &mut shards {
-                shard.orders.margin = Vec::new();
-            }
-            columns.push(margins.into_column());
+        if let Some(margins) = margins {
+            columns.push(Int128Chunked::from_vec(MARGIN.into(), margins).into_column());
         }
-        // Channels as numbers in text order, named by `channels`: a text column would
-        // take 16 bytes per order.
-        let channels = if channel_labels.len() > 0 {
-            let (labels, place) = text_order(&channel_labels);
-            for shard in &mut shards {
-                for channel in shard.orders.channel.iter_mut().filter(|c| **c != NONE) {
-                    *channel = place[*channel as usize];
-                }
-            }
-            columns.push(in_order(&shards, |o| &o.channel, CHANNEL).into_column());
-            Some(
-                StringChunked::from_iter_values("channel_labels".into(), labels.iter().map(String::as_str))
-                    .into_series(),
-            )
-        } else {
-            None
-        };
-        for shard in &mut shards {
-            shard.orders.channel = Vec::new();
-        }
-        if category_labels.len() > 0 {
-            // Category numbers put in text order: an order's min and max by the
-            // fold's numbering (first appearance) stay two of its categories; in text
-            // order, a customer has two distinct categories exactly when the smallest
-            // min and the largest max of its orders differ (upsell), and the numbers
-            // compare across the customers an identity merge brings together.
-            let (_, place) = text_order(&category_labels);
-            for shard in &mut shards {
-                let orders = &mut shard.orders;
-                for (min, max) in orders.category_min.iter_mut().zip(orders.category_max.iter_mut()) {
-                    if *min != NONE {
-                        let (a, b) = (place[*min as usize], place[*max as usize]);
-                        (*min, *max) = (a.min(b), a.max(b));
-                    }
-                }
-            }
-            columns.push(in_order(&shards, |o| &o.category_min, CATEGORY_MIN).into_column());
-            for shard in &mut shards {
-                shard.orders.category_min = Vec::new();
-            }
-            columns.push(in_order(&shards, |o| &o.category_max, CATEGORY_MAX).into_column());
+        let channels = channel_order.map(|(labels, _)| {
+            columns.push(labelled(channels, CHANNEL));
+            StringChunked::from_iter_values("channel_labels".into(), labels.iter().map(String::as_str))
+                .into_series()
+        });
+        if category_place.is_some() {
+            columns.push(labelled(category_min, CATEGORY_MIN));
+            columns.push(labelled(category_max, CATEGORY_MAX));
         }
         let duplicates = shards.iter().map(|s| s.duplicates).sum();
         let dropped: Vec<u64> = (0..reasons.len())

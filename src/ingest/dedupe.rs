@@ -158,7 +158,7 @@ impl OrderBook {
                 0 if order != NONE => {
                     // Equal kept lines: one stays, so the order keeps a line.
                     let value = i128::from(value.unwrap_or(0)) * i128::from(extra);
-                    shard.orders.value[order as usize] -= value;
+                    shard.orders.rollups[order as usize].value -= value;
                     if let Some(margin) = margins.get(i) {
                         shard.orders.margin[order as usize] -= i128::from(margin) * i128::from(extra);
                     }

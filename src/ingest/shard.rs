@@ -103,14 +103,9 @@ impl Shard {
             + o.table.capacity() * 9
             + of(&o.links)
             + of(&o.customer)
-            + of(&o.first_day)
-            + of(&o.value)
+            + of(&o.rollups)
             + of(&o.margin)
-            + of(&o.kept_lines)
             + of(&o.last_print)
-            + of(&o.channel)
-            + of(&o.category_min)
-            + of(&o.category_max)
             + of(&self.prints)
     }
 
@@ -167,8 +162,6 @@ impl Shard {
             if verdict == 0 {
                 let o = order as usize;
                 let orders = &mut self.orders;
-                orders.kept_lines[o] += 1;
-                orders.value[o] += i128::from(value);
                 if let Some(margins) = batch.margins {
                     // Orders get a margin slot when a line with one is kept.
                     if orders.margin.len() <= o {
@@ -176,17 +169,19 @@ impl Shard {
                     }
                     orders.margin[o] += i128::from(margins.get(i).unwrap_or(0));
                 }
-                orders.first_day[o] = orders.first_day[o].min(day);
-                let current = orders.channel[o];
+                let rollup = &mut orders.rollups[o];
+                rollup.value += i128::from(value);
+                rollup.first_day = rollup.first_day.min(day);
+                let current = rollup.channel;
                 if channel != NONE
                     && channel != current
                     && (current == NONE
                         || batch.channel_ranks[channel as usize] < batch.channel_ranks[current as usize])
                 {
-                    orders.channel[o] = channel;
+                    rollup.channel = channel;
                 }
                 if value > 0 && category != NONE {
-                    let (min, max) = (&mut orders.category_min[o], &mut orders.category_max[o]);
+                    let (min, max) = (&mut rollup.category_min, &mut rollup.category_max);
                     *min = if *min == NONE {
                         category
                     } else {
