@@ -1,9 +1,9 @@
 //! SPEC §1 step 5, the roll-up: lines to orders, key (customer_id, order_id). Each
 //! order's aggregates (earliest kept date, summed value, smallest channel, category
-//! range) live in one array per column, indexed by the order's number. A customer's
-//! orders are found from its [`Head`] (its newest order, and a filter of the rest),
-//! kept in its customer table entry, and past [`CHAIN_ORDERS`] orders in a hash
-//! table.
+//! range) live in one record ([`Rollup`]), indexed by the order's number. A
+//! customer's orders are found from its [`Head`] (its newest order, and a filter of
+//! the rest), kept in its customer table entry, and past [`CHAIN_ORDERS`] orders in
+//! a hash table.
 
 use std::hash::BuildHasher;
 
@@ -162,6 +162,7 @@ pub(super) struct Orders {
     /// Once sealed: where each customer's orders start (one more entry than
     /// customers; they are numbered in customer, then order_id, order).
     pub(super) customer_starts: Vec<u32>,
+    /// Each order's aggregates ([`Rollup`]).
     pub(super) rollups: Vec<Rollup>,
     /// Summed gross margins in micro-units, with `input.columns.cost` or `margin`
     /// (else empty; grown as kept lines arrive, so shorter than the orders until sealed).
@@ -290,7 +291,8 @@ impl Orders {
     }
 
     /// Once the pass is over: keeps the orders with a kept line, renumbered in
-    /// (customer, order_id) order, and frees the lookup table and the order ids. Returns each old number's new one (`NONE`: the order is gone).
+    /// (customer, order_id) order, and frees the lookup table and the order ids.
+    /// Returns each old number's new one (`NONE`: the order is gone).
     /// `customers`: how many customers the orders' numbers range over.
     pub(super) fn seal(&mut self, customers: usize) -> Vec<u32> {
         self.table = HashTable::new();
