@@ -161,11 +161,13 @@ fn compared_score(value: Expr, steps: &Column, descending: bool) -> PolarsResult
 }
 
 /// Per value, 1 + the steps it lies strictly behind (`descending`: below) or ahead
-/// of (above), as [`score`]'s comparisons count them.
+/// of (above), as [`score`]'s comparisons count them: in Polars' total order, where
+/// NaN is above every number and equal to itself.
 fn count_steps<T>(values: &ChunkedArray<T>, steps: &ChunkedArray<T>, descending: bool) -> Int64Chunked
 where
     T: PolarsNumericType,
 {
+    use polars::polars_utils::total_ord::TotalOrd;
     let steps: Vec<T::Native> = steps.into_no_null_iter().collect();
     if steps.is_empty() {
         // As the comparisons' sum: the literal 1, for a null value too.
@@ -173,9 +175,9 @@ where
     }
     let behind = |value: T::Native| {
         let passed = if descending {
-            steps.iter().filter(|&&step| value < step).count()
+            steps.iter().filter(|step| value.tot_lt(step)).count()
         } else {
-            steps.iter().filter(|&&step| value > step).count()
+            steps.iter().filter(|step| value.tot_gt(step)).count()
         };
         1 + passed as i64
     };
@@ -525,6 +527,15 @@ mod tests {
                 Series::new("s".into(), steps.iter().map(|&s| unsigned(s)).collect::<Vec<_>>()),
             );
         }
+    }
+
+    /// NaN values and steps score as the comparisons do.
+    #[test]
+    fn nan_scores_as_compared() {
+        counted_scores_match_compared(
+            Series::new("v".into(), [Some(f64::NAN), None, Some(1.0), Some(-0.0)]),
+            Series::new("s".into(), [0.0, f64::NAN, 2.0]),
+        );
     }
 
     /// A null step (no value there) takes the comparisons: every score is null.
