@@ -973,8 +973,8 @@ pub fn run_with(
     };
     let mut action_counts = Vec::new();
     for (rule, rows) in config.actions.iter().zip(pass.actions) {
-        // Sorted on the keys, then named: the rows are in key order, which is
-        // customer_id order, and sorting named rows compared ids read at random.
+        // Sorted while keyed (in key order, which is customer_id order, as `sorted`
+        // needs), then named: the sort moves integer keys, not id text.
         let list = named(actions::sorted(rows.lazy()).collect()?, &customer_ids)?;
         let expected = list
             .column(actions::EXPECTED_VALUE)?

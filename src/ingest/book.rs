@@ -547,11 +547,11 @@ impl OrderBook {
         // The columns, written straight from each order's aggregates (read once, in
         // runs: a customer's orders lie together in its shard), in parallel parts.
         let n = sorted.len();
-        let labels = |present: bool| if present { vec![NONE; n] } else { Vec::new() };
+        let label_numbers = |present: bool| if present { vec![NONE; n] } else { Vec::new() };
         let (mut days, mut values) = (vec![0i32; n], vec![0i128; n]);
-        let mut channels = labels(channel_order.is_some());
-        let mut category_min = labels(category_place.is_some());
-        let mut category_max = labels(category_place.is_some());
+        let mut channels = label_numbers(channel_order.is_some());
+        let mut category_min = label_numbers(category_place.is_some());
+        let mut category_max = label_numbers(category_place.is_some());
         let chunk = n.div_ceil(rayon::current_num_threads() * 8).max(1);
         let (mut channel_parts, mut min_parts, mut max_parts) = (
             channels.chunks_mut(chunk),
