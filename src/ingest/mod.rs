@@ -224,10 +224,12 @@ pub fn ingest(
             // Every line has been checked: fail before reading the input again.
             plan::check_parse_failures(normalised, &book.parse_failures())?;
         }
+        let sealing = std::time::Instant::now();
         book.end_pass();
         crate::memory::release_freed();
         tracing::debug!(
             pass,
+            seal_seconds = sealing.elapsed().as_secs_f64(),
             of = book.passes(),
             seconds = started.elapsed().as_secs_f64(),
             busy = book.busy_seconds,

@@ -159,8 +159,9 @@ pub(super) struct Orders {
     /// order_id text per order.
     pub(super) ids: Interner,
     pub(super) customer: Vec<u32>,
-    /// Once sealed: where each customer's orders start (one more entry than
-    /// customers; they are numbered in customer, then order_id, order).
+    /// Once sealed: where each customer's orders start, by the customer's rank
+    /// (one more entry than customers; orders are numbered in rank, then order_id,
+    /// order).
     pub(super) customer_starts: Vec<u32>,
     /// Each order's aggregates ([`Rollup`]).
     pub(super) rollups: Vec<Rollup>,
@@ -291,10 +292,10 @@ impl Orders {
     }
 
     /// Once the pass is over: keeps the orders with a kept line, renumbered in
-    /// (customer, order_id) order, and frees the lookup table and the order ids.
+    /// (customer rank, order_id) order, and frees the lookup table and the order ids.
     /// Returns each old number's new one (`NONE`: the order is gone).
-    /// `customers`: how many customers the orders' numbers range over.
-    pub(super) fn seal(&mut self, customers: usize) -> Vec<u32> {
+    /// `rank`: each customer's place in the order the orders are to follow.
+    pub(super) fn seal(&mut self, rank: &[u32]) -> Vec<u32> {
         self.table = HashTable::new();
         self.last_print = Vec::new();
         self.links = Vec::new();
@@ -310,8 +311,8 @@ impl Orders {
                     .filter(|&o| self.rollups[o as usize].has_kept_line())
                     .map(|o| (prefix(id(o)), o))
             },
-            customers,
-            |(_, o)| self.customer[o as usize] as usize,
+            rank.len(),
+            |(_, o)| rank[self.customer[o as usize] as usize] as usize,
         );
         for window in starts.windows(2).filter(|w| w[1] - w[0] > 1) {
             keyed[window[0]..window[1]]

@@ -8,7 +8,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::FixedState;
 use polars::prelude::*;
 
-use super::customers::CustomerTable;
+use super::customers::{CustomerTable, Ranked};
 use super::intern::{NONE, present, short_view, view};
 use super::orders::Orders;
 
@@ -72,6 +72,11 @@ const PREFETCH_LINES: usize = 16;
 #[derive(Default)]
 pub(super) struct Shard {
     pub(super) customers: CustomerTable,
+    /// Once sealed: the customers in id text order, and their orders numbered in
+    /// that order ([`Orders::seal`]), so that the finish, which merges the shards'
+    /// lists, reads each shard's orders front to back (read in the order of a
+    /// global sort they were a cache miss per customer: 0.4 s at 30M lines).
+    pub(super) by_text: Vec<Ranked>,
     pub(super) orders: Orders,
     /// Step 3: lines taken out as exact duplicates. Step 4: drops per reason.
     pub(super) duplicates: u64,
@@ -265,7 +270,12 @@ impl Shard {
         self.candidate_rows = Default::default();
         // Only the customers' ids stay: the finish orders customers by them.
         self.customers.seal();
-        let renumbered = self.orders.seal(self.customers.len());
+        self.by_text = self.customers.in_text_order();
+        let mut rank = vec![0u32; self.by_text.len()];
+        for (r, customer) in self.by_text.iter().enumerate() {
+            rank[customer.number as usize] = r as u32;
+        }
+        let renumbered = self.orders.seal(&rank);
         std::mem::take(&mut self.candidates)
             .into_iter()
             .map(|(row, order)| Candidate {

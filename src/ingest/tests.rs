@@ -424,3 +424,58 @@ proptest::proptest! {
         proptest::prop_assert_eq!(cleaning[2].dropped as usize, rows.len() - distinct.len());
     }
 }
+
+/// Customer keys follow customer_id text order at any split: each shard's
+/// customers are sorted at its seal and the shards' lists merged, with ids that
+/// tie on their first 16 bytes (the text decides) among short ones. Each
+/// customer's orders follow its key.
+#[test]
+fn customer_keys_follow_the_text_at_any_split() {
+    let shared = "customer-with-a-shared-prefix-";
+    let ids: Vec<String> = (0..60u32)
+        .map(|i| match i % 3 {
+            0 => format!("{shared}{:03}", (i * 37) % 101),
+            1 => format!("c{:02}", (i * 53) % 97),
+            _ => format!("{shared}{}", (i * 11) % 7),
+        })
+        .collect();
+    let n = ids.len();
+    let frame = df!(
+        "customer_id" => &ids,
+        "order_id" => (0..n).map(|i| format!("o{}", i % 4)).collect::<Vec<_>>(),
+        "order_date" => (0..n).map(|i| format!("2024-01-{:02}", 1 + i % 28)).collect::<Vec<_>>(),
+        "amount" => (0..n).map(|i| 1.0 + i as f64).collect::<Vec<_>>(),
+        "note" => (0..n as i64).collect::<Vec<_>>(),
+        "channel" => (0..n).map(|i| ["web", "app"][i % 2]).collect::<Vec<_>>(),
+        "category" => (0..n).map(|i| ["toys", "books"][i % 2]).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    expected.dedup();
+    for (shards, passes) in [(1, 1), (3, 1), (8, 1), (2, 3)] {
+        let (orders, customer_ids, _) = fold(&frame, &[7, 30], (shards, passes));
+        let got: Vec<&str> = customer_ids.str().unwrap().iter().map(Option::unwrap).collect();
+        assert_eq!(got, expected, "{shards} shards, {passes} passes");
+        // Each order's customer has the order's (customer, order_id) lines.
+        let keys = orders.column(CUSTOMER_ID).unwrap().u32().unwrap();
+        let values = orders.column(VALUE).unwrap().i128().unwrap();
+        let mut by_key: BTreeMap<(String, u32), i128> = BTreeMap::new();
+        for (rank, (key, value)) in keys
+            .into_no_null_iter()
+            .zip(values.into_no_null_iter())
+            .enumerate()
+        {
+            by_key.insert((got[key as usize].to_string(), rank as u32), value);
+        }
+        let total = |id: &str| -> i128 { by_key.iter().filter(|((c, _), _)| c == id).map(|(_, v)| v).sum() };
+        for id in &expected {
+            let lines: f64 = (0..n).filter(|&i| ids[i] == *id).map(|i| 1.0 + i as f64).sum();
+            assert_eq!(
+                total(id),
+                (lines * 1e6) as i128,
+                "{id}: {shards} shards, {passes} passes"
+            );
+        }
+    }
+}
