@@ -647,8 +647,9 @@ impl OrderBook {
 
 /// Every shard's customers in id text order, as (shard, rank): each shard's list
 /// is sorted ([`Shard::by_text`]), so the lists are merged, the first of those
-/// left taken each time (shards are few; a global sort of every customer took
-/// 0.4 s at 30M lines).
+/// left taken each time. A global sort of every customer (with the id column)
+/// took 0.59 s at 30M lines. Each pick scans one head per shard: 8 per pass, so
+/// inputs folded in many passes pay more per customer here.
 fn merged_by_text(shards: &[Shard]) -> Vec<(u32, u32)> {
     let ranked = |(s, r): (u32, u32)| &shards[s as usize].by_text[r as usize];
     let text = |(s, r): (u32, u32)| shards[s as usize].customers.get(ranked((s, r)).number);
