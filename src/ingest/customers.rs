@@ -50,6 +50,22 @@ pub(super) struct Ranked {
     pub(super) len: u32,
 }
 
+impl Ranked {
+    /// The order of customer ids: by sort prefix, the texts (`texts`, this one's
+    /// and `other`'s) read only on a tie. The seal's sort and the finish's merge
+    /// both order by it.
+    pub(super) fn cmp_ids<'a>(
+        &self,
+        other: &Ranked,
+        texts: impl FnOnce() -> (&'a str, &'a str),
+    ) -> std::cmp::Ordering {
+        self.prefix.cmp(&other.prefix).then_with(|| {
+            let (mine, theirs) = texts();
+            mine.cmp(theirs)
+        })
+    }
+}
+
 /// Entries in use at most, per entry of the table, before it doubles (3/4): the
 /// probes stay short, and each is one cache line.
 const LOAD: (usize, usize) = (3, 4);
@@ -168,11 +184,7 @@ impl CustomerTable {
                 }
             })
             .collect();
-        ranked.sort_unstable_by(|a, b| {
-            a.prefix
-                .cmp(&b.prefix)
-                .then_with(|| self.get(a.number).cmp(self.get(b.number)))
-        });
+        ranked.sort_unstable_by(|a, b| a.cmp_ids(b, || (self.get(a.number), self.get(b.number))));
         ranked
     }
 

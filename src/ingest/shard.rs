@@ -261,6 +261,11 @@ impl Shard {
         twin
     }
 
+    /// Once sealed: the customer id at rank `r` of [`Shard::by_text`].
+    pub(super) fn id_at_rank(&self, r: u32) -> &str {
+        self.customers.get(self.by_text[r as usize].number)
+    }
+
     /// Seals the shard at the end of its pass (see [`Shard`]). Returns the lines
     /// whose fingerprint repeats within the shard (equal rows share a customer, so a
     /// shard holds every copy), with their renumbered orders.
