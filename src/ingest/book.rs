@@ -94,18 +94,8 @@ pub struct OrderBook {
     pub(super) batches: u64,
 }
 
-/// The first 16 bytes of a string as a big-endian integer (zero-padded): integers
-/// compare as the strings' byte order does, up to ties. Ids of up to 16 bytes
-/// (most) differ in it, so sorting them never reads their text.
-pub(super) fn prefix(text: &[u8]) -> u128 {
-    let mut bytes = [0u8; 16];
-    let n = text.len().min(16);
-    bytes[..n].copy_from_slice(&text[..n]);
-    u128::from_be_bytes(bytes)
-}
-
-/// A customer id as the finish writes it: from its sort [`prefix`] when that holds
-/// it whole, else its text.
+/// A customer id as the finish writes it: from its sort
+/// [`prefix`](super::intern::prefix) when that holds it whole, else its text.
 enum IdText<'a> {
     /// Bytes that are valid UTF-8 up to the length (checked when made).
     Short([u8; 16], usize),
@@ -249,25 +239,33 @@ impl OrderBook {
         let others = optional(line::OTHER_COLUMNS_HASH)
             .map(|s| s.u64().map(|c| c.rechunk()))
             .transpose()?;
-        if let Some(channels) = &channels {
-            let known = self.channels.len();
-            number_labels(
-                &mut self.channels,
-                &self.hasher,
-                array(channels),
-                &mut self.channel_numbers,
-            );
-            if self.channels.len() != known {
-                self.channel_ranks = text_order(&self.channels).1;
-            }
-        }
-        if let Some(categories) = &categories {
-            number_labels(
-                &mut self.categories,
-                &self.hasher,
-                array(categories),
-                &mut self.category_numbers,
-            );
+        // The two label columns are numbered side by side (each a lookup per line,
+        // on this thread while the shards wait).
+        let known_channels = self.channels.len();
+        rayon::join(
+            || {
+                if let Some(channels) = &channels {
+                    number_labels(
+                        &mut self.channels,
+                        &self.hasher,
+                        array(channels),
+                        &mut self.channel_numbers,
+                    );
+                }
+            },
+            || {
+                if let Some(categories) = &categories {
+                    number_labels(
+                        &mut self.categories,
+                        &self.hasher,
+                        array(categories),
+                        &mut self.category_numbers,
+                    );
+                }
+            },
+        );
+        if self.channels.len() != known_channels {
+            self.channel_ranks = text_order(&self.channels).1;
         }
         let batch_arrays = Batch {
             rows: array(&rows),
@@ -450,21 +448,32 @@ impl OrderBook {
             ..
         } = self;
         // Customer keys in customer_id text order, so sorting by key sorts by id:
-        // each shard's customers come sorted from its seal, and are merged. Each
-        // goes with its id's sort prefix and length (an id of at most 16 bytes is
-        // written from its prefix), and the order runs are laid out from the
-        // shards' order starts, all read front to back.
+        // each shard's customers come sorted from its seal, and are merged, in
+        // parts. Each part's id column is made in parallel from the ids' sort
+        // prefixes and lengths (an id of at most 16 bytes is written from its
+        // prefix), and the order runs are laid out from the shards' order starts,
+        // all read front to back.
         let (by_text, customer_ids, offsets) = {
-            let by_text = merged_by_text(&shards);
-            let ids = StringChunked::from_iter_values(
-                CUSTOMER_ID.into(),
-                by_text.iter().map(|&(s, r)| {
-                    let shard = &shards[s as usize];
-                    let customer = &shard.by_text[r as usize];
-                    IdText::of(customer.prefix, customer.len, || shard.id_at_rank(r))
-                }),
-            )
-            .into_series();
+            let parts = merged_by_text(&shards);
+            let id_parts: Vec<StringChunked> = parts
+                .par_iter()
+                .map(|part| {
+                    StringChunked::from_iter_values(
+                        CUSTOMER_ID.into(),
+                        part.iter().map(|&(s, r)| {
+                            let shard = &shards[s as usize];
+                            let customer = &shard.by_text[r as usize];
+                            IdText::of(customer.prefix, customer.len, || shard.id_at_rank(r))
+                        }),
+                    )
+                })
+                .collect();
+            let mut ids = StringChunked::from_iter_values(CUSTOMER_ID.into(), std::iter::empty::<&str>());
+            for part in &id_parts {
+                ids.append(part)?;
+            }
+            let ids = ids.rechunk().into_owned().into_series();
+            let by_text = parts.concat();
             let mut offsets: Vec<usize> = Vec::with_capacity(by_text.len() + 1);
             offsets.push(0);
             for &(s, r) in &by_text {
@@ -487,12 +496,16 @@ impl OrderBook {
             starts[c as usize]..starts[c as usize + 1]
         };
         let total = offsets[by_text.len()];
-        let mut sorted = vec![(0u32, 0u32); total];
-        let mut keys = vec![0u32; total];
+        // Uninitialised, like the columns below: the parts write every place.
+        let mut sorted = Vec::<(u32, u32)>::with_capacity(total);
+        let mut keys = Vec::<u32>::with_capacity(total);
         let parts = (rayon::current_num_threads() * 8).max(1);
         let per_part = by_text.len().div_ceil(parts).max(1);
         let mut outputs = Vec::new();
-        let (mut sorted_rest, mut keys_rest) = (sorted.as_mut_slice(), keys.as_mut_slice());
+        let (mut sorted_rest, mut keys_rest) = (
+            &mut sorted.spare_capacity_mut()[..total],
+            &mut keys.spare_capacity_mut()[..total],
+        );
         for first in (0..by_text.len()).step_by(per_part) {
             let last = (first + per_part).min(by_text.len());
             let len = offsets[last] - offsets[first];
@@ -508,19 +521,29 @@ impl OrderBook {
                 for k in customers {
                     let sc = by_text[k];
                     for o in run(&sc) {
-                        sorted_part[at] = (sc.0, o);
-                        keys_part[at] = k as u32;
+                        sorted_part[at].write((sc.0, o));
+                        keys_part[at].write(k as u32);
                         at += 1;
                     }
                 }
             });
+        // SAFETY: the parts cover places 0..total (the customers' order counts sum
+        // to it), and each wrote every place of its customers' runs.
+        unsafe {
+            sorted.set_len(total);
+            keys.set_len(total);
+        }
         drop(by_text);
         let mut customer_key = UInt32Chunked::from_vec(CUSTOMER_ID.into(), keys);
         customer_key.set_sorted_flag(IsSorted::Ascending);
         for shard in &mut shards {
             shard.orders.customer_starts = Vec::new();
         }
-        let mut order_rank = UInt32Chunked::from_vec(ORDER_RANK.into(), (0..sorted.len() as u32).collect());
+        let mut ranks = Vec::new();
+        (0..sorted.len() as u32)
+            .into_par_iter()
+            .collect_into_vec(&mut ranks);
+        let mut order_rank = UInt32Chunked::from_vec(ORDER_RANK.into(), ranks);
         order_rank.set_sorted_flag(IsSorted::Ascending);
         // Channels and categories as their numbers in text order: an order's
         // category min and max by the fold's numbering (first appearance) stay two
@@ -533,21 +556,28 @@ impl OrderBook {
         let category_place = (category_labels.len() > 0).then(|| text_order(&category_labels).1);
         // The columns, written straight from each order's aggregates (read once, in
         // runs: a customer's orders lie together in its shard), in parallel parts.
+        // Every place of every column is written by the parallel parts, so the
+        // columns start uninitialised: filled first (channels and categories with
+        // NONE), on this thread, they took as long as the parts (0.13 s at 30M lines).
         let n = sorted.len();
-        let label_numbers = |present: bool| if present { vec![NONE; n] } else { Vec::new() };
-        let (mut days, mut values) = (vec![0i32; n], vec![0i128; n]);
+        let label_numbers = |present: bool| Vec::<u32>::with_capacity(if present { n } else { 0 });
+        let (mut days, mut values) = (Vec::<i32>::with_capacity(n), Vec::<i128>::with_capacity(n));
         let mut channels = label_numbers(channel_order.is_some());
         let mut category_min = label_numbers(category_place.is_some());
         let mut category_max = label_numbers(category_place.is_some());
         let chunk = n.div_ceil(rayon::current_num_threads() * 8).max(1);
         let (mut channel_parts, mut min_parts, mut max_parts) = (
-            channels.chunks_mut(chunk),
-            category_min.chunks_mut(chunk),
-            category_max.chunks_mut(chunk),
+            label_slots(&mut channels, n, chunk),
+            label_slots(&mut category_min, n, chunk),
+            label_slots(&mut category_max, n, chunk),
         );
         let parts: Vec<_> = sorted
             .chunks(chunk)
-            .zip(days.chunks_mut(chunk).zip(values.chunks_mut(chunk)))
+            .zip(
+                days.spare_capacity_mut()[..n]
+                    .chunks_mut(chunk)
+                    .zip(values.spare_capacity_mut()[..n].chunks_mut(chunk)),
+            )
             .map(|(orders, columns)| {
                 let labels = (channel_parts.next(), min_parts.next(), max_parts.next());
                 (orders, columns, labels)
@@ -560,15 +590,18 @@ impl OrderBook {
                 place[number as usize]
             }
         };
-        parts
+        // Each part writes its places of every column, and counts its purchases.
+        let purchases: u64 = parts
             .into_par_iter()
-            .for_each(|(orders, (days, values), (mut channels, mut mins, mut maxes))| {
+            .map(|(orders, (days, values), (mut channels, mut mins, mut maxes))| {
+                let mut purchases = 0;
                 for (j, &(s, o)) in orders.iter().enumerate() {
                     let rollup = &shards[s as usize].orders.rollups[o as usize];
-                    days[j] = rollup.first_day;
-                    values[j] = rollup.value;
+                    days[j].write(rollup.first_day);
+                    values[j].write(rollup.value);
+                    purchases += u64::from(rollup.value > 0);
                     if let (Some(channels), Some((_, place))) = (channels.as_deref_mut(), &channel_order) {
-                        channels[j] = in_text_order(place, rollup.channel);
+                        channels[j].write(in_text_order(place, rollup.channel));
                     }
                     if let (Some(mins), Some(maxes), Some(place)) =
                         (mins.as_deref_mut(), maxes.as_deref_mut(), &category_place)
@@ -578,10 +611,23 @@ impl OrderBook {
                             in_text_order(place, rollup.category_min),
                             in_text_order(place, rollup.category_max),
                         );
-                        (mins[j], maxes[j]) = (a.min(b), a.max(b));
+                        mins[j].write(a.min(b));
+                        maxes[j].write(a.max(b));
                     }
                 }
-            });
+                purchases
+            })
+            .sum();
+        // SAFETY: the parts cover places 0..n of each column (the label columns when
+        // present: else their capacity is 0), and each part wrote every one of its
+        // places above.
+        unsafe {
+            days.set_len(n);
+            values.set_len(n);
+            for column in [&mut channels, &mut category_min, &mut category_max] {
+                column.set_len(column.capacity().min(n));
+            }
+        }
         for shard in &mut shards {
             shard.orders.rollups = Vec::new();
         }
@@ -604,7 +650,6 @@ impl OrderBook {
         };
         let days = Int32Chunked::from_vec(ORDER_DATE.into(), days);
         let values = Int128Chunked::from_vec(VALUE.into(), values);
-        let purchases = values.iter().filter(|v| v.is_some_and(|v| v > 0)).count() as u64;
         let mut columns = vec![
             customer_key.into_column(),
             order_rank.into_column(),
@@ -644,12 +689,12 @@ impl OrderBook {
     }
 }
 
-/// Every shard's customers in id text order, as (shard, rank): each shard's list
-/// is sorted ([`Shard::by_text`]), so the lists are merged, the first of those
-/// left taken each time. A global sort of every customer (with the id column)
-/// took 0.59 s at 30M lines. Each pick scans one head per shard: 8 per pass, so
-/// inputs folded in many passes pay more per customer here.
-fn merged_by_text(shards: &[Shard]) -> Vec<(u32, u32)> {
+/// Every shard's customers in id text order, as (shard, rank), in consecutive
+/// parts: each shard's list is sorted ([`Shard::by_text`]), so the lists are merged.
+/// A global sort of every customer (with the id column) took 0.59 s at 30M lines,
+/// the merge on one thread 0.08 s; here the parts, cut at ids of the longest list,
+/// are merged in parallel.
+fn merged_by_text(shards: &[Shard]) -> Vec<Vec<(u32, u32)>> {
     let before = |(s, r): (u32, u32), (t, q): (u32, u32)| {
         let (mine, theirs) = (&shards[s as usize], &shards[t as usize]);
         mine.by_text[r as usize]
@@ -658,12 +703,62 @@ fn merged_by_text(shards: &[Shard]) -> Vec<(u32, u32)> {
             })
             .is_lt()
     };
-    let total = shards.iter().map(|shard| shard.by_text.len()).sum();
-    let mut merged = Vec::with_capacity(total);
-    let mut next = vec![0u32; shards.len()];
+    let Some(longest) = (0..shards.len() as u32).max_by_key(|&s| shards[s as usize].by_text.len()) else {
+        return Vec::new();
+    };
+    let cut_ranks = shards[longest as usize].by_text.len() as u32;
+    if cut_ranks == 0 {
+        return Vec::new();
+    }
+    let parts = (rayon::current_num_threads() * 4) as u32;
+    // Per cut, each shard's customers before it; the last cut is past every id.
+    let cuts: Vec<Vec<u32>> = (1..=parts)
+        .map(|p| {
+            let cut = (
+                longest,
+                (u64::from(cut_ranks) * u64::from(p) / u64::from(parts)) as u32,
+            );
+            (0..shards.len() as u32)
+                .map(|t| match (p == parts, t == longest) {
+                    (true, _) => shards[t as usize].by_text.len() as u32,
+                    (false, true) => cut.1,
+                    (false, false) => {
+                        let (shard, at_cut) = (&shards[t as usize], &shards[longest as usize]);
+                        let cut_id = &at_cut.by_text[cut.1 as usize];
+                        shard.by_text.partition_point(|customer| {
+                            customer
+                                .cmp_ids(cut_id, || {
+                                    (shard.customers.get(customer.number), at_cut.id_at_rank(cut.1))
+                                })
+                                .is_lt()
+                        }) as u32
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let zero = vec![0u32; shards.len()];
+    (0..parts as usize)
+        .into_par_iter()
+        .map(|p| {
+            let from = if p == 0 { &zero } else { &cuts[p - 1] };
+            merge_part(from.clone(), &cuts[p], before)
+        })
+        .collect()
+}
+
+/// Each shard's customers of ranks `next[s]..end[s]`, merged: the first of those
+/// left taken each time, one head per shard scanned per pick (8 per pass: inputs
+/// folded in many passes pay more per customer here).
+fn merge_part(
+    mut next: Vec<u32>,
+    end: &[u32],
+    before: impl Fn((u32, u32), (u32, u32)) -> bool,
+) -> Vec<(u32, u32)> {
+    let mut merged = Vec::with_capacity(end.iter().zip(&next).map(|(e, n)| (e - n) as usize).sum());
     // The shards with customers left.
-    let mut left: Vec<u32> = (0..shards.len() as u32)
-        .filter(|&s| !shards[s as usize].by_text.is_empty())
+    let mut left: Vec<u32> = (0..next.len() as u32)
+        .filter(|&s| next[s as usize] < end[s as usize])
         .collect();
     while !left.is_empty() {
         let mut first = 0;
@@ -678,11 +773,22 @@ fn merged_by_text(shards: &[Shard]) -> Vec<(u32, u32)> {
         let s = left[first];
         merged.push((s, next[s as usize]));
         next[s as usize] += 1;
-        if next[s as usize] as usize == shards[s as usize].by_text.len() {
+        if next[s as usize] == end[s as usize] {
             left.swap_remove(first);
         }
     }
     merged
+}
+
+/// The places of a label column (`n`, or none when it is absent, made with no
+/// capacity) in parts of `chunk`.
+fn label_slots(
+    column: &mut Vec<u32>,
+    n: usize,
+    chunk: usize,
+) -> std::slice::ChunksMut<'_, std::mem::MaybeUninit<u32>> {
+    let len = column.capacity().min(n);
+    column.spare_capacity_mut()[..len].chunks_mut(chunk)
 }
 
 /// One per-order array of every shard, read in `sorted` order (shard, order).

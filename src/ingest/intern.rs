@@ -50,6 +50,37 @@ pub(super) fn span(ends: &[usize], i: u32) -> std::ops::Range<usize> {
     start..ends[i]
 }
 
+/// The first 16 bytes of a string as a big-endian integer (zero-padded): integers
+/// compare as the strings' byte order does, up to ties. Ids of up to 16 bytes
+/// (most) differ in it, so sorting them never reads their text.
+pub(super) fn prefix(text: &[u8]) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = text.len().min(16);
+    bytes[..n].copy_from_slice(&text[..n]);
+    u128::from_be_bytes(bytes)
+}
+
+/// The sort [`prefix`] of string `i` of an arena, as one 16-byte load where the
+/// arena holds 16 bytes from the string's start (the bytes past its end masked
+/// off), instead of a copy of its bytes into a buffer read back whole: the
+/// profile put 40% of the seal's samples on that copy, and the load took the
+/// seal's grouping of orders from 0.72-0.76 to 0.67-0.71 CPU-s at 30M lines.
+pub(super) fn prefix_at(text: &str, ends: &[usize], i: u32) -> u128 {
+    let span = span(ends, i);
+    let (start, len) = (span.start, span.len());
+    match text.as_bytes().get(start..start + 16).map(<[u8; 16]>::try_from) {
+        Some(Ok(sixteen)) if len > 0 => {
+            let whole = u128::from_be_bytes(sixteen);
+            if len >= 16 {
+                whole
+            } else {
+                whole & (u128::MAX << ((16 - len) * 8))
+            }
+        }
+        _ => prefix(&text.as_bytes()[span]),
+    }
+}
+
 /// The bytes of string `i` of an arena (bytes: no char-boundary checks in hot loops).
 pub(super) fn bytes_of<'a>(text: &'a str, ends: &[usize], i: u32) -> &'a [u8] {
     &text.as_bytes()[span(ends, i)]
@@ -221,6 +252,30 @@ mod tests {
             "a b",
         ] {
             assert_eq!(super::trimmed(id), id.trim(), "{id:?}");
+        }
+    }
+
+    /// The one-load prefix is the copied one: ids of every length from 0 to 20
+    /// bytes, multi-byte text, and the last ids, with fewer than 16 bytes after
+    /// their start.
+    #[test]
+    fn prefix_at_is_prefix() {
+        let mut arena = super::Interner::default();
+        for len in 0..=20 {
+            arena.push(&"k".repeat(len));
+            arena.push(&"é9".repeat(len / 3));
+        }
+        for tail in ["", "z", "zyx", "0123456789abcdefg"] {
+            arena.push(tail);
+        }
+        for i in 0..arena.len() as u32 {
+            let bytes = super::bytes_of(&arena.text, &arena.ends, i);
+            assert_eq!(
+                super::prefix_at(&arena.text, &arena.ends, i),
+                super::prefix(bytes),
+                "{:?}",
+                arena.get(i)
+            );
         }
     }
 }

@@ -10,8 +10,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
-use super::book::prefix;
-use super::intern::{Interner, NO_VIEW, NONE, bytes_of, hash_bits, table_hash, view_halves};
+use super::intern::{Interner, NO_VIEW, NONE, bytes_of, hash_bits, prefix_at, table_hash, view_halves};
 
 /// What the fold knows of a customer's orders, in one place (its customer table
 /// entry, one cache line's read per line): its newest order, that order's hash bits
@@ -309,7 +308,7 @@ impl Orders {
             || {
                 (0..self.customer.len() as u32)
                     .filter(|&o| self.rollups[o as usize].has_kept_line())
-                    .map(|o| (prefix(id(o)), o))
+                    .map(|o| (prefix_at(&ids.text, &ids.ends, o), o))
             },
             rank.len(),
             |(_, o)| rank[self.customer[o as usize] as usize] as usize,
