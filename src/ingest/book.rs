@@ -242,27 +242,15 @@ impl OrderBook {
         // The two label columns are numbered side by side (each a lookup per line,
         // on this thread while the shards wait).
         let known_channels = self.channels.len();
+        let hasher = &self.hasher;
+        let number = |labels: &mut Labels, numbers: &mut Vec<u32>, column: &Option<_>| {
+            if let Some(column) = column {
+                number_labels(labels, hasher, array(column), numbers);
+            }
+        };
         rayon::join(
-            || {
-                if let Some(channels) = &channels {
-                    number_labels(
-                        &mut self.channels,
-                        &self.hasher,
-                        array(channels),
-                        &mut self.channel_numbers,
-                    );
-                }
-            },
-            || {
-                if let Some(categories) = &categories {
-                    number_labels(
-                        &mut self.categories,
-                        &self.hasher,
-                        array(categories),
-                        &mut self.category_numbers,
-                    );
-                }
-            },
+            || number(&mut self.channels, &mut self.channel_numbers, &channels),
+            || number(&mut self.categories, &mut self.category_numbers, &categories),
         );
         if self.channels.len() != known_channels {
             self.channel_ranks = text_order(&self.channels).1;
@@ -727,9 +715,7 @@ fn merged_by_text(shards: &[Shard]) -> Vec<Vec<(u32, u32)>> {
                         let cut_id = &at_cut.by_text[cut.1 as usize];
                         shard.by_text.partition_point(|customer| {
                             customer
-                                .cmp_ids(cut_id, || {
-                                    (shard.customers.get(customer.number), at_cut.id_at_rank(cut.1))
-                                })
+                                .cmp_ids(cut_id, || (shard.id_of(customer), at_cut.id_at_rank(cut.1)))
                                 .is_lt()
                         }) as u32
                     }

@@ -263,7 +263,12 @@ impl Shard {
 
     /// Once sealed: the customer id at rank `r` of [`Shard::by_text`].
     pub(super) fn id_at_rank(&self, r: u32) -> &str {
-        self.customers.get(self.by_text[r as usize].number)
+        self.id_of(&self.by_text[r as usize])
+    }
+
+    /// Once sealed: the id of one of this shard's [`Shard::by_text`] customers.
+    pub(super) fn id_of(&self, customer: &Ranked) -> &str {
+        self.customers.get(customer.number)
     }
 
     /// Seals the shard at the end of its pass (see [`Shard`]). Returns the lines
