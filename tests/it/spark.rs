@@ -203,8 +203,8 @@ proptest! {
         // positive line can be outweighed by its order's refund, or be an exact copy
         // taken out) both engines refuse the input; the rest compare.
         let as_of = chrono::NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
-        let mut seen = std::collections::HashSet::new();
-        let mut totals: std::collections::HashMap<(&str, &str), i64> = std::collections::HashMap::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut totals: std::collections::BTreeMap<(&str, &str), i64> = std::collections::BTreeMap::new();
         for l in lines.iter().filter(|l| date(l.day) < as_of) {
             if dedupe && !seen.insert((&l.customer, &l.order, l.day, l.cents)) {
                 continue;
