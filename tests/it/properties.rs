@@ -127,15 +127,19 @@ struct Naive {
     top20: Option<f64>,
 }
 
-/// SPEC §1 steps 2, 3 and 5: (customer, order) → (date, value micros).
-fn naive_orders(lines: &[Line]) -> BTreeMap<(String, String), (NaiveDate, i64)> {
+/// SPEC §1 steps 2, 3 (when `dedupe`) and 5: (customer, order) → (date, value micros).
+pub(crate) fn naive_orders(lines: &[Line], dedupe: bool) -> BTreeMap<(String, String), (NaiveDate, i64)> {
     let as_of = NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
     // Steps 2 and 3: before as_of, exact duplicates once.
     let mut kept: Vec<&Line> = Vec::new();
     for line in lines.iter().filter(|l| date(l.day) < as_of) {
-        let dup = kept.iter().any(|k| {
-            k.customer == line.customer && k.order == line.order && k.day == line.day && k.cents == line.cents
-        });
+        let dup = dedupe
+            && kept.iter().any(|k| {
+                k.customer == line.customer
+                    && k.order == line.order
+                    && k.day == line.day
+                    && k.cents == line.cents
+            });
         if !dup {
             kept.push(line);
         }
@@ -155,7 +159,7 @@ fn naive_orders(lines: &[Line]) -> BTreeMap<(String, String), (NaiveDate, i64)> 
 
 fn naive(lines: &[Line], grain: &str, rules: &[SegmentRule]) -> Naive {
     let as_of = NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
-    let orders = naive_orders(lines);
+    let orders = naive_orders(lines, true);
     let mut customers: Vec<Customer> = Vec::new();
     let ids: std::collections::BTreeSet<&String> = orders.keys().map(|(c, _)| c).collect();
     for id in ids {
@@ -434,7 +438,7 @@ type WindowScored = (String, Option<(i64, i64, i64)>, String);
 fn naive_window_rfm(lines: &[Line], window: u32, average: bool) -> Vec<WindowScored> {
     let as_of = NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
     let since = as_of - Days::new(window as u64);
-    let orders = naive_orders(lines);
+    let orders = naive_orders(lines, true);
     // id → (has a purchase at all, recency, window purchases, window revenue)
     let mut customers: BTreeMap<String, (bool, i64, i64, i64)> = BTreeMap::new();
     for ((id, _), (day, value)) in &orders {

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use tempfile::TempDir;
 
 use crate::common::{assert_fails, loyalty, repo, write_parquet};
-use crate::properties::{AS_OF, date, frame, lines};
+use crate::properties::{AS_OF, frame, lines, naive_orders};
 
 fn remote() -> Option<String> {
     match std::env::var("LOYALTY_TEST_SPARK_REMOTE") {
@@ -202,16 +202,7 @@ proptest! {
         // With no purchase at all (no order whose kept lines sum above zero: a
         // positive line can be outweighed by its order's refund, or be an exact copy
         // taken out) both engines refuse the input; the rest compare.
-        let as_of = chrono::NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
-        let mut seen = std::collections::BTreeSet::new();
-        let mut totals: std::collections::BTreeMap<(&str, &str), i64> = std::collections::BTreeMap::new();
-        for l in lines.iter().filter(|l| date(l.day) < as_of) {
-            if dedupe && !seen.insert((&l.customer, &l.order, l.day, l.cents)) {
-                continue;
-            }
-            *totals.entry((l.customer.as_str(), l.order.as_str())).or_default() += l.cents;
-        }
-        prop_assume!(totals.values().any(|&total| total > 0));
+        prop_assume!(naive_orders(&lines, dedupe).values().any(|&(_, value)| value > 0));
         let yaml = format!(
             "input:\n  orders: {}\nas_of: {AS_OF}\ncleaning:\n  dedupe: {dedupe}\ncohorts:\n  grain: {grain}\nrfm:\n  window_days: {window}\n\
              clv:\n  holdout_days: {holdout}\n  on_fit_failure: skip\n",
