@@ -241,7 +241,8 @@ fn publish_run(
         name: "write".into(),
         seconds: 0.0,
     });
-    // The report, made while the kept memory is handed back and the tables are written.
+    // The report, made while the kept memory is handed back and the tables are
+    // written (see `output::publish`).
     let json = serde_json::to_value(&manifest).map_err(|e| Error::Output(e.to_string()))?;
     let documents = || -> crate::error::Result<Vec<output::Document>> {
         if !config.output.report {
@@ -258,41 +259,27 @@ fn publish_run(
             bytes: html.into_bytes(),
         }])
     };
-    // The report is started before the kept memory is handed back, so that it is
-    // made on the core the hand-back leaves idle (70-80 ms on one core at 10M lines);
-    // the writer takes it when its documents are due.
-    let shown = std::thread::scope(|scope| -> crate::error::Result<String> {
-        let started = std::sync::Mutex::new(Some(scope.spawn(documents)));
-        crate::memory::release_kept();
-        let made = || -> crate::error::Result<Vec<output::Document>> {
-            let report = started.lock().ok().and_then(|mut started| started.take());
-            let report = report.ok_or_else(|| Error::Internal("the report was asked for twice".into()))?;
-            report
-                .join()
-                .map_err(|_| Error::Internal("the thread making the report panicked".into()))?
-        };
-        Ok(match &destination {
-            Target::Local(local) => {
-                output::publish(
-                    local,
-                    &computed.tables,
-                    &config.output.formats,
-                    &made,
-                    &mut manifest,
-                    &settings.publish_holds,
-                )?;
-                dir.display().to_string()
-            }
-            Target::Remote(remote) => remote::publish(
-                remote,
+    let shown = match &destination {
+        Target::Local(local) => {
+            output::publish(
+                local,
                 &computed.tables,
                 &config.output.formats,
-                &made,
+                &documents,
                 &mut manifest,
                 &settings.publish_holds,
-            )?,
-        })
-    })?;
+            )?;
+            dir.display().to_string()
+        }
+        Target::Remote(remote) => remote::publish(
+            remote,
+            &computed.tables,
+            &config.output.formats,
+            &documents,
+            &mut manifest,
+            &settings.publish_holds,
+        )?,
+    };
     tracing::info!(stage = "write", seconds = write_start.elapsed().as_secs_f64(), dir = %shown, "finished");
     // What is freed from here on (every table, at the end of the run) stays with
     // the process, which exits: handed back page by page, it took 0.1 s at 30M lines.

@@ -29,9 +29,9 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
-    /// Bytes written and their sha256 (lowercase hex).
-    pub fn finish(self) -> (u64, String) {
-        (self.bytes, hex(&self.hasher.finalize()))
+    /// Bytes written and their sha256 (lowercase hex), and the writer they went to.
+    pub fn finish(self) -> (u64, String, W) {
+        (self.bytes, hex(&self.hasher.finalize()), self.inner)
     }
 }
 
@@ -254,8 +254,8 @@ impl PipedWriter {
             for block in receive {
                 out.write_all(&block)?;
             }
-            let (bytes, sha) = (out.bytes, hex(&out.hasher.finalize()));
-            out.inner.finish()?;
+            let (bytes, sha, file) = out.finish();
+            file.finish()?;
             Ok((bytes, sha))
         });
         Self {
@@ -360,7 +360,7 @@ mod tests {
         let mut writer = HashingWriter::new(&mut out);
         writer.write_all(b"loyalty ").unwrap();
         writer.write_all(b"outputs").unwrap();
-        let (bytes, sha) = writer.finish();
+        let (bytes, sha, _) = writer.finish();
         assert_eq!(bytes, 15);
         assert_eq!(sha, sha256_hex(b"loyalty outputs"));
         assert_eq!(out, b"loyalty outputs");
